@@ -1,0 +1,637 @@
+/*
+ * ringbuf.c - the channel: lock, ring, parking.
+ *
+ * Invariants (see struct rb_hdr for I1..I6): they hold whenever the lock is
+ * free, because every critical section publishes its change last.  A send
+ * copies the record into free space first and only then moves sendx, used and
+ * qcount; a receive copies the payload out first and only then moves recvx,
+ * used and qcount.  A process that dies inside a critical section therefore
+ * leaves the channel in its last committed state, and the next owner of the
+ * robust lock (EOWNERDEAD) may mark it consistent without repair.
+ *
+ * Every field read from the shared header is checked against the bounds this
+ * process validated at attach time (hdr_sane, and the record length check in
+ * rb_recv) before it is used to index the ring.
+ *
+ * Waiting: a sender without room reads send_futex under the lock, counts
+ * itself in sendq, drops the lock and sleeps on send_futex while it still
+ * holds the value read.  A receiver that frees room bumps send_futex under the
+ * lock if sendq > 0, drops the lock, then wakes.  Because the bump happens
+ * under the lock after the sleeper's read, either the sleeper is already in
+ * the kernel's queue when the wake comes, or its FUTEX_WAIT sees a changed
+ * word and returns at once: no wake-up is lost.  Receivers mirror this on
+ * recv_futex.  When nobody is counted as parked no system call is made.
+ *
+ * Whom to wake: any receiver can take any message, so a send wakes one
+ * receiver.  A receive can free room that suits one parked sender and not
+ * another (records differ in size), so it wakes every parked sender and lets
+ * them retry; waking only one could leave a sender whose record fits asleep
+ * behind one whose record does not.  A woken waiter always retries its
+ * operation before looking at its deadline, so a wake is never spent on a
+ * waiter that then gives up.
+ */
+#define _GNU_SOURCE
+#include "ringbuf.h"
+#include "futex.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+
+/* Pin the layout: it is an ABI between every process that maps a segment. */
+_Static_assert(offsetof(struct rb_hdr, magic) == 0, "magic first");
+_Static_assert(offsetof(struct rb_hdr, version) == 8, "layout v1");
+_Static_assert(offsetof(struct rb_hdr, data_off) == 12, "layout v1");
+_Static_assert(offsetof(struct rb_hdr, dataqsiz) == 16, "layout v1");
+_Static_assert(offsetof(struct rb_hdr, size) == 24, "layout v1");
+_Static_assert(offsetof(struct rb_hdr, lock) == RB_CACHELINE, "lock on its own line");
+_Static_assert(offsetof(struct rb_hdr, sendx) % RB_CACHELINE == 0, "sender line aligned");
+_Static_assert(offsetof(struct rb_hdr, recvx) % RB_CACHELINE == 0, "receiver line aligned");
+_Static_assert(offsetof(struct rb_hdr, recvx) - offsetof(struct rb_hdr, sendx) == RB_CACHELINE,
+               "sender fields fit one line");
+_Static_assert(sizeof(struct rb_hdr) <= RB_DATA_OFF, "header fits before the ring");
+_Static_assert(RB_DATA_OFF % 4096 == 0 && RB_REC_HDR == 8, "ring page-aligned, 8-byte records");
+
+/* Fields that are read outside the lock (spin hints, observers, the kernel's
+ * futex compare) or changed outside it (sendq/recvq on the way out of a sleep
+ * interrupted by a signal) go through these, so that no access is a data
+ * race.  Relaxed order suffices: each is a hint that is re-read under the
+ * lock before anything is decided, and the lock orders everything else. */
+#define LOAD(f)      __atomic_load_n(&(f), __ATOMIC_RELAXED)
+#define STORE(f, v)  __atomic_store_n(&(f), (v), __ATOMIC_RELAXED)
+#define INC(f)       __atomic_fetch_add(&(f), 1, __ATOMIC_RELAXED)
+#define DEC(f)       __atomic_fetch_sub(&(f), 1, __ATOMIC_RELAXED)
+
+/* How long a blocked call spins on the hints before parking.  A park and its
+ * wake cost two system calls and a context switch each way; when the other
+ * side is running on another core, the condition usually changes sooner. */
+#define RB_SPIN_NS    20000
+/* How often to try a busy lock before sleeping on it. */
+#define RB_LOCK_SPINS 64
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield" ::: "memory");
+#else
+    __asm__ __volatile__("" ::: "memory");
+#endif
+}
+
+/* getpid() is a system call; the pid for lock_owner is cached and refreshed
+ * in fork children. */
+static pid_t rb_pid;
+static pthread_once_t rb_pid_once = PTHREAD_ONCE_INIT;
+static void pid_refresh(void) { rb_pid = getpid(); }
+static void pid_init(void)
+{
+    pid_refresh();
+    pthread_atfork(NULL, NULL, pid_refresh);
+}
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static struct timespec to_timespec(int64_t ns)
+{
+    struct timespec ts = { .tv_sec = ns / 1000000000LL, .tv_nsec = ns % 1000000000LL };
+    return ts;
+}
+
+static int expired(int64_t deadline)
+{
+    return deadline >= 0 && now_ns() >= deadline;
+}
+
+static uint64_t align8(uint64_t n) { return (n + 7) & ~7ULL; }
+
+/* x < 2 * size: bring it back into [0, size). */
+static uint64_t wrap(const struct rb_chan *ch, uint64_t x)
+{
+    return x >= ch->size ? x - ch->size : x;
+}
+
+/* ---- the lock ---------------------------------------------------------- */
+
+static int rb_lock(struct rb_chan *ch, int64_t deadline)
+{
+    struct rb_hdr *h = ch->hdr;
+    int r = EBUSY;
+
+    for (int i = 0; i < RB_LOCK_SPINS && r == EBUSY; i++) {
+        r = pthread_mutex_trylock(&h->lock);
+        if (r == EBUSY)
+            cpu_relax();
+    }
+    if (r == EBUSY) {
+        /* The holder only copies one message, so a call without a deadline
+         * (or a non-blocking one) simply waits for it. */
+        if (deadline <= 0) {
+            r = pthread_mutex_lock(&h->lock);
+        } else {
+            struct timespec ts = to_timespec(deadline);
+            r = pthread_mutex_clocklock(&h->lock, CLOCK_MONOTONIC, &ts);
+        }
+    }
+    if (r == EOWNERDEAD) {
+        /* The owner died inside a critical section.  Nothing was published
+         * that was not complete (see the top of this file), so the state is
+         * the last committed one. */
+        pthread_mutex_consistent(&h->lock);
+        h->recoveries++;
+        r = 0;
+    }
+    if (r == 0) {
+        STORE(h->lock_owner, rb_pid);
+        return RB_OK;
+    }
+    if (r == ETIMEDOUT)
+        return RB_ETIMEDOUT;
+    if (r == ENOTRECOVERABLE)
+        return RB_ECORRUPT;
+    errno = r;
+    return RB_ESYS;
+}
+
+static void rb_unlock(struct rb_chan *ch)
+{
+    STORE(ch->hdr->lock_owner, 0);
+    pthread_mutex_unlock(&ch->hdr->lock);
+}
+
+/* I1..I4, checked against this process's own copy of the bounds.  Called
+ * under the lock before any position is used. */
+static int hdr_sane(const struct rb_chan *ch)
+{
+    const struct rb_hdr *h = ch->hdr;
+    uint64_t q = h->qcount, used = h->used, rx = h->recvx, sx = h->sendx;
+
+    return q <= ch->dataqsiz && used <= ch->size && rx < ch->size && sx < ch->size &&
+           ((used | rx | sx) & 7) == 0 && (q == 0) == (used == 0) &&
+           sx == wrap(ch, rx + used);
+}
+
+/* ---- copying in and out of the ring ------------------------------------ */
+
+/* Copy n <= size bytes to ring offset off (< size), wrapping at the end.
+ * Returns the offset after them. */
+static uint64_t ring_put(const struct rb_chan *ch, uint64_t off, const void *src, uint64_t n)
+{
+    uint64_t first = ch->size - off < n ? ch->size - off : n;
+
+    memcpy(ch->data + off, src, first);
+    if (n > first)
+        memcpy(ch->data, (const uint8_t *)src + first, n - first);
+    return wrap(ch, off + n);
+}
+
+static uint64_t ring_get(const struct rb_chan *ch, uint64_t off, void *dst, uint64_t n)
+{
+    uint64_t first = ch->size - off < n ? ch->size - off : n;
+
+    memcpy(dst, ch->data + off, first);
+    if (n > first)
+        memcpy((uint8_t *)dst + first, ch->data, n - first);
+    return wrap(ch, off + n);
+}
+
+/* ---- waiting ------------------------------------------------------------ */
+
+static int room_for(const struct rb_chan *ch, uint64_t need)
+{
+    const struct rb_hdr *h = ch->hdr;
+    return LOAD(h->qcount) < ch->dataqsiz && LOAD(h->used) + need <= ch->size;
+}
+
+/* Spin without the lock until the hint says the caller may proceed (room for
+ * `need` bytes, or any data when need == 0), the channel closes, or the spin
+ * budget or deadline runs out.  The caller re-checks under the lock. */
+static void spin(const struct rb_chan *ch, uint64_t need, int64_t deadline)
+{
+    const struct rb_hdr *h = ch->hdr;
+    int64_t until = now_ns() + RB_SPIN_NS;
+
+    if (deadline >= 0 && deadline < until)
+        until = deadline;
+    for (unsigned i = 1;; i++) {
+        if (LOAD(h->closed))
+            return;
+        if (need ? room_for(ch, need) : LOAD(h->qcount) > 0)
+            return;
+        cpu_relax();
+        if (i % 64 == 0 && now_ns() >= until)
+            return;
+    }
+}
+
+/* Park on *word, which the caller read as `seq` under the lock, after
+ * counting itself in *parked and dropping the lock.  Undoes the count. */
+static int park(uint32_t *word, uint32_t seq, uint32_t *parked, int64_t deadline)
+{
+    struct timespec ts;
+    int r;
+
+    if (deadline >= 0)
+        ts = to_timespec(deadline);
+    r = rb_futex_wait(word, seq, deadline >= 0 ? &ts : NULL);
+    DEC(*parked);
+    return r == EINTR ? RB_EINTR : RB_OK;
+}
+
+/* ---- send and receive --------------------------------------------------- */
+
+int rb_send(struct rb_chan *ch, const void *buf, uint64_t len, int64_t deadline)
+{
+    struct rb_hdr *h = ch->hdr;
+    uint64_t need, rec_len = len;
+    int spun = 0, rc;
+
+    if (len > ch->size - RB_REC_HDR)
+        return RB_ETOOBIG;
+    need = RB_REC_HDR + align8(len);
+
+    for (;;) {
+        if ((rc = rb_lock(ch, deadline)) != RB_OK)
+            return rc;
+        if (!hdr_sane(ch)) {
+            rb_unlock(ch);
+            return RB_ECORRUPT;
+        }
+
+        /* Closed: no more sends, whatever the room. */
+        if (h->closed) {
+            rb_unlock(ch);
+            return RB_ECLOSED;
+        }
+
+        /* Room in the buffer: copy the record, then publish it. */
+        if (room_for(ch, need)) {
+            int wake;
+
+            ring_put(ch, ring_put(ch, h->sendx, &rec_len, RB_REC_HDR), buf, len);
+            h->sendx = wrap(ch, h->sendx + need);
+            STORE(h->used, h->used + need);
+            STORE(h->qcount, h->qcount + 1);
+            h->sent++;
+            wake = LOAD(h->recvq) > 0;
+            if (wake) {
+                INC(h->recv_futex);
+                h->send_wakes++;
+            }
+            rb_unlock(ch);
+            if (wake)
+                rb_futex_wake(&h->recv_futex, 1);
+            return RB_OK;
+        }
+
+        /* No room and no time left (a non-blocking call lands here at once). */
+        if (expired(deadline)) {
+            rb_unlock(ch);
+            return RB_ETIMEDOUT;
+        }
+
+        /* No room yet: spin once on the hints, then park. */
+        if (!spun) {
+            rb_unlock(ch);
+            spin(ch, need, deadline);
+            spun = 1;
+            continue;
+        }
+        uint32_t seq = LOAD(h->send_futex);
+        INC(h->sendq);
+        h->send_parks++;
+        rb_unlock(ch);
+        if ((rc = park(&h->send_futex, seq, &h->sendq, deadline)) != RB_OK)
+            return rc;
+    }
+}
+
+int rb_recv(struct rb_chan *ch, void *buf, uint64_t cap, uint64_t *len_out, int64_t deadline)
+{
+    struct rb_hdr *h = ch->hdr;
+    int spun = 0, rc;
+
+    for (;;) {
+        if ((rc = rb_lock(ch, deadline)) != RB_OK)
+            return rc;
+        if (!hdr_sane(ch)) {
+            rb_unlock(ch);
+            return RB_ECORRUPT;
+        }
+
+        /* Data in the buffer: copy the payload out, then release its space. */
+        if (h->qcount > 0) {
+            uint64_t len, need;
+            int wake;
+
+            ring_get(ch, h->recvx, &len, RB_REC_HDR);
+            /* The length came from shared memory: it must fit the ring and
+             * the bytes the header says are in use (I5). */
+            if (len > ch->size - RB_REC_HDR || (need = RB_REC_HDR + align8(len)) > h->used) {
+                rb_unlock(ch);
+                return RB_ECORRUPT;
+            }
+            *len_out = len;
+            if (len > cap) {
+                rb_unlock(ch);
+                return RB_ESMALLBUF;
+            }
+            ring_get(ch, wrap(ch, h->recvx + RB_REC_HDR), buf, len);
+            h->recvx = wrap(ch, h->recvx + need);
+            STORE(h->used, h->used - need);
+            STORE(h->qcount, h->qcount - 1);
+            h->received++;
+            wake = LOAD(h->sendq) > 0;
+            if (wake) {
+                INC(h->send_futex);
+                h->recv_wakes++;
+            }
+            rb_unlock(ch);
+            if (wake)
+                rb_futex_wake(&h->send_futex, RB_WAKE_ALL);
+            return RB_OK;
+        }
+
+        /* Closed and drained: the end of the stream. */
+        if (h->closed) {
+            rb_unlock(ch);
+            return RB_ECLOSED;
+        }
+
+        /* Empty and no time left. */
+        if (expired(deadline)) {
+            rb_unlock(ch);
+            return RB_ETIMEDOUT;
+        }
+
+        /* Empty: spin once on the hints, then park. */
+        if (!spun) {
+            rb_unlock(ch);
+            spin(ch, 0, deadline);
+            spun = 1;
+            continue;
+        }
+        uint32_t seq = LOAD(h->recv_futex);
+        INC(h->recvq);
+        h->recv_parks++;
+        rb_unlock(ch);
+        if ((rc = park(&h->recv_futex, seq, &h->recvq, deadline)) != RB_OK)
+            return rc;
+    }
+}
+
+int rb_close(struct rb_chan *ch)
+{
+    struct rb_hdr *h = ch->hdr;
+    int rc;
+
+    if ((rc = rb_lock(ch, RB_FOREVER)) != RB_OK)
+        return rc;
+    if (!h->closed) {
+        STORE(h->closed, 1);
+        INC(h->send_futex);
+        INC(h->recv_futex);
+    }
+    rb_unlock(ch);
+    /* Close is rare: wake both queues whatever the counts say. */
+    rb_futex_wake(&h->send_futex, RB_WAKE_ALL);
+    rb_futex_wake(&h->recv_futex, RB_WAKE_ALL);
+    return RB_OK;
+}
+
+/* ---- observing ---------------------------------------------------------- */
+
+int rb_stats(struct rb_chan *ch, struct rb_stats *out)
+{
+    struct rb_hdr *h = ch->hdr;
+    int rc;
+
+    if ((rc = rb_lock(ch, RB_FOREVER)) != RB_OK)
+        return rc;
+    out->dataqsiz = ch->dataqsiz;
+    out->size = ch->size;
+    out->qcount = h->qcount;
+    out->used = h->used;
+    out->sendx = h->sendx;
+    out->recvx = h->recvx;
+    out->sendq = LOAD(h->sendq);
+    out->recvq = LOAD(h->recvq);
+    out->closed = h->closed;
+    out->lock_owner = 0;    /* we hold it; report the state others saw */
+    out->creator_pid = h->creator_pid;
+    out->sent = h->sent;
+    out->received = h->received;
+    out->send_parks = h->send_parks;
+    out->recv_parks = h->recv_parks;
+    out->send_wakes = h->send_wakes;
+    out->recv_wakes = h->recv_wakes;
+    out->recoveries = h->recoveries;
+    rb_unlock(ch);
+    return RB_OK;
+}
+
+int rb_check(struct rb_chan *ch)
+{
+    struct rb_hdr *h = ch->hdr;
+    uint64_t off, seen = 0;
+    int rc, ok;
+
+    if ((rc = rb_lock(ch, RB_FOREVER)) != RB_OK)
+        return rc;
+    ok = hdr_sane(ch) && h->closed <= 1;
+    off = h->recvx;
+    for (uint64_t i = 0; ok && i < h->qcount; i++) {
+        uint64_t len;
+
+        ring_get(ch, off, &len, RB_REC_HDR);
+        ok = len <= ch->size - RB_REC_HDR && seen + RB_REC_HDR + align8(len) <= h->used;
+        if (ok) {
+            seen += RB_REC_HDR + align8(len);
+            off = wrap(ch, off + RB_REC_HDR + align8(len));
+        }
+    }
+    ok = ok && seen == h->used;
+    rb_unlock(ch);
+    return ok ? RB_OK : RB_ECORRUPT;
+}
+
+uint64_t rb_max_message(struct rb_chan *ch)
+{
+    return ch->size - RB_REC_HDR;
+}
+
+/* ---- segments ----------------------------------------------------------- */
+
+/* "/" + name into path; RB_EINVAL for an empty or too long name or one with
+ * a '/' (shm_open names are a single component). */
+static int shm_path(const char *name, char path[RB_NAME_MAX + 2])
+{
+    size_t n = strnlen(name, RB_NAME_MAX + 1);
+
+    if (n == 0 || n > RB_NAME_MAX || strchr(name, '/'))
+        return RB_EINVAL;
+    path[0] = '/';
+    memcpy(path + 1, name, n + 1);
+    return RB_OK;
+}
+
+/* The bounds are passed in, already validated, rather than read again from
+ * the shared header, which a peer could change in between. */
+static int new_handle(struct rb_hdr *h, size_t map_len, uint64_t capacity, uint64_t size,
+                      struct rb_chan **out)
+{
+    struct rb_chan *ch = malloc(sizeof *ch);
+
+    if (!ch)
+        return RB_ESYS;
+    ch->hdr = h;
+    ch->data = (uint8_t *)h + RB_DATA_OFF;
+    ch->map_len = map_len;
+    ch->dataqsiz = capacity;
+    ch->size = size;
+    *out = ch;
+    return RB_OK;
+}
+
+int rb_create(const char *name, uint64_t capacity, uint64_t size, struct rb_chan **out)
+{
+    char path[RB_NAME_MAX + 2];
+    pthread_mutexattr_t attr;
+    struct rb_hdr *h;
+    size_t map_len;
+    int fd, err, rc;
+
+    pthread_once(&rb_pid_once, pid_init);
+    if (shm_path(name, path) != RB_OK || capacity < 1 || capacity > RB_MAX_CAPACITY ||
+        size < RB_MIN_SIZE || size > RB_MAX_SIZE || size % 8 != 0)
+        return RB_EINVAL;
+    map_len = RB_DATA_OFF + size;
+
+    fd = shm_open(path, O_RDWR | O_CREAT | O_EXCL, 0600);
+    if (fd < 0)
+        return RB_ESYS;
+    /* Reserve the pages now: on a full /dev/shm this fails here with ENOSPC
+     * instead of killing a later sender with SIGBUS. */
+    if (ftruncate(fd, (off_t)map_len) != 0 || (errno = posix_fallocate(fd, 0, (off_t)map_len)) != 0)
+        goto fail_fd;
+    h = mmap(NULL, map_len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (h == MAP_FAILED)
+        goto fail_fd;
+    close(fd);
+
+    h->version = RB_LAYOUT_VERSION;
+    h->data_off = RB_DATA_OFF;
+    h->dataqsiz = capacity;
+    h->size = size;
+    h->creator_pid = rb_pid;
+    pthread_mutexattr_init(&attr);
+    pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+    pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
+    err = pthread_mutex_init(&h->lock, &attr);
+    pthread_mutexattr_destroy(&attr);
+    if (err != 0) {
+        errno = err;
+        goto fail_map;
+    }
+    /* Publish: pairs with the acquire load of magic in rb_attach. */
+    __atomic_store_n(&h->magic, RB_MAGIC, __ATOMIC_RELEASE);
+
+    if ((rc = new_handle(h, map_len, capacity, size, out)) != RB_OK)
+        goto fail_map;
+    return RB_OK;
+
+fail_map:
+    err = errno;
+    munmap(h, map_len);
+    shm_unlink(path);
+    errno = err;
+    return RB_ESYS;
+fail_fd:
+    err = errno;
+    close(fd);
+    shm_unlink(path);
+    errno = err;
+    return RB_ESYS;
+}
+
+int rb_attach(const char *name, struct rb_chan **out)
+{
+    char path[RB_NAME_MAX + 2];
+    struct rb_hdr *h;
+    struct stat st;
+    uint64_t size, cap;
+    size_t map_len;
+    int fd, err;
+
+    pthread_once(&rb_pid_once, pid_init);
+    if (shm_path(name, path) != RB_OK)
+        return RB_EINVAL;
+    fd = shm_open(path, O_RDWR, 0);
+    if (fd < 0)
+        return RB_ESYS;
+    if (fstat(fd, &st) != 0) {
+        err = errno;
+        close(fd);
+        errno = err;
+        return RB_ESYS;
+    }
+    if (st.st_size < RB_DATA_OFF) {
+        close(fd);
+        return RB_EINCOMPAT;
+    }
+    map_len = (size_t)st.st_size;
+    h = mmap(NULL, map_len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    err = errno;
+    close(fd);
+    if (h == MAP_FAILED) {
+        errno = err;
+        return RB_ESYS;
+    }
+
+    /* Pairs with the release store in rb_create: seeing the magic means
+     * seeing the fields written before it.  Each field is read once. */
+    if (__atomic_load_n(&h->magic, __ATOMIC_ACQUIRE) != RB_MAGIC ||
+        h->version != RB_LAYOUT_VERSION || h->data_off != RB_DATA_OFF) {
+        munmap(h, map_len);
+        return RB_EINCOMPAT;
+    }
+    size = h->size;
+    cap = h->dataqsiz;
+    if (size < RB_MIN_SIZE || size > RB_MAX_SIZE || size % 8 != 0 ||
+        cap < 1 || cap > RB_MAX_CAPACITY || map_len < RB_DATA_OFF + size) {
+        munmap(h, map_len);
+        return RB_EINCOMPAT;
+    }
+    if (new_handle(h, map_len, cap, size, out) != RB_OK) {
+        munmap(h, map_len);
+        errno = ENOMEM;
+        return RB_ESYS;
+    }
+    return RB_OK;
+}
+
+void rb_detach(struct rb_chan *ch)
+{
+    if (!ch)
+        return;
+    munmap(ch->hdr, ch->map_len);
+    free(ch);
+}
+
+int rb_unlink(const char *name)
+{
+    char path[RB_NAME_MAX + 2];
+
+    if (shm_path(name, path) != RB_OK)
+        return RB_EINVAL;
+    return shm_unlink(path) == 0 ? RB_OK : RB_ESYS;
+}

@@ -1,0 +1,189 @@
+/*
+ * ringbuf.h - a bounded channel in one shared-memory segment.
+ *
+ * The segment is Go's hchan made real across processes: a lock, a ring of
+ * variable-length records bounded both in messages (dataqsiz) and in bytes
+ * (size), the read and write positions, and the number of senders and
+ * receivers parked on it.  A send or receive is a memcpy and an index update
+ * under the lock; a sender that finds no room, or a receiver that finds
+ * nothing, parks on a futex word in the segment.
+ *
+ * Segment layout (an ABI between processes, pinned by the static asserts in
+ * ringbuf.c and versioned by RB_LAYOUT_VERSION):
+ *
+ *   offset 0             struct rb_hdr (four cache lines)
+ *   offset RB_DATA_OFF   the ring: `size` bytes of records
+ *
+ * A record is an 8-byte length followed by the payload, padded to a multiple
+ * of 8.  Record headers are never split by the end of the ring (size and every
+ * position are multiples of 8); a payload may be, and is then copied in two
+ * pieces.
+ *
+ * This header is the whole C API Python sees.  C returns status codes and never
+ * touches Python objects; Python owns timeouts in seconds, retries after
+ * signals and exceptions.
+ */
+#ifndef RINGBUF_H
+#define RINGBUF_H
+
+#include <pthread.h>
+#include <stdint.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#define RB_MAGIC          0x31465542474e4952ULL /* the bytes "RINGBUF1" on little-endian */
+#define RB_LAYOUT_VERSION 1
+#define RB_CACHELINE      64
+#define RB_DATA_OFF       4096  /* the ring starts page-aligned */
+#define RB_REC_HDR        8     /* bytes of length before each payload */
+
+#define RB_MIN_SIZE       64ULL
+#define RB_MAX_SIZE       (1ULL << 40)
+#define RB_MAX_CAPACITY   (1ULL << 32)
+#define RB_NAME_MAX       200   /* without the leading '/' shm_open wants */
+
+/* Deadlines are absolute CLOCK_MONOTONIC nanoseconds.  RB_FOREVER never
+ * expires; any deadline already in the past makes the call non-blocking. */
+#define RB_FOREVER        (-1LL)
+
+/* Status codes.  Python maps each one to an exception through one table. */
+enum rb_status {
+    RB_OK = 0,
+    RB_ETIMEDOUT = 1,   /* deadline passed (also: non-blocking call found no room / no data) */
+    RB_EINTR = 2,       /* a signal arrived while parked; retry with the same deadline */
+    RB_ECLOSED = 3,     /* send on a closed channel, or receive on a closed, drained one */
+    RB_ETOOBIG = 4,     /* the message can never fit in this ring */
+    RB_ESMALLBUF = 5,   /* the next message is longer than the buffer given; it stays queued */
+    RB_ECORRUPT = 6,    /* a header field or record failed its bounds check */
+    RB_EINCOMPAT = 7,   /* not a ringbuf segment, another layout version, or too small */
+    RB_EINVAL = 8,      /* bad argument (name, capacity, size) */
+    RB_ESYS = 9         /* a system call failed; errno says why */
+};
+
+/*
+ * The shared header.  Fields reuse hchan's names where the meaning matches.
+ * Each cache line after the first two is written by one party only, so that the
+ * line a sender dirties is not the one a receiver dirties.  Under one lock
+ * every line still travels between cores; what the split buys is that a parked
+ * waiter's futex word and the counters an observer polls are not on the line
+ * the lock's owner is hammering.
+ *
+ * Invariants, true whenever `lock` is free (rb_check() asserts them all):
+ *   I1  qcount <= dataqsiz
+ *   I2  used <= size; sendx < size; recvx < size; all three multiples of 8
+ *   I3  sendx == (recvx + used) mod size
+ *   I4  qcount == 0  <=>  used == 0
+ *   I5  walking qcount records from recvx covers exactly `used` bytes, and no
+ *       record's length exceeds size - RB_REC_HDR
+ *   I6  closed only ever goes from 0 to 1
+ *
+ * Parking: recvq/sendq count the receivers/senders that are parked or about
+ * to park.  A process that dies while parked leaves its count behind; that
+ * only costs the other side a wake system call that wakes nobody, never a
+ * lost wake-up, because the kernel wakes only live sleepers.  Counts are never
+ * too low: a waiter increments before it sleeps and decrements after.
+ */
+struct rb_hdr {
+    /* Line 0: identity.  Written once by the creator; magic is stored last,
+     * with release order, so an attacher that sees the magic sees the rest. */
+    uint64_t magic;
+    uint32_t version;           /* RB_LAYOUT_VERSION */
+    uint32_t data_off;          /* RB_DATA_OFF */
+    uint64_t dataqsiz;          /* capacity: the bound on queued messages */
+    uint64_t size;              /* bytes in the ring */
+    int32_t  creator_pid;
+
+    /* Line 1: the lock and the state both sides change under it. */
+    _Alignas(RB_CACHELINE)
+    pthread_mutex_t lock;       /* robust, process-shared.  Protects every field
+                                 * below.  Held only for bookkeeping and the
+                                 * memcpy of one message; never across a sleep
+                                 * or a wake system call (waiters are chosen
+                                 * under the lock and woken after it drops). */
+    int32_t  lock_owner;        /* pid holding the lock, 0 when free; a hint for
+                                 * observers, the mutex itself is the truth */
+    uint32_t closed;            /* 0 open, 1 closed (I6) */
+    uint64_t qcount;            /* messages queued */
+    uint64_t used;              /* ring bytes those messages occupy */
+
+    /* Line 2: written by senders. */
+    _Alignas(RB_CACHELINE)
+    uint64_t sendx;             /* byte offset of the next record to write */
+    uint32_t sendq;             /* senders parked (or about to park) for room */
+    uint32_t recv_futex;        /* bumped by a sender to wake parked receivers;
+                                 * receivers sleep on it */
+    uint64_t sent;              /* total messages sent */
+    uint64_t send_parks;        /* times a sender parked */
+    uint64_t send_wakes;        /* wake system calls made by senders */
+
+    /* Line 3: written by receivers. */
+    _Alignas(RB_CACHELINE)
+    uint64_t recvx;             /* byte offset of the next record to read */
+    uint32_t recvq;             /* receivers parked (or about to park) for data */
+    uint32_t send_futex;        /* bumped by a receiver (or close) to wake
+                                 * parked senders; senders sleep on it */
+    uint64_t received;          /* total messages received */
+    uint64_t recv_parks;        /* times a receiver parked */
+    uint64_t recv_wakes;        /* wake system calls made by receivers */
+    uint64_t recoveries;        /* times a lock was taken over from a dead owner */
+};
+
+/* A process-local handle.  The bounds used for every check are copied here at
+ * attach time, after validation, so that a peer scribbling on the shared
+ * header cannot widen them. */
+struct rb_chan {
+    struct rb_hdr *hdr;
+    uint8_t *data;              /* hdr + RB_DATA_OFF */
+    size_t map_len;
+    uint64_t dataqsiz;
+    uint64_t size;
+};
+
+/* A consistent snapshot of the header, taken under the lock. */
+struct rb_stats {
+    uint64_t dataqsiz;
+    uint64_t size;
+    uint64_t qcount;
+    uint64_t used;
+    uint64_t sendx;
+    uint64_t recvx;
+    uint32_t sendq;
+    uint32_t recvq;
+    uint32_t closed;
+    int32_t lock_owner;
+    int32_t creator_pid;
+    uint64_t sent;
+    uint64_t received;
+    uint64_t send_parks;
+    uint64_t recv_parks;
+    uint64_t send_wakes;
+    uint64_t recv_wakes;
+    uint64_t recoveries;
+};
+
+/* Create the segment /NAME exclusively (mode 0600) and map it.  `size` must
+ * be a multiple of 8 in [RB_MIN_SIZE, RB_MAX_SIZE]; capacity in
+ * [1, RB_MAX_CAPACITY]. */
+int rb_create(const char *name, uint64_t capacity, uint64_t size, struct rb_chan **out);
+/* Map an existing segment and validate its header. */
+int rb_attach(const char *name, struct rb_chan **out);
+/* Unmap; the handle is freed.  Never call it while another thread uses ch. */
+void rb_detach(struct rb_chan *ch);
+/* Remove the name; processes that have it mapped keep using it. */
+int rb_unlink(const char *name);
+
+/* Send one message of len bytes. */
+int rb_send(struct rb_chan *ch, const void *buf, uint64_t len, int64_t deadline_ns);
+/* Receive one message into buf (cap bytes); its length goes to *len_out.  If
+ * the message is longer than cap, returns RB_ESMALLBUF with the length in
+ * *len_out and leaves the message queued. */
+int rb_recv(struct rb_chan *ch, void *buf, uint64_t cap, uint64_t *len_out, int64_t deadline_ns);
+/* Go's close: later sends fail, receivers drain then fail; wakes everyone. */
+int rb_close(struct rb_chan *ch);
+int rb_stats(struct rb_chan *ch, struct rb_stats *out);
+/* Assert the invariants under the lock: RB_OK or RB_ECORRUPT. */
+int rb_check(struct rb_chan *ch);
+/* Largest payload this ring can ever hold. */
+uint64_t rb_max_message(struct rb_chan *ch);
+
+#endif

@@ -1,0 +1,47 @@
+"""ringbuf: bounded cross-process channels in shared memory.
+
+A :class:`Channel` is Go's channel struct (a lock, a ring buffer, read and
+write positions, queues of parked senders and receivers) placed in a POSIX
+shared-memory segment, so that any process of the same user can send to and
+receive from it.  Blocked senders and receivers sleep on futexes in the
+segment; nothing polls.
+"""
+
+from ringbuf._channel import DEFAULT_CAPACITY, DEFAULT_SIZE, Channel, ChannelStats
+from ringbuf.errors import (
+    BufferTooSmall,
+    ChannelExists,
+    ChannelNotFound,
+    Closed,
+    CorruptSegment,
+    Empty,
+    Full,
+    IncompatibleSegment,
+    MessageTooLarge,
+    RingbufError,
+    SegmentError,
+    Timeout,
+    WouldBlock,
+)
+
+__all__ = [
+    "Channel",
+    "ChannelStats",
+    "DEFAULT_CAPACITY",
+    "DEFAULT_SIZE",
+    "RingbufError",
+    "Closed",
+    "Timeout",
+    "WouldBlock",
+    "Full",
+    "Empty",
+    "MessageTooLarge",
+    "BufferTooSmall",
+    "ChannelNotFound",
+    "ChannelExists",
+    "SegmentError",
+    "IncompatibleSegment",
+    "CorruptSegment",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,175 @@
+"""The one module that touches the compiled core (``ringbuf._rb``).
+
+Each method wraps one C call, checks its status and turns a failure into an
+exception through the single table :data:`_ERRORS`.  Nothing here knows about
+seconds, pickling or retries: deadlines are absolute ``CLOCK_MONOTONIC``
+nanoseconds (``time.monotonic_ns()`` on Linux), and a wait interrupted by a
+signal surfaces as :class:`InterruptedError` for the caller to retry.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+from typing import Any, Callable, Dict, NoReturn, Tuple
+
+from ringbuf import errors
+from ringbuf._rb import ffi, lib
+
+FOREVER: int = lib.RB_FOREVER
+MIN_SIZE: int = lib.RB_MIN_SIZE
+MAX_SIZE: int = lib.RB_MAX_SIZE
+MAX_CAPACITY: int = lib.RB_MAX_CAPACITY
+NAME_MAX: int = lib.RB_NAME_MAX
+RECORD_HEADER: int = lib.RB_REC_HDR
+
+#: Messages up to this size are received through a per-thread scratch buffer
+#: in one C call; longer ones take a second call into a buffer of their size.
+SCRATCH_SIZE = 64 * 1024
+
+_OK = lib.RB_OK
+_ESMALLBUF = lib.RB_ESMALLBUF
+_ESYS = lib.RB_ESYS
+
+# status -> (exception class, message template).  Templates may use {name},
+# the channel's name, and whatever else the caller passes to _raise.  RB_ESYS is special: errno picks the class.
+_ERRORS: Dict[int, Tuple[Callable[[str], BaseException], str]] = {
+    lib.RB_ETIMEDOUT: (errors.Timeout, "timed out waiting on channel {name!r}"),
+    lib.RB_EINTR: (InterruptedError, "wait on channel {name!r} interrupted by a signal"),
+    lib.RB_ECLOSED: (errors.Closed, "channel {name!r} is closed"),
+    lib.RB_ETOOBIG: (
+        errors.MessageTooLarge,
+        "a message of {nbytes} bytes can never fit channel {name!r} (max_message_size is {limit} bytes)",
+    ),
+    lib.RB_ECORRUPT: (errors.CorruptSegment, "channel {name!r}: the shared header or a record failed its bounds check"),
+    lib.RB_EINCOMPAT: (
+        errors.IncompatibleSegment,
+        "{name!r} is not a ringbuf channel of this layout version, or is too small for its header",
+    ),
+    lib.RB_EINVAL: (ValueError, "invalid argument for channel {name!r}"),
+}
+
+# RB_ESYS: errno -> (exception class, message template).
+_ERRNO_ERRORS: Dict[int, Tuple[Callable[..., OSError], str]] = {
+    errno.ENOENT: (errors.ChannelNotFound, "no channel named {name!r} (nothing at /dev/shm/{name})"),
+    errno.EEXIST: (errors.ChannelExists, "a segment named {name!r} already exists in /dev/shm"),
+}
+
+
+def _raise(rc: int, name: str, **details: object) -> NoReturn:
+    if rc == _ESYS:
+        err = ffi.errno
+        cls, template = _ERRNO_ERRORS.get(err, (OSError, "channel {name!r}: {strerror}"))
+        raise cls(err, template.format(name=name, strerror=os.strerror(err)))
+    cls_, template = _ERRORS[rc]
+    raise cls_(template.format(name=name, **details))
+
+
+class _Scratch(threading.local):
+    """Per-thread receive buffer: threads of one process may receive on one
+    handle at once, each with the GIL released, so they cannot share one."""
+
+    def __init__(self) -> None:
+        self.buf = ffi.new("char[]", SCRATCH_SIZE)
+        self.lenp = ffi.new("uint64_t *")
+
+
+_scratch = _Scratch()
+# Buffers for long messages need not be zeroed: they are overwritten at once.
+_alloc_raw = ffi.new_allocator(should_clear_after_alloc=False)
+
+
+class Handle:
+    """This process's mapping of one channel segment.
+
+    The mapping is released when the handle is garbage-collected, never
+    earlier, so no thread can be left using an unmapped segment.
+    """
+
+    __slots__ = ("_ch", "name", "capacity", "size", "max_message")
+
+    def __init__(self, ch: Any, name: str) -> None:
+        self._ch = ffi.gc(ch, lib.rb_detach)
+        self.name = name
+        st = self.stats()
+        self.capacity: int = st.dataqsiz
+        self.size: int = st.size
+        self.max_message: int = lib.rb_max_message(self._ch)
+
+    @classmethod
+    def create(cls, name: str, capacity: int, size: int) -> "Handle":
+        out = ffi.new("struct rb_chan **")
+        rc = lib.rb_create(name.encode(), capacity, size, out)
+        if rc != _OK:
+            _raise(rc, name)
+        return cls(out[0], name)
+
+    @classmethod
+    def attach(cls, name: str) -> "Handle":
+        out = ffi.new("struct rb_chan **")
+        rc = lib.rb_attach(name.encode(), out)
+        if rc != _OK:
+            _raise(rc, name)
+        return cls(out[0], name)
+
+    @staticmethod
+    def unlink(name: str) -> None:
+        rc = lib.rb_unlink(name.encode())
+        if rc != _OK:
+            _raise(rc, name)
+
+    def send(self, data: Any, deadline: int) -> None:
+        """Send one bytes-like message.  ``bytes`` go to C as they are; other
+        buffers are exported with ``ffi.from_buffer`` (C-contiguous only)."""
+        if type(data) is bytes:
+            rc = lib.rb_send(self._ch, data, len(data), deadline)
+        else:
+            try:
+                buf = ffi.from_buffer(data)
+            except TypeError:
+                raise TypeError(
+                    f"expected a bytes-like object (bytes, bytearray, memoryview, ...), "
+                    f"not {type(data).__name__!r}"
+                ) from None
+            rc = lib.rb_send(self._ch, buf, len(buf), deadline)
+        if rc != _OK:
+            _raise(rc, self.name, nbytes=len(data) if type(data) is bytes else len(buf), limit=self.max_message)
+
+    def recv(self, deadline: int) -> bytes:
+        """Receive one message as ``bytes``."""
+        s = _scratch
+        rc = lib.rb_recv(self._ch, s.buf, SCRATCH_SIZE, s.lenp, deadline)
+        if rc == _OK:
+            return ffi.unpack(s.buf, s.lenp[0])
+        if rc != _ESMALLBUF:
+            _raise(rc, self.name)
+        # Longer than the scratch buffer: receive it into one of its own size.
+        # The message stays queued in between, but another receiver may take
+        # it first; then this one simply takes whatever is next.
+        while True:
+            n = s.lenp[0]
+            big = _alloc_raw("char[]", n)
+            rc = lib.rb_recv(self._ch, big, n, s.lenp, deadline)
+            if rc == _OK:
+                return ffi.unpack(big, s.lenp[0])
+            if rc != _ESMALLBUF:
+                _raise(rc, self.name)
+
+    def close(self) -> None:
+        rc = lib.rb_close(self._ch)
+        if rc != _OK:
+            _raise(rc, self.name)
+
+    def stats(self) -> Any:
+        """A ``struct rb_stats`` snapshot taken under the lock."""
+        out = ffi.new("struct rb_stats *")
+        rc = lib.rb_stats(self._ch, out)
+        if rc != _OK:
+            _raise(rc, self.name)
+        return out
+
+    def check(self) -> None:
+        rc = lib.rb_check(self._ch)
+        if rc != _OK:
+            _raise(rc, self.name)
