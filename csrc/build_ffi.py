@@ -52,7 +52,7 @@ int rb_attach(const char *name, struct rb_chan **out);
 void rb_detach(struct rb_chan *ch);
 int rb_unlink(const char *name);
 int rb_send(struct rb_chan *ch, const void *buf, uint64_t len, int64_t deadline_ns);
-int rb_recv(struct rb_chan *ch, void *buf, uint64_t cap, uint64_t *len_out, int64_t deadline_ns);
+int64_t rb_recv(struct rb_chan *ch, void *buf, uint64_t cap, uint64_t *need_out, int64_t deadline_ns);
 int rb_close(struct rb_chan *ch);
 int rb_stats(struct rb_chan *ch, struct rb_stats *out);
 int rb_check(struct rb_chan *ch);

@@ -48,10 +48,15 @@ _Static_assert(offsetof(struct rb_hdr, data_off) == 12, "layout v1");
 _Static_assert(offsetof(struct rb_hdr, dataqsiz) == 16, "layout v1");
 _Static_assert(offsetof(struct rb_hdr, size) == 24, "layout v1");
 _Static_assert(offsetof(struct rb_hdr, lock) == RB_CACHELINE, "lock on its own line");
+_Static_assert(offsetof(struct rb_hdr, used) + 8 <= offsetof(struct rb_hdr, sendx),
+               "lock line ends before the sender line");
 _Static_assert(offsetof(struct rb_hdr, sendx) % RB_CACHELINE == 0, "sender line aligned");
-_Static_assert(offsetof(struct rb_hdr, recvx) % RB_CACHELINE == 0, "receiver line aligned");
 _Static_assert(offsetof(struct rb_hdr, recvx) - offsetof(struct rb_hdr, sendx) == RB_CACHELINE,
                "sender fields fit one line");
+_Static_assert(offsetof(struct rb_hdr, sendq) - offsetof(struct rb_hdr, recvx) == RB_CACHELINE,
+               "receiver fields fit one line");
+_Static_assert(sizeof(struct rb_hdr) - offsetof(struct rb_hdr, sendq) == RB_CACHELINE,
+               "parking fields fit one line");
 _Static_assert(sizeof(struct rb_hdr) <= RB_DATA_OFF, "header fits before the ring");
 _Static_assert(RB_DATA_OFF % 4096 == 0 && RB_REC_HDR == 8, "ring page-aligned, 8-byte records");
 
@@ -168,16 +173,18 @@ static void rb_unlock(struct rb_chan *ch)
     pthread_mutex_unlock(&ch->hdr->lock);
 }
 
-/* I1..I4, checked against this process's own copy of the bounds.  Called
- * under the lock before any position is used. */
-static int hdr_sane(const struct rb_chan *ch)
+/* I1, I2 and I4 for the fields an operation uses (`x` is its own position,
+ * sendx or recvx), checked against this process's copy of the bounds under
+ * the lock before any position is used.  With these, every access stays
+ * inside the ring whatever a peer wrote; I3 is left to rb_check so that a
+ * sender need not read the receiver's line, nor a receiver the sender's. */
+static int hdr_sane(const struct rb_chan *ch, uint64_t x)
 {
     const struct rb_hdr *h = ch->hdr;
-    uint64_t q = h->qcount, used = h->used, rx = h->recvx, sx = h->sendx;
+    uint64_t q = h->qcount, used = h->used;
 
-    return q <= ch->dataqsiz && used <= ch->size && rx < ch->size && sx < ch->size &&
-           ((used | rx | sx) & 7) == 0 && (q == 0) == (used == 0) &&
-           sx == wrap(ch, rx + used);
+    return q <= ch->dataqsiz && used <= ch->size && x < ch->size && ((used | x) & 7) == 0 &&
+           (q == 0) == (used == 0);
 }
 
 /* ---- copying in and out of the ring ------------------------------------ */
@@ -209,23 +216,23 @@ static uint64_t ring_get(const struct rb_chan *ch, uint64_t off, void *dst, uint
 static int room_for(const struct rb_chan *ch, uint64_t need)
 {
     const struct rb_hdr *h = ch->hdr;
-    return LOAD(h->qcount) < ch->dataqsiz && LOAD(h->used) + need <= ch->size;
+    return h->qcount < ch->dataqsiz && h->used + need <= ch->size;
 }
 
-/* Spin without the lock until the hint says the caller may proceed (room for
- * `need` bytes, or any data when need == 0), the channel closes, or the spin
- * budget or deadline runs out.  The caller re-checks under the lock. */
-static void spin(const struct rb_chan *ch, uint64_t need, int64_t deadline)
+/* Spin without the lock until `*counter` (the other side's running total,
+ * read as `seen` under the lock) or `*futex` (bumped by close) moves, or the
+ * spin budget or the deadline runs out; the caller then retries under the
+ * lock.  Both words sit off the lock line, so spinning does not slow down the
+ * very lock holder it is waiting for. */
+static void spin(const uint64_t *counter, uint64_t seen, const uint32_t *futex, int64_t deadline)
 {
-    const struct rb_hdr *h = ch->hdr;
+    uint32_t fseen = LOAD(*futex);
     int64_t until = now_ns() + RB_SPIN_NS;
 
     if (deadline >= 0 && deadline < until)
         until = deadline;
     for (unsigned i = 1;; i++) {
-        if (LOAD(h->closed))
-            return;
-        if (need ? room_for(ch, need) : LOAD(h->qcount) > 0)
+        if (LOAD(*counter) != seen || LOAD(*futex) != fseen)
             return;
         cpu_relax();
         if (i % 64 == 0 && now_ns() >= until)
@@ -262,7 +269,7 @@ int rb_send(struct rb_chan *ch, const void *buf, uint64_t len, int64_t deadline)
     for (;;) {
         if ((rc = rb_lock(ch, deadline)) != RB_OK)
             return rc;
-        if (!hdr_sane(ch)) {
+        if (!hdr_sane(ch, h->sendx)) {
             rb_unlock(ch);
             return RB_ECORRUPT;
         }
@@ -281,7 +288,7 @@ int rb_send(struct rb_chan *ch, const void *buf, uint64_t len, int64_t deadline)
             h->sendx = wrap(ch, h->sendx + need);
             STORE(h->used, h->used + need);
             STORE(h->qcount, h->qcount + 1);
-            h->sent++;
+            STORE(h->sent, h->sent + 1);
             wake = LOAD(h->recvq) > 0;
             if (wake) {
                 INC(h->recv_futex);
@@ -299,10 +306,12 @@ int rb_send(struct rb_chan *ch, const void *buf, uint64_t len, int64_t deadline)
             return RB_ETIMEDOUT;
         }
 
-        /* No room yet: spin once on the hints, then park. */
+        /* No room yet: spin once until a receive, then park. */
         if (!spun) {
+            uint64_t seen = LOAD(h->received);
+
             rb_unlock(ch);
-            spin(ch, need, deadline);
+            spin(&h->received, seen, &h->send_futex, deadline);
             spun = 1;
             continue;
         }
@@ -315,17 +324,17 @@ int rb_send(struct rb_chan *ch, const void *buf, uint64_t len, int64_t deadline)
     }
 }
 
-int rb_recv(struct rb_chan *ch, void *buf, uint64_t cap, uint64_t *len_out, int64_t deadline)
+int64_t rb_recv(struct rb_chan *ch, void *buf, uint64_t cap, uint64_t *need_out, int64_t deadline)
 {
     struct rb_hdr *h = ch->hdr;
     int spun = 0, rc;
 
     for (;;) {
         if ((rc = rb_lock(ch, deadline)) != RB_OK)
-            return rc;
-        if (!hdr_sane(ch)) {
+            return -rc;
+        if (!hdr_sane(ch, h->recvx)) {
             rb_unlock(ch);
-            return RB_ECORRUPT;
+            return -RB_ECORRUPT;
         }
 
         /* Data in the buffer: copy the payload out, then release its space. */
@@ -338,18 +347,18 @@ int rb_recv(struct rb_chan *ch, void *buf, uint64_t cap, uint64_t *len_out, int6
              * the bytes the header says are in use (I5). */
             if (len > ch->size - RB_REC_HDR || (need = RB_REC_HDR + align8(len)) > h->used) {
                 rb_unlock(ch);
-                return RB_ECORRUPT;
+                return -RB_ECORRUPT;
             }
-            *len_out = len;
             if (len > cap) {
+                *need_out = len;
                 rb_unlock(ch);
-                return RB_ESMALLBUF;
+                return -RB_ESMALLBUF;
             }
             ring_get(ch, wrap(ch, h->recvx + RB_REC_HDR), buf, len);
             h->recvx = wrap(ch, h->recvx + need);
             STORE(h->used, h->used - need);
             STORE(h->qcount, h->qcount - 1);
-            h->received++;
+            STORE(h->received, h->received + 1);
             wake = LOAD(h->sendq) > 0;
             if (wake) {
                 INC(h->send_futex);
@@ -358,25 +367,27 @@ int rb_recv(struct rb_chan *ch, void *buf, uint64_t cap, uint64_t *len_out, int6
             rb_unlock(ch);
             if (wake)
                 rb_futex_wake(&h->send_futex, RB_WAKE_ALL);
-            return RB_OK;
+            return (int64_t)len;
         }
 
         /* Closed and drained: the end of the stream. */
         if (h->closed) {
             rb_unlock(ch);
-            return RB_ECLOSED;
+            return -RB_ECLOSED;
         }
 
         /* Empty and no time left. */
         if (expired(deadline)) {
             rb_unlock(ch);
-            return RB_ETIMEDOUT;
+            return -RB_ETIMEDOUT;
         }
 
-        /* Empty: spin once on the hints, then park. */
+        /* Empty: spin once until a send, then park. */
         if (!spun) {
+            uint64_t seen = LOAD(h->sent);
+
             rb_unlock(ch);
-            spin(ch, 0, deadline);
+            spin(&h->sent, seen, &h->recv_futex, deadline);
             spun = 1;
             continue;
         }
@@ -385,7 +396,7 @@ int rb_recv(struct rb_chan *ch, void *buf, uint64_t cap, uint64_t *len_out, int6
         h->recv_parks++;
         rb_unlock(ch);
         if ((rc = park(&h->recv_futex, seq, &h->recvq, deadline)) != RB_OK)
-            return rc;
+            return -rc;
     }
 }
 
@@ -447,7 +458,8 @@ int rb_check(struct rb_chan *ch)
 
     if ((rc = rb_lock(ch, RB_FOREVER)) != RB_OK)
         return rc;
-    ok = hdr_sane(ch) && h->closed <= 1;
+    ok = hdr_sane(ch, h->sendx) && hdr_sane(ch, h->recvx) &&
+         h->sendx == wrap(ch, h->recvx + h->used) && h->closed <= 1;
     off = h->recvx;
     for (uint64_t i = 0; ok && i < h->qcount; i++) {
         uint64_t len;

@@ -62,16 +62,18 @@ enum rb_status {
 
 /*
  * The shared header.  Fields reuse hchan's names where the meaning matches.
- * Each cache line after the first two is written by one party only, so that the
- * line a sender dirties is not the one a receiver dirties.  Under one lock
- * every line still travels between cores; what the split buys is that a parked
- * waiter's futex word and the counters an observer polls are not on the line
- * the lock's owner is hammering.
+ * Fields are grouped by who writes them, one cache line each: identity (the
+ * creator, once), the lock line (both sides, every operation), the sender
+ * line, the receiver line, and the parking line (only on park and wake).  With
+ * one producer and one consumer only the lock line and the ring's data move
+ * between cores per message.
  *
  * Invariants, true whenever `lock` is free (rb_check() asserts them all):
  *   I1  qcount <= dataqsiz
  *   I2  used <= size; sendx < size; recvx < size; all three multiples of 8
- *   I3  sendx == (recvx + used) mod size
+ *   I3  sendx == (recvx + used) mod size (checked by rb_check; an operation
+ *       checks I1, I2 and I4 for the fields it uses, which is what keeps
+ *       its memory accesses inside the ring)
  *   I4  qcount == 0  <=>  used == 0
  *   I5  walking qcount records from recvx covers exactly `used` bytes, and no
  *       record's length exceeds size - RB_REC_HDR
@@ -85,7 +87,8 @@ enum rb_status {
  */
 struct rb_hdr {
     /* Line 0: identity.  Written once by the creator; magic is stored last,
-     * with release order, so an attacher that sees the magic sees the rest. */
+     * with release order, so an attacher that sees the magic sees the rest.
+     * The hot paths use the copies in struct rb_chan and never read it. */
     uint64_t magic;
     uint32_t version;           /* RB_LAYOUT_VERSION */
     uint32_t data_off;          /* RB_DATA_OFF */
@@ -106,25 +109,33 @@ struct rb_hdr {
     uint64_t qcount;            /* messages queued */
     uint64_t used;              /* ring bytes those messages occupy */
 
-    /* Line 2: written by senders. */
+    /* Line 2: written by senders only. */
     _Alignas(RB_CACHELINE)
     uint64_t sendx;             /* byte offset of the next record to write */
-    uint32_t sendq;             /* senders parked (or about to park) for room */
-    uint32_t recv_futex;        /* bumped by a sender to wake parked receivers;
-                                 * receivers sleep on it */
-    uint64_t sent;              /* total messages sent */
+    uint64_t sent;              /* total messages sent; a spinning receiver
+                                 * watches it change */
     uint64_t send_parks;        /* times a sender parked */
     uint64_t send_wakes;        /* wake system calls made by senders */
 
-    /* Line 3: written by receivers. */
+    /* Line 3: written by receivers only. */
     _Alignas(RB_CACHELINE)
     uint64_t recvx;             /* byte offset of the next record to read */
-    uint32_t recvq;             /* receivers parked (or about to park) for data */
-    uint32_t send_futex;        /* bumped by a receiver (or close) to wake
-                                 * parked senders; senders sleep on it */
-    uint64_t received;          /* total messages received */
+    uint64_t received;          /* total messages received; a spinning sender
+                                 * watches it change */
     uint64_t recv_parks;        /* times a receiver parked */
     uint64_t recv_wakes;        /* wake system calls made by receivers */
+
+    /* Line 4: parking.  Both sides read it on every operation (is anyone
+     * parked on the other side?) but it is written only when somebody parks,
+     * wakes or recovers, so while messages flow it stays cached, unshared
+     * writes elsewhere do not evict it. */
+    _Alignas(RB_CACHELINE)
+    uint32_t sendq;             /* senders parked (or about to park) for room */
+    uint32_t recvq;             /* receivers parked (or about to park) for data */
+    uint32_t send_futex;        /* senders sleep on it; a receiver that frees
+                                 * room (or close) bumps it to wake them */
+    uint32_t recv_futex;        /* receivers sleep on it; a sender (or close)
+                                 * bumps it to wake them */
     uint64_t recoveries;        /* times a lock was taken over from a dead owner */
 };
 
@@ -174,10 +185,10 @@ int rb_unlink(const char *name);
 
 /* Send one message of len bytes. */
 int rb_send(struct rb_chan *ch, const void *buf, uint64_t len, int64_t deadline_ns);
-/* Receive one message into buf (cap bytes); its length goes to *len_out.  If
- * the message is longer than cap, returns RB_ESMALLBUF with the length in
- * *len_out and leaves the message queued. */
-int rb_recv(struct rb_chan *ch, void *buf, uint64_t cap, uint64_t *len_out, int64_t deadline_ns);
+/* Receive one message into buf (cap bytes).  Returns its length (>= 0), or
+ * minus a status.  If the message is longer than cap, returns -RB_ESMALLBUF,
+ * stores the length in *need_out and leaves the message queued. */
+int64_t rb_recv(struct rb_chan *ch, void *buf, uint64_t cap, uint64_t *need_out, int64_t deadline_ns);
 /* Go's close: later sends fail, receivers drain then fail; wakes everyone. */
 int rb_close(struct rb_chan *ch);
 int rb_stats(struct rb_chan *ch, struct rb_stats *out);

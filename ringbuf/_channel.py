@@ -23,10 +23,8 @@ DEFAULT_SIZE = 1 << 20
 _MAX_WAIT_NS = 1 << 62
 
 
-def _deadline(timeout: Optional[float]) -> int:
+def _deadline(timeout: float) -> int:
     """Turn a timeout in seconds into an absolute CLOCK_MONOTONIC deadline."""
-    if timeout is None:
-        return FOREVER
     try:
         seconds = float(timeout)
     except (TypeError, ValueError):
@@ -217,7 +215,7 @@ class Channel:
                 and the wait then resumes with the same deadline unless the
                 handler raised).
         """
-        deadline = _deadline(timeout)
+        deadline = FOREVER if timeout is None else _deadline(timeout)
         h = self._h
         while True:
             try:
@@ -255,7 +253,7 @@ class Channel:
                 and the wait then resumes with the same deadline unless the
                 handler raised).
         """
-        deadline = _deadline(timeout)
+        deadline = FOREVER if timeout is None else _deadline(timeout)
         h = self._h
         while True:
             try:

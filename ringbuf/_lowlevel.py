@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
-import threading
-from typing import Any, Callable, Dict, NoReturn, Tuple
+from typing import Any, Callable, Dict, List, NoReturn, Tuple
 
 from ringbuf import errors
 from ringbuf._rb import ffi, lib
@@ -66,18 +65,17 @@ def _raise(rc: int, name: str, **details: object) -> NoReturn:
     raise cls_(template.format(name=name, **details))
 
 
-class _Scratch(threading.local):
-    """Per-thread receive buffer: threads of one process may receive on one
-    handle at once, each with the GIL released, so they cannot share one."""
-
-    def __init__(self) -> None:
-        self.buf = ffi.new("char[]", SCRATCH_SIZE)
-        self.lenp = ffi.new("uint64_t *")
-
-
-_scratch = _Scratch()
+# Receive scratch buffers, each a (buffer, length cell) pair.  Threads of one
+# process may receive at once, each with the GIL released, so a buffer is
+# taken off this list for the length of a call (list.pop and list.append are
+# atomic under the GIL) and a new one is made when the list is empty.
+_scratch: List[Tuple[Any, Any]] = []
 # Buffers for long messages need not be zeroed: they are overwritten at once.
 _alloc_raw = ffi.new_allocator(should_clear_after_alloc=False)
+
+
+def _new_scratch() -> Tuple[Any, Any]:
+    return _alloc_raw("char[]", SCRATCH_SIZE), ffi.new("uint64_t *")
 
 
 class Handle:
@@ -138,23 +136,27 @@ class Handle:
 
     def recv(self, deadline: int) -> bytes:
         """Receive one message as ``bytes``."""
-        s = _scratch
-        rc = lib.rb_recv(self._ch, s.buf, SCRATCH_SIZE, s.lenp, deadline)
-        if rc == _OK:
-            return ffi.unpack(s.buf, s.lenp[0])
-        if rc != _ESMALLBUF:
-            _raise(rc, self.name)
-        # Longer than the scratch buffer: receive it into one of its own size.
-        # The message stays queued in between, but another receiver may take
-        # it first; then this one simply takes whatever is next.
-        while True:
-            n = s.lenp[0]
-            big = _alloc_raw("char[]", n)
-            rc = lib.rb_recv(self._ch, big, n, s.lenp, deadline)
-            if rc == _OK:
-                return ffi.unpack(big, s.lenp[0])
-            if rc != _ESMALLBUF:
-                _raise(rc, self.name)
+        try:
+            scratch = _scratch.pop()
+        except IndexError:
+            scratch = _new_scratch()
+        try:
+            buf, needp = scratch
+            n = lib.rb_recv(self._ch, buf, SCRATCH_SIZE, needp, deadline)
+            if n >= 0:
+                return ffi.unpack(buf, n)
+            # Longer than the scratch buffer: receive it into one of its own
+            # size.  It stays queued in between, so another receiver may take
+            # it first; this one then takes whatever comes next.
+            while n == -_ESMALLBUF:
+                need = needp[0]
+                big = _alloc_raw("char[]", need)
+                n = lib.rb_recv(self._ch, big, need, needp, deadline)
+                if n >= 0:
+                    return ffi.unpack(big, n)
+            _raise(-n, self.name)
+        finally:
+            _scratch.append(scratch)
 
     def close(self) -> None:
         rc = lib.rb_close(self._ch)
