@@ -17,6 +17,9 @@ CDEF = """
 #define RB_MAX_CAPACITY ...
 #define RB_NAME_MAX ...
 #define RB_REC_HDR ...
+#define RB_DATA_OFF ...
+#define RB_MAGIC ...
+#define RB_LAYOUT_VERSION ...
 
 enum rb_status {
     RB_OK, RB_ETIMEDOUT, RB_EINTR, RB_ECLOSED, RB_ETOOBIG, RB_ESMALLBUF,
@@ -24,6 +27,24 @@ enum rb_status {
 };
 
 struct rb_chan;
+
+/* Only the fields Python reads by offset (tests, observers); the compiler
+ * supplies the layout. */
+struct rb_hdr {
+    uint64_t magic;
+    uint32_t version;
+    uint32_t data_off;
+    uint64_t dataqsiz;
+    uint64_t size;
+    uint32_t closed;
+    uint64_t qcount;
+    uint64_t used;
+    uint64_t sendx;
+    uint64_t recvx;
+    uint32_t sendq;
+    uint32_t recvq;
+    ...;
+};
 
 struct rb_stats {
     uint64_t dataqsiz;

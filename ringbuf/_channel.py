@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import os
 import secrets
 import time
@@ -25,13 +26,11 @@ _MAX_WAIT_NS = 1 << 62
 
 def _deadline(timeout: float) -> int:
     """Turn a timeout in seconds into an absolute CLOCK_MONOTONIC deadline."""
-    try:
-        seconds = float(timeout)
-    except (TypeError, ValueError):
-        raise TypeError(f"timeout must be a number of seconds or None, not {type(timeout).__name__!r}") from None
-    if not seconds >= 0:  # also rejects NaN
+    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
+        raise TypeError(f"timeout must be a number of seconds or None, not {type(timeout).__name__!r}")
+    if not timeout >= 0:  # also rejects NaN
         raise ValueError(f"timeout must be >= 0 seconds or None, got {timeout!r}")
-    return time.monotonic_ns() + min(int(seconds * 1e9), _MAX_WAIT_NS)
+    return time.monotonic_ns() + int(min(float(timeout) * 1e9, _MAX_WAIT_NS))
 
 
 def _check_int(param: str, value: Any, low: int, high: int) -> int:

@@ -22,6 +22,16 @@ MAX_SIZE: int = lib.RB_MAX_SIZE
 MAX_CAPACITY: int = lib.RB_MAX_CAPACITY
 NAME_MAX: int = lib.RB_NAME_MAX
 RECORD_HEADER: int = lib.RB_REC_HDR
+DATA_OFFSET: int = lib.RB_DATA_OFF
+MAGIC: int = lib.RB_MAGIC
+LAYOUT_VERSION: int = lib.RB_LAYOUT_VERSION
+
+#: Byte offsets of the shared header's fields, as the compiler laid them out.
+HEADER_OFFSETS: Dict[str, int] = {
+    f: ffi.offsetof("struct rb_hdr", f)
+    for f in ("magic", "version", "data_off", "dataqsiz", "size", "closed", "qcount", "used",
+              "sendx", "recvx", "sendq", "recvq")
+}
 
 #: Messages up to this size are received through a per-thread scratch buffer
 #: in one C call; longer ones take a second call into a buffer of their size.
@@ -130,6 +140,8 @@ class Handle:
                     f"expected a bytes-like object (bytes, bytearray, memoryview, ...), "
                     f"not {type(data).__name__!r}"
                 ) from None
+            except BufferError as e:
+                raise ValueError(f"the message must be one C-contiguous buffer: {e}") from None
             rc = lib.rb_send(self._ch, buf, len(buf), deadline)
         if rc != _OK:
             _raise(rc, self.name, nbytes=len(data) if type(data) is bytes else len(buf), limit=self.max_message)

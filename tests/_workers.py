@@ -1,0 +1,78 @@
+"""Process targets for the multi-process tests.
+
+They live in an importable module (not in test files) so that children
+started with spawn or forkserver can import them by name.
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+import zlib
+from typing import Any, List, Tuple
+
+import ringbuf
+
+# A test message: producer id, sequence number, payload length, CRC-32 of the
+# payload, then the payload.
+HEADER = struct.Struct("<IIII")
+
+
+def make_message(producer: int, seq: int, rng: random.Random, max_payload: int) -> bytes:
+    payload = rng.randbytes(rng.randint(0, max_payload))
+    return HEADER.pack(producer, seq, len(payload), zlib.crc32(payload)) + payload
+
+
+def parse_message(msg: bytes) -> Tuple[int, int]:
+    """(producer, seq) of an intact message; raises AssertionError if torn."""
+    producer, seq, length, crc = HEADER.unpack_from(msg)
+    payload = msg[HEADER.size:]
+    assert len(payload) == length, f"message {producer}/{seq}: length {len(payload)} != {length}"
+    assert zlib.crc32(payload) == crc, f"message {producer}/{seq}: checksum mismatch"
+    return producer, seq
+
+
+def produce(ch: ringbuf.Channel, producer: int, count: int, max_payload: int) -> None:
+    rng = random.Random(producer)
+    for seq in range(count):
+        ch.send_bytes(make_message(producer, seq, rng, max_payload))
+
+
+def consume(ch: ringbuf.Channel, results: Any) -> None:
+    """Receive until the channel is closed and drained; report what arrived."""
+    got: List[Tuple[int, int]] = []
+    error = None
+    try:
+        for msg in ch:
+            got.append(parse_message(msg))
+    except AssertionError as e:
+        error = str(e)
+    results.put((got, error))
+
+
+def recv_one(ch: ringbuf.Channel, timeout: Any, results: Any) -> None:
+    """Block in one receive; report its outcome as (kind, value)."""
+    try:
+        results.put(("message", ch.recv_bytes(timeout=timeout)))
+    except ringbuf.RingbufError as e:
+        results.put((type(e).__name__, str(e)))
+
+
+def send_one(ch: ringbuf.Channel, data: bytes, timeout: Any, results: Any) -> None:
+    """Block in one send; report its outcome as (kind, value)."""
+    try:
+        ch.send_bytes(data, timeout=timeout)
+        results.put(("sent", len(data)))
+    except ringbuf.RingbufError as e:
+        results.put((type(e).__name__, str(e)))
+
+
+def echo(requests: ringbuf.Channel, replies: ringbuf.Channel) -> None:
+    """Send back every message until requests is closed."""
+    for msg in requests:
+        replies.send_bytes(msg)
+
+
+def pool_task(ch: ringbuf.Channel, n: int) -> int:
+    ch.send_bytes(n.to_bytes(8, "little"))
+    return n

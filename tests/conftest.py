@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from typing import Callable, Iterator, List
+
+import pytest
+
+import ringbuf
+
+SHM = "/dev/shm"
+
+
+def _ours() -> set:
+    return {n for n in os.listdir(SHM) if n.startswith(f"ringbuf-{os.getpid()}-")}
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_segments() -> Iterator[None]:
+    """Every test must leave /dev/shm as it found it."""
+    before = _ours()
+    yield
+    leaked = _ours() - before
+    assert not leaked, f"segments left in /dev/shm: {sorted(leaked)}"
+
+
+@pytest.fixture
+def make_channel() -> Iterator[Callable[..., ringbuf.Channel]]:
+    """Create channels that are closed and unlinked when the test ends."""
+    made: List[ringbuf.Channel] = []
+
+    def make(*args: object, **kwargs: object) -> ringbuf.Channel:
+        ch = ringbuf.Channel(*args, **kwargs)  # type: ignore[arg-type]
+        made.append(ch)
+        return ch
+
+    yield make
+    for ch in made:
+        ch.close()
+        ch.unlink()
+
+
+@pytest.fixture(params=["fork", "spawn", "forkserver"])
+def mp_context(request: pytest.FixtureRequest) -> multiprocessing.context.BaseContext:
+    return multiprocessing.get_context(request.param)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
+    """Liveness helper: poll until predicate() holds, failing after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen within {timeout} s")
+        time.sleep(0.005)

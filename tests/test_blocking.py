@@ -1,0 +1,255 @@
+"""Blocking calls: wake-ups across processes, timeouts, close, and signals.
+
+Every wait here is bounded (liveness: "within a few seconds"); nothing asserts
+how fast anything is.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import select
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+import ringbuf
+from tests import _workers
+from tests.conftest import wait_until
+
+ctx = multiprocessing.get_context("fork")
+
+
+def start(target, *args):
+    proc = ctx.Process(target=target, args=args)
+    proc.start()
+    return proc
+
+
+# -- waking a parked peer ----------------------------------------------------
+
+
+def test_parked_receiver_wakes_when_another_process_sends(make_channel):
+    ch = make_channel()
+    results = ctx.Queue()
+    proc = start(_workers.recv_one, ch, None, results)
+    wait_until(lambda: ch.stats().recvq == 1, what="receiver parking")
+    ch.send_bytes(b"wake up")
+    assert results.get(timeout=5) == ("message", b"wake up")
+    proc.join(5)
+    st = ch.stats()
+    assert (st.recvq, st.recv_parks, st.send_wakes) == (0, 1, 1)
+
+
+def test_parked_sender_wakes_when_another_process_receives(make_channel):
+    ch = make_channel(capacity=1)
+    ch.send_bytes(b"first")
+    results = ctx.Queue()
+    proc = start(_workers.send_one, ch, b"second", None, results)
+    wait_until(lambda: ch.stats().sendq == 1, what="sender parking")
+    assert ch.recv_bytes() == b"first"
+    assert results.get(timeout=5) == ("sent", 6)
+    assert ch.recv_bytes(timeout=5) == b"second"
+    proc.join(5)
+    st = ch.stats()
+    assert (st.sendq, st.send_parks, st.recv_wakes) == (0, 1, 1)
+
+
+def test_sender_waiting_for_bytes_wakes_when_enough_room_frees(make_channel):
+    ch = make_channel(capacity=100, size=256)
+    ch.send_bytes(b"a" * 100)
+    ch.send_bytes(b"b" * 100)
+    results = ctx.Queue()
+    proc = start(_workers.send_one, ch, b"c" * 100, None, results)
+    wait_until(lambda: ch.stats().sendq == 1, what="sender parking")
+    ch.recv_bytes()
+    assert results.get(timeout=5) == ("sent", 100)
+    proc.join(5)
+
+
+def test_one_send_wakes_one_of_several_parked_receivers(make_channel):
+    ch = make_channel()
+    results = ctx.Queue()
+    procs = [start(_workers.recv_one, ch, None, results) for _ in range(3)]
+    wait_until(lambda: ch.stats().recvq == 3, what="three receivers parking")
+    for i in range(3):
+        ch.send_bytes(str(i).encode())
+    got = sorted(results.get(timeout=5) for _ in procs)
+    assert got == [("message", b"0"), ("message", b"1"), ("message", b"2")]
+    for p in procs:
+        p.join(5)
+
+
+# -- timeouts ----------------------------------------------------------------
+
+
+def test_recv_timeout_expires(make_channel):
+    ch = make_channel()
+    t0 = time.monotonic()
+    with pytest.raises(ringbuf.Timeout):
+        ch.recv_bytes(timeout=0.2)
+    assert time.monotonic() - t0 >= 0.2  # never returns early
+    assert ch.stats().recvq == 0
+
+
+def test_send_timeout_expires_and_sends_nothing(make_channel):
+    ch = make_channel(capacity=1)
+    ch.send_bytes(b"x")
+    t0 = time.monotonic()
+    with pytest.raises(ringbuf.Timeout):
+        ch.send_bytes(b"y", timeout=0.2)
+    assert time.monotonic() - t0 >= 0.2
+    assert len(ch) == 1 and ch.stats().sendq == 0
+
+
+def test_timeout_in_another_process_is_reported(make_channel):
+    ch = make_channel()
+    results = ctx.Queue()
+    proc = start(_workers.recv_one, ch, 0.1, results)
+    kind, _ = results.get(timeout=5)
+    assert kind == "Timeout"
+    proc.join(5)
+
+
+# -- close wakes everyone ----------------------------------------------------
+
+
+def test_close_wakes_parked_receivers_in_other_processes(make_channel):
+    ch = make_channel()
+    results = ctx.Queue()
+    procs = [start(_workers.recv_one, ch, None, results) for _ in range(2)]
+    wait_until(lambda: ch.stats().recvq == 2, what="receivers parking")
+    ch.close()
+    assert [results.get(timeout=5)[0] for _ in procs] == ["Closed", "Closed"]
+    for p in procs:
+        p.join(5)
+    assert ch.stats().recvq == 0
+
+
+def test_close_wakes_parked_senders_in_other_processes(make_channel):
+    ch = make_channel(capacity=1)
+    ch.send_bytes(b"full")
+    results = ctx.Queue()
+    procs = [start(_workers.send_one, ch, b"x", None, results) for _ in range(2)]
+    wait_until(lambda: ch.stats().sendq == 2, what="senders parking")
+    ch.close()
+    assert [results.get(timeout=5)[0] for _ in procs] == ["Closed", "Closed"]
+    for p in procs:
+        p.join(5)
+    # What was queued before the close is still delivered.
+    assert ch.recv_bytes() == b"full"
+
+
+def test_close_wakes_a_receiver_with_a_timeout(make_channel):
+    ch = make_channel()
+    results = ctx.Queue()
+    proc = start(_workers.recv_one, ch, 60, results)
+    wait_until(lambda: ch.stats().recvq == 1, what="receiver parking")
+    ch.close()
+    assert results.get(timeout=5)[0] == "Closed"
+    proc.join(5)
+
+
+# -- signals -----------------------------------------------------------------
+
+
+def read_line(proc: subprocess.Popen, timeout: float = 10.0) -> str:
+    """One line of the child's stdout, failing rather than hanging."""
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    if not ready:
+        proc.kill()
+        raise AssertionError(f"no output from the child within {timeout} s")
+    return proc.stdout.readline().strip()
+
+
+def run_child(code: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code)], stdout=subprocess.PIPE, text=True
+    )
+
+
+def test_sigint_interrupts_a_blocked_recv_and_the_channel_stays_usable(make_channel):
+    ch = make_channel()
+    proc = run_child(f"""
+        import ringbuf
+        ch = ringbuf.Channel.attach({ch.name!r})
+        try:
+            ch.recv_bytes()
+            print("not interrupted", flush=True)
+        except KeyboardInterrupt:
+            print("interrupted", flush=True)
+        print(ch.recv_bytes(timeout=30).decode(), flush=True)
+    """)
+    wait_until(lambda: ch.stats().recvq == 1, what="child parking in recv")
+    os.kill(proc.pid, signal.SIGINT)
+    assert read_line(proc) == "interrupted"
+    ch.send_bytes(b"still usable")
+    assert read_line(proc) == "still usable"
+    assert proc.wait(10) == 0
+    assert ch.stats().recvq == 0
+
+
+def test_sigint_interrupts_a_blocked_send(make_channel):
+    ch = make_channel(capacity=1)
+    ch.send_bytes(b"full")
+    proc = run_child(f"""
+        import ringbuf
+        ch = ringbuf.Channel.attach({ch.name!r})
+        try:
+            ch.send_bytes(b"blocked")
+        except KeyboardInterrupt:
+            print("interrupted", flush=True)
+        ch.send_bytes(b"after", timeout=30)
+        print("sent", flush=True)
+    """)
+    wait_until(lambda: ch.stats().sendq == 1, what="child parking in send")
+    os.kill(proc.pid, signal.SIGINT)
+    assert read_line(proc) == "interrupted"
+    assert ch.recv_bytes() == b"full"
+    assert read_line(proc) == "sent"
+    assert ch.recv_bytes(timeout=5) == b"after"
+    assert proc.wait(10) == 0
+
+
+def test_a_signal_handler_that_returns_lets_the_wait_resume(make_channel):
+    ch = make_channel()
+    proc = run_child(f"""
+        import signal, ringbuf
+        hits = []
+        signal.signal(signal.SIGUSR1, lambda *a: hits.append(1))
+        ch = ringbuf.Channel.attach({ch.name!r})
+        msg = ch.recv_bytes(timeout=60)
+        print(len(hits), msg.decode(), flush=True)
+    """)
+    wait_until(lambda: ch.stats().recvq == 1, what="child parking")
+    os.kill(proc.pid, signal.SIGUSR1)
+    # The handler ran and the child parked again, still inside the same call.
+    wait_until(lambda: ch.stats().recv_parks >= 2 and ch.stats().recvq == 1, what="child parking again")
+    ch.send_bytes(b"done")
+    assert read_line(proc) == "1 done"
+    assert proc.wait(10) == 0
+
+
+def test_signals_do_not_restart_the_timeout(make_channel):
+    ch = make_channel()
+    proc = run_child(f"""
+        import signal, ringbuf
+        signal.signal(signal.SIGUSR1, lambda *a: None)
+        ch = ringbuf.Channel.attach({ch.name!r})
+        try:
+            ch.recv_bytes(timeout=0.5)
+        except ringbuf.Timeout:
+            print("timed out", flush=True)
+    """)
+    wait_until(lambda: ch.stats().recvq == 1 or proc.poll() is not None, what="child parking")
+    # Interrupt the wait every 50 ms.  If each retry started a fresh 0.5 s
+    # timeout, the call would never end and read_line would fail.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not select.select([proc.stdout], [], [], 0.05)[0]:
+        os.kill(proc.pid, signal.SIGUSR1)
+    assert read_line(proc) == "timed out"
+    assert proc.wait(10) == 0

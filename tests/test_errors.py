@@ -1,0 +1,219 @@
+"""Bad input gets a clear exception: never a hang, a crash or a wrong result."""
+
+from __future__ import annotations
+
+import math
+import mmap
+import os
+import struct
+
+import pytest
+
+import ringbuf
+from ringbuf import Channel
+from ringbuf._lowlevel import DATA_OFFSET, HEADER_OFFSETS, LAYOUT_VERSION
+
+
+@pytest.mark.parametrize("capacity", [0, -1, 2**32 + 1])
+def test_capacity_out_of_range(capacity):
+    with pytest.raises(ValueError, match="capacity must be between 1 and"):
+        Channel(capacity=capacity)
+
+
+@pytest.mark.parametrize("capacity", [1.5, "10", None, True])
+def test_capacity_wrong_type(capacity):
+    with pytest.raises(TypeError, match="capacity must be an int"):
+        Channel(capacity=capacity)
+
+
+@pytest.mark.parametrize("size", [0, 63, 2**40 + 8, -64])
+def test_size_out_of_range(size):
+    with pytest.raises(ValueError, match="size must be between 64 and"):
+        Channel(size=size)
+
+
+@pytest.mark.parametrize("name", ["", "a/b", "/lead", "x" * 201, "nul\0byte"])
+def test_bad_names(name):
+    with pytest.raises(ValueError, match="name must be 1 to 200 bytes"):
+        Channel(name=name)
+    with pytest.raises(ValueError, match="name must be 1 to 200 bytes"):
+        Channel.attach(name)
+
+
+def test_name_wrong_type():
+    with pytest.raises(TypeError, match="name must be a str"):
+        Channel.attach(b"bytes")  # type: ignore[arg-type]
+
+
+def test_attach_missing_name():
+    with pytest.raises(ringbuf.ChannelNotFound, match="no channel named 'ringbuf-does-not-exist'"):
+        Channel.attach("ringbuf-does-not-exist")
+
+
+def test_message_too_large_fails_at_once_even_when_full(make_channel):
+    ch = make_channel(capacity=1, size=128)
+    ch.send_bytes(b"fills the only slot")
+    # No timeout: if this waited for room it would hang the test.
+    with pytest.raises(ringbuf.MessageTooLarge, match="121 bytes can never fit.*max_message_size is 120"):
+        ch.send_bytes(b"x" * 121)
+    with pytest.raises(ValueError):
+        ch.try_send_bytes(b"x" * 121)
+
+
+@pytest.mark.parametrize("timeout", [-1, -0.001, math.nan, -math.inf])
+def test_bad_timeouts(make_channel, timeout):
+    ch = make_channel()
+    with pytest.raises(ValueError, match="timeout must be >= 0"):
+        ch.send_bytes(b"x", timeout=timeout)
+    with pytest.raises(ValueError, match="timeout must be >= 0"):
+        ch.recv_bytes(timeout=timeout)
+    assert len(ch) == 0
+
+
+def test_timeout_wrong_type(make_channel):
+    ch = make_channel()
+    with pytest.raises(TypeError, match="timeout must be a number"):
+        ch.recv_bytes(timeout="1")  # type: ignore[arg-type]
+
+
+def test_huge_timeout_is_accepted(make_channel):
+    ch = make_channel()
+    ch.send_bytes(b"x", timeout=1e300)
+    assert ch.recv_bytes(timeout=math.inf) == b"x"
+
+
+@pytest.mark.parametrize("data", ["text", 42, None, [1, 2]])
+def test_send_rejects_non_bytes_like(make_channel, data):
+    ch = make_channel()
+    with pytest.raises(TypeError, match="expected a bytes-like object"):
+        ch.send_bytes(data)
+    assert len(ch) == 0
+
+
+def test_send_rejects_non_contiguous_buffers(make_channel):
+    ch = make_channel()
+    with pytest.raises(ValueError, match="C-contiguous"):
+        ch.send_bytes(memoryview(b"abcdef")[::2])
+    assert len(ch) == 0
+
+
+# -- segments that are not (or no longer) sound --------------------------------
+
+
+@pytest.fixture
+def raw_segment():
+    """Write arbitrary bytes as /dev/shm/<name>; removed afterwards."""
+    names = []
+
+    def make(content: bytes) -> str:
+        name = f"ringbuf-{os.getpid()}-raw{len(names)}"
+        with open(f"/dev/shm/{name}", "wb") as f:
+            f.write(content)
+        names.append(name)
+        return name
+
+    yield make
+    for n in names:
+        try:
+            os.unlink(f"/dev/shm/{n}")
+        except FileNotFoundError:
+            pass
+
+
+def test_attach_to_a_segment_that_is_too_small(raw_segment):
+    with pytest.raises(ringbuf.IncompatibleSegment):
+        Channel.attach(raw_segment(b"\0" * 100))
+
+
+def test_attach_to_a_segment_with_a_wrong_magic(raw_segment):
+    with pytest.raises(ringbuf.IncompatibleSegment, match="not a ringbuf channel"):
+        Channel.attach(raw_segment(os.urandom(DATA_OFFSET + 4096)))
+
+
+def _patched_copy(ch: Channel, raw_segment, field: str, fmt: str, value: int) -> str:
+    with open(f"/dev/shm/{ch.name}", "rb") as f:
+        content = bytearray(f.read())
+    struct.pack_into(fmt, content, HEADER_OFFSETS[field], value)
+    return raw_segment(bytes(content))
+
+
+def test_attach_to_another_layout_version(make_channel, raw_segment):
+    name = _patched_copy(make_channel(), raw_segment, "version", "<I", LAYOUT_VERSION + 1)
+    with pytest.raises(ringbuf.IncompatibleSegment):
+        Channel.attach(name)
+
+
+def test_attach_to_a_segment_shorter_than_its_declared_ring(make_channel, raw_segment):
+    ch = make_channel(size=4096)
+    name = _patched_copy(ch, raw_segment, "size", "<Q", 1 << 20)
+    with pytest.raises(ringbuf.IncompatibleSegment, match="too small"):
+        Channel.attach(name)
+
+
+@pytest.mark.parametrize("field,value", [("capacity", 0), ("size", 12)])
+def test_attach_with_header_bounds_out_of_range(make_channel, raw_segment, field, value):
+    ch = make_channel()
+    name = _patched_copy(ch, raw_segment, "dataqsiz" if field == "capacity" else "size", "<Q", value)
+    with pytest.raises(ringbuf.IncompatibleSegment):
+        Channel.attach(name)
+
+
+@pytest.fixture
+def scribble():
+    """Overwrite header fields of a live channel, as a buggy or hostile peer would."""
+    maps = []
+
+    def write(ch: Channel, field: str, fmt: str, value: int) -> None:
+        fd = os.open(f"/dev/shm/{ch.name}", os.O_RDWR)
+        try:
+            m = mmap.mmap(fd, DATA_OFFSET)
+        finally:
+            os.close(fd)
+        struct.pack_into(fmt, m, HEADER_OFFSETS[field], value)
+        maps.append(m)
+
+    yield write
+    for m in maps:
+        m.close()
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("recvx", 1 << 40),  # far outside the ring
+        ("recvx", 4),  # inside, but not on a record boundary
+        ("sendx", 4096),  # one past the end
+        ("used", 1 << 33),
+        ("qcount", 1 << 33),
+    ],
+)
+def test_out_of_range_positions_raise_corrupt(make_channel, scribble, field, value):
+    ch = make_channel(capacity=8, size=4096)
+    ch.send_bytes(b"payload")
+    scribble(ch, field, "<Q", value)
+    with pytest.raises(ringbuf.CorruptSegment):
+        ch.check()
+    with pytest.raises(ringbuf.CorruptSegment):
+        ch.send_bytes(b"more") if field == "sendx" else ch.recv_bytes()
+
+
+def test_record_length_past_the_used_bytes_raises_corrupt(make_channel, scribble):
+    ch = make_channel(capacity=8, size=4096)
+    ch.send_bytes(b"payload")
+    with open(f"/dev/shm/{ch.name}", "r+b") as f:
+        f.seek(DATA_OFFSET)  # the first record's length field
+        f.write(struct.pack("<Q", 1000))
+    with pytest.raises(ringbuf.CorruptSegment):
+        ch.recv_bytes()
+    with pytest.raises(ringbuf.CorruptSegment):
+        ch.check()
+
+
+def test_record_length_beyond_the_ring_raises_corrupt(make_channel):
+    ch = make_channel(capacity=8, size=4096)
+    ch.send_bytes(b"payload")
+    with open(f"/dev/shm/{ch.name}", "r+b") as f:
+        f.seek(DATA_OFFSET)
+        f.write(struct.pack("<Q", 2**63))
+    with pytest.raises(ringbuf.CorruptSegment):
+        ch.recv_bytes(timeout=0)
