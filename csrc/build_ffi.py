@@ -78,6 +78,7 @@ int rb_close(struct rb_chan *ch);
 int rb_stats(struct rb_chan *ch, struct rb_stats *out);
 int rb_check(struct rb_chan *ch);
 uint64_t rb_max_message(struct rb_chan *ch);
+int rb_debug_hold_lock(struct rb_chan *ch);
 """
 
 ffibuilder = FFI()

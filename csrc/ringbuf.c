@@ -481,6 +481,11 @@ uint64_t rb_max_message(struct rb_chan *ch)
     return ch->size - RB_REC_HDR;
 }
 
+int rb_debug_hold_lock(struct rb_chan *ch)
+{
+    return rb_lock(ch, RB_FOREVER);
+}
+
 /* ---- segments ----------------------------------------------------------- */
 
 /* "/" + name into path; RB_EINVAL for an empty or too long name or one with

@@ -197,4 +197,9 @@ int rb_check(struct rb_chan *ch);
 /* Largest payload this ring can ever hold. */
 uint64_t rb_max_message(struct rb_chan *ch);
 
+/* For tests: take the lock and return still holding it, as a process that is
+ * killed inside a critical section would.  The only way to release it is to
+ * exit. */
+int rb_debug_hold_lock(struct rb_chan *ch);
+
 #endif

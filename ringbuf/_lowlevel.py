@@ -187,3 +187,9 @@ class Handle:
         rc = lib.rb_check(self._ch)
         if rc != _OK:
             _raise(rc, self.name)
+
+    def debug_hold_lock(self) -> None:
+        """For tests: take the lock and keep it until this process exits."""
+        rc = lib.rb_debug_hold_lock(self._ch)
+        if rc != _OK:
+            _raise(rc, self.name)

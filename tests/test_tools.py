@@ -1,0 +1,64 @@
+"""The demo and the benchmark workloads run in a tiny mode, so they cannot rot."""
+
+from __future__ import annotations
+
+import io
+import re
+import subprocess
+import sys
+
+import pytest
+
+from ringbuf import _bench
+from ringbuf._demo import demo
+
+
+def test_demo_shows_backpressure():
+    out = io.StringIO()
+    assert demo(seconds=1.0, capacity=8, out=out) == 0
+    # Rows look like "  1.0s    8/8  ...": time, queued/capacity, bytes, sent,
+    # received, parked senders, sender parks.
+    rows = [line.split() for line in out.getvalue().splitlines() if re.match(r"\s*\d+\.\ds ", line)]
+    assert rows, out.getvalue()
+    last = rows[-1]
+    queued, parked = last[1], int(last[5])
+    assert queued == "8/8"  # pinned at capacity
+    assert parked == 1  # the producer is parked, not queueing
+
+
+def test_demo_command_line():
+    out = subprocess.run([sys.executable, "-m", "ringbuf", "demo", "--seconds", "0.6", "--capacity", "4"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "the producer sent" in out.stdout
+
+
+@pytest.mark.parametrize("peer", sorted(_bench.PEERS))
+def test_one_way_workload(peer):
+    wl = _bench.OneWay(peer, payload=64, count=500)
+    try:
+        for _ in range(2):
+            wl.prepare()
+            assert wl.run() > 0
+    finally:
+        wl.dispose()
+
+
+@pytest.mark.parametrize("peer", sorted(_bench.PEERS))
+def test_ping_pong_workload(peer):
+    wl = _bench.PingPong(peer, payload=64, count=200)
+    try:
+        wl.prepare()
+        trips = wl.run()
+    finally:
+        wl.dispose()
+    assert len(trips) == 200 and min(trips) > 0
+    assert _bench.percentile(trips, 50) <= _bench.percentile(trips, 99) <= max(trips)
+
+
+def test_percentile():
+    xs = [float(i) for i in range(1, 101)]
+    assert _bench.percentile(xs, 50) == 50.0
+    assert _bench.percentile(xs, 99) == 99.0
+    assert _bench.percentile(xs, 100) == 100.0
+    assert _bench.percentile([3.0], 99) == 3.0
