@@ -8,6 +8,7 @@ segment; nothing polls.
 """
 
 from ringbuf._channel import DEFAULT_CAPACITY, DEFAULT_SIZE, Channel, ChannelStats
+from ringbuf import errors
 from ringbuf.errors import (
     BufferTooSmall,
     ChannelExists,
@@ -24,11 +25,13 @@ from ringbuf.errors import (
     WouldBlock,
 )
 
+# Spelled out (not built from errors.__all__) so type checkers see the exports.
 __all__ = [
     "Channel",
     "ChannelStats",
     "DEFAULT_CAPACITY",
     "DEFAULT_SIZE",
+    "errors",
     "RingbufError",
     "Closed",
     "Timeout",

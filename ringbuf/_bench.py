@@ -31,7 +31,7 @@ def _ringbuf_dispose(ch: ringbuf.Channel) -> None:
     ch.unlink()
 
 
-def _queue_dispose(q: multiprocessing.queues.Queue) -> None:
+def _queue_dispose(q: multiprocessing.queues.Queue[Any]) -> None:
     q.close()
     q.join_thread()
 
@@ -54,7 +54,7 @@ PEERS: Dict[str, Peer] = {
 _ctx = multiprocessing.get_context("fork")
 
 
-def _producer(peer: str, ep: Any, payload: bytes, count: int, ready: Any, go: Any) -> None:
+def _producer(peer: str, ep: Any, payload: bytes, count: int, go: Any, ready: Any) -> None:
     send = PEERS[peer].send
     ready.set()
     go.wait()
@@ -69,31 +69,42 @@ def _echo(peer: str, requests: Any, replies: Any, count: int, ready: Any) -> Non
         p.send(replies, p.recv(requests))
 
 
-class OneWay:
-    """One producer process sends ``count`` messages; this process receives them.
-
-    ``prepare()`` starts the producer and waits until it is ready, so process
-    start-up is not measured; ``run()`` releases it and returns the seconds
-    taken to receive everything.
-    """
+class _Workload:
+    """A helper process per round: ``prepare()`` starts it and waits until it
+    is ready, so process start-up is never measured; ``run()`` is timed."""
 
     def __init__(self, peer: str, payload: int, count: int) -> None:
         self.peer = PEERS[peer]
         self.name = peer
         self.payload = b"x" * payload
         self.count = count
-        self.ep = self.peer.make()
         self.proc: Any = None
 
-    def prepare(self) -> None:
+    def _start(self, target: Callable[..., None], *args: Any) -> None:
         self.finish()
-        ready, self.go = _ctx.Event(), _ctx.Event()
-        self.proc = _ctx.Process(
-            target=_producer, args=(self.name, self.ep, self.payload, self.count, ready, self.go)
-        )
+        ready = _ctx.Event()
+        self.proc = _ctx.Process(target=target, args=(self.name, *args, ready))
         self.proc.start()
         if not ready.wait(60):
-            raise RuntimeError(f"{self.name} producer did not start")
+            raise RuntimeError(f"{self.name} helper process did not start")
+
+    def finish(self) -> None:
+        if self.proc is not None:
+            self.proc.join(60)
+            self.proc = None
+
+
+class OneWay(_Workload):
+    """One producer process sends ``count`` messages; this process receives
+    them.  ``run()`` releases the producer and returns the seconds taken."""
+
+    def __init__(self, peer: str, payload: int, count: int) -> None:
+        super().__init__(peer, payload, count)
+        self.ep = self.peer.make()
+
+    def prepare(self) -> None:
+        self.go = _ctx.Event()
+        self._start(_producer, self.ep, self.payload, self.count, self.go)
 
     def run(self) -> float:
         recv, ep = self.peer.recv, self.ep
@@ -103,36 +114,20 @@ class OneWay:
             recv(ep)
         return time.perf_counter() - t0
 
-    def finish(self) -> None:
-        if self.proc is not None:
-            self.proc.join(60)
-            self.proc = None
-
     def dispose(self) -> None:
         self.finish()
         self.peer.dispose(self.ep)
 
 
-class PingPong:
+class PingPong(_Workload):
     """Round trips to an echo process; ``run()`` returns each trip's seconds."""
 
     def __init__(self, peer: str, payload: int, count: int) -> None:
-        self.peer = PEERS[peer]
-        self.name = peer
-        self.payload = b"x" * payload
-        self.count = count
+        super().__init__(peer, payload, count)
         self.requests, self.replies = self.peer.make(), self.peer.make()
-        self.proc: Any = None
 
     def prepare(self) -> None:
-        self.finish()
-        ready = _ctx.Event()
-        self.proc = _ctx.Process(
-            target=_echo, args=(self.name, self.requests, self.replies, self.count, ready)
-        )
-        self.proc.start()
-        if not ready.wait(60):
-            raise RuntimeError(f"{self.name} echo process did not start")
+        self._start(_echo, self.requests, self.replies, self.count)
 
     def run(self) -> List[float]:
         send, recv, payload = self.peer.send, self.peer.recv, self.payload
@@ -145,11 +140,6 @@ class PingPong:
             recv(b)
             trips.append(clock() - t0)
         return trips
-
-    def finish(self) -> None:
-        if self.proc is not None:
-            self.proc.join(60)
-            self.proc = None
 
     def dispose(self) -> None:
         self.finish()

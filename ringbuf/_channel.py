@@ -137,7 +137,7 @@ class Channel:
     """
 
     _h: Handle
-    _finalizer: Optional[weakref.finalize]
+    _finalizer: Optional[weakref.finalize[[str, int], "Channel"]]
 
     def __init__(self, capacity: int = DEFAULT_CAPACITY, size: int = DEFAULT_SIZE, name: Optional[str] = None) -> None:
         _check_int("capacity", capacity, 1, MAX_CAPACITY)

@@ -156,7 +156,8 @@ class Handle:
             buf, needp = scratch
             n = lib.rb_recv(self._ch, buf, SCRATCH_SIZE, needp, deadline)
             if n >= 0:
-                return ffi.unpack(buf, n)
+                data: bytes = ffi.unpack(buf, n)
+                return data
             # Longer than the scratch buffer: receive it into one of its own
             # size.  It stays queued in between, so another receiver may take
             # it first; this one then takes whatever comes next.
@@ -165,7 +166,8 @@ class Handle:
                 big = _alloc_raw("char[]", need)
                 n = lib.rb_recv(self._ch, big, need, needp, deadline)
                 if n >= 0:
-                    return ffi.unpack(big, n)
+                    data = ffi.unpack(big, n)
+                    return data
             _raise(-n, self.name)
         finally:
             _scratch.append(scratch)
