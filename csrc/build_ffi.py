@@ -23,10 +23,15 @@ CDEF = """
 
 enum rb_status {
     RB_OK, RB_ETIMEDOUT, RB_EINTR, RB_ECLOSED, RB_ETOOBIG, RB_ESMALLBUF,
-    RB_ECORRUPT, RB_EINCOMPAT, RB_EINVAL, RB_ESYS, ...
+    RB_ECORRUPT, RB_EINCOMPAT, RB_EINVAL, RB_ESYS, RB_ECHANGED, ...
 };
 
 struct rb_chan;
+
+struct rb_iov {
+    const void *base;
+    uint64_t len;
+};
 
 /* Only the fields Python reads by offset (tests, observers); the compiler
  * supplies the layout. */
@@ -73,7 +78,15 @@ int rb_attach(const char *name, struct rb_chan **out);
 void rb_detach(struct rb_chan *ch);
 int rb_unlink(const char *name);
 int rb_send(struct rb_chan *ch, const void *buf, uint64_t len, int64_t deadline_ns);
+int rb_sendv(struct rb_chan *ch, const struct rb_iov *iov, uint32_t n, int64_t deadline_ns);
+int rb_send_batch(struct rb_chan *ch, const struct rb_iov *msgs, uint64_t n, uint64_t *sent_out,
+                  int64_t deadline_ns);
 int64_t rb_recv(struct rb_chan *ch, void *buf, uint64_t cap, uint64_t *need_out, int64_t deadline_ns);
+int64_t rb_recv_batch(struct rb_chan *ch, void *buf, uint64_t cap, uint64_t *lens, uint64_t max_items,
+                      uint64_t *need_out, int64_t deadline_ns);
+int64_t rb_peek(struct rb_chan *ch, void *buf, uint64_t cap, uint64_t *token_out, int64_t deadline_ns);
+int rb_recv_at(struct rb_chan *ch, uint64_t token, uint64_t skip, void *dst, uint64_t n);
+void rb_pass_wake(struct rb_chan *ch);
 int rb_close(struct rb_chan *ch);
 int rb_stats(struct rb_chan *ch, struct rb_stats *out);
 int rb_check(struct rb_chan *ch);

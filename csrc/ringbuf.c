@@ -254,17 +254,18 @@ static int park(uint32_t *word, uint32_t seq, uint32_t *parked, int64_t deadline
     return r == EINTR ? RB_EINTR : RB_OK;
 }
 
-/* ---- send and receive --------------------------------------------------- */
+/* ---- waiting for room or data ----------------------------------------- */
 
-int rb_send(struct rb_chan *ch, const void *buf, uint64_t len, int64_t deadline)
+/*
+ * Take the lock and return RB_OK still holding it once there is room for a
+ * record of `need` bytes; otherwise return a status with the lock dropped.
+ * The order of the checks is the order of precedence: a damaged header, then
+ * closed, then room, then the deadline, then spin once, then park.
+ */
+static int lock_room(struct rb_chan *ch, uint64_t need, int64_t deadline)
 {
     struct rb_hdr *h = ch->hdr;
-    uint64_t need, rec_len = len;
     int spun = 0, rc;
-
-    if (len > ch->size - RB_REC_HDR)
-        return RB_ETOOBIG;
-    need = RB_REC_HDR + align8(len);
 
     for (;;) {
         if ((rc = rb_lock(ch, deadline)) != RB_OK)
@@ -280,25 +281,9 @@ int rb_send(struct rb_chan *ch, const void *buf, uint64_t len, int64_t deadline)
             return RB_ECLOSED;
         }
 
-        /* Room in the buffer: copy the record, then publish it. */
-        if (room_for(ch, need)) {
-            int wake;
-
-            ring_put(ch, ring_put(ch, h->sendx, &rec_len, RB_REC_HDR), buf, len);
-            h->sendx = wrap(ch, h->sendx + need);
-            STORE(h->used, h->used + need);
-            STORE(h->qcount, h->qcount + 1);
-            STORE(h->sent, h->sent + 1);
-            wake = LOAD(h->recvq) > 0;
-            if (wake) {
-                INC(h->recv_futex);
-                h->send_wakes++;
-            }
-            rb_unlock(ch);
-            if (wake)
-                rb_futex_wake(&h->recv_futex, 1);
+        /* Room in the buffer: the caller copies and publishes. */
+        if (room_for(ch, need))
             return RB_OK;
-        }
 
         /* No room and no time left (a non-blocking call lands here at once). */
         if (expired(deadline)) {
@@ -324,62 +309,34 @@ int rb_send(struct rb_chan *ch, const void *buf, uint64_t len, int64_t deadline)
     }
 }
 
-int64_t rb_recv(struct rb_chan *ch, void *buf, uint64_t cap, uint64_t *need_out, int64_t deadline)
+/* The mirror image: return RB_OK holding the lock once a message is queued. */
+static int lock_nonempty(struct rb_chan *ch, int64_t deadline)
 {
     struct rb_hdr *h = ch->hdr;
     int spun = 0, rc;
 
     for (;;) {
         if ((rc = rb_lock(ch, deadline)) != RB_OK)
-            return -rc;
+            return rc;
         if (!hdr_sane(ch, h->recvx)) {
             rb_unlock(ch);
-            return -RB_ECORRUPT;
+            return RB_ECORRUPT;
         }
 
-        /* Data in the buffer: copy the payload out, then release its space. */
-        if (h->qcount > 0) {
-            uint64_t len, need;
-            int wake;
-
-            ring_get(ch, h->recvx, &len, RB_REC_HDR);
-            /* The length came from shared memory: it must fit the ring and
-             * the bytes the header says are in use (I5). */
-            if (len > ch->size - RB_REC_HDR || (need = RB_REC_HDR + align8(len)) > h->used) {
-                rb_unlock(ch);
-                return -RB_ECORRUPT;
-            }
-            if (len > cap) {
-                *need_out = len;
-                rb_unlock(ch);
-                return -RB_ESMALLBUF;
-            }
-            ring_get(ch, wrap(ch, h->recvx + RB_REC_HDR), buf, len);
-            h->recvx = wrap(ch, h->recvx + need);
-            STORE(h->used, h->used - need);
-            STORE(h->qcount, h->qcount - 1);
-            STORE(h->received, h->received + 1);
-            wake = LOAD(h->sendq) > 0;
-            if (wake) {
-                INC(h->send_futex);
-                h->recv_wakes++;
-            }
-            rb_unlock(ch);
-            if (wake)
-                rb_futex_wake(&h->send_futex, RB_WAKE_ALL);
-            return (int64_t)len;
-        }
+        /* Data in the buffer: the caller copies it out and releases it. */
+        if (h->qcount > 0)
+            return RB_OK;
 
         /* Closed and drained: the end of the stream. */
         if (h->closed) {
             rb_unlock(ch);
-            return -RB_ECLOSED;
+            return RB_ECLOSED;
         }
 
         /* Empty and no time left. */
         if (expired(deadline)) {
             rb_unlock(ch);
-            return -RB_ETIMEDOUT;
+            return RB_ETIMEDOUT;
         }
 
         /* Empty: spin once until a send, then park. */
@@ -396,8 +353,274 @@ int64_t rb_recv(struct rb_chan *ch, void *buf, uint64_t cap, uint64_t *need_out,
         h->recv_parks++;
         rb_unlock(ch);
         if ((rc = park(&h->recv_futex, seq, &h->recvq, deadline)) != RB_OK)
-            return -rc;
+            return rc;
     }
+}
+
+/* ---- publishing and releasing records (lock held) ----------------------- */
+
+/* Write one record made of parts iov[0..n) (total `len` bytes) at ring
+ * offset `off`; returns the offset after it.  Nothing is visible to
+ * receivers until publish(). */
+static uint64_t put_record(const struct rb_chan *ch, uint64_t off, const struct rb_iov *iov, uint32_t n,
+                           uint64_t len)
+{
+    uint64_t end = wrap(ch, off + RB_REC_HDR + align8(len));
+
+    off = ring_put(ch, off, &len, RB_REC_HDR);
+    for (uint32_t i = 0; i < n; i++)
+        off = ring_put(ch, off, iov[i].base, iov[i].len);
+    return end;
+}
+
+/* The commit point of a send: `count` records of `bytes` ring bytes, written
+ * from the old sendx up to `sendx`, become visible.  sendx, used and qcount
+ * move together here and nowhere else, so a sender that dies before this
+ * point leaves no trace (its bytes lie in free space).  Returns how many
+ * parked receivers to wake after the lock is dropped. */
+static int publish(struct rb_chan *ch, uint64_t sendx, uint64_t count, uint64_t bytes)
+{
+    struct rb_hdr *h = ch->hdr;
+    uint32_t parked = LOAD(h->recvq);
+
+    h->sendx = sendx;
+    STORE(h->used, h->used + bytes);
+    STORE(h->qcount, h->qcount + count);
+    STORE(h->sent, h->sent + count);
+    if (parked == 0)
+        return 0;
+    INC(h->recv_futex);
+    h->send_wakes++;
+    return count < parked ? (int)count : (int)parked;
+}
+
+/* Read the head record's length and check it against the ring and `used`
+ * (I5): it came from shared memory. */
+static int head_len(const struct rb_chan *ch, uint64_t *len)
+{
+    const struct rb_hdr *h = ch->hdr;
+
+    ring_get(ch, h->recvx, len, RB_REC_HDR);
+    if (*len > ch->size - RB_REC_HDR || RB_REC_HDR + align8(*len) > h->used)
+        return RB_ECORRUPT;
+    return RB_OK;
+}
+
+/* Release the head record (of payload length len): the commit point of a
+ * receive.  Returns whether to wake parked senders after the lock drops. */
+static int release_head(struct rb_chan *ch, uint64_t len)
+{
+    struct rb_hdr *h = ch->hdr;
+    uint64_t bytes = RB_REC_HDR + align8(len);
+
+    h->recvx = wrap(ch, h->recvx + bytes);
+    STORE(h->used, h->used - bytes);
+    STORE(h->qcount, h->qcount - 1);
+    STORE(h->received, h->received + 1);
+    if (LOAD(h->sendq) == 0)
+        return 0;
+    INC(h->send_futex);
+    h->recv_wakes++;
+    return 1;
+}
+
+static void unlock_and_wake_receivers(struct rb_chan *ch, int n)
+{
+    rb_unlock(ch);
+    if (n > 0)
+        rb_futex_wake(&ch->hdr->recv_futex, n);
+}
+
+static void unlock_and_wake_senders(struct rb_chan *ch, int wake)
+{
+    rb_unlock(ch);
+    if (wake)
+        rb_futex_wake(&ch->hdr->send_futex, RB_WAKE_ALL);
+}
+
+/* ---- send ---------------------------------------------------------------- */
+
+int rb_sendv(struct rb_chan *ch, const struct rb_iov *iov, uint32_t n, int64_t deadline)
+{
+    uint64_t len = 0, max = ch->size - RB_REC_HDR, need, end;
+    int rc;
+
+    for (uint32_t i = 0; i < n; i++) {
+        if (iov[i].len > max - len)
+            return RB_ETOOBIG;
+        len += iov[i].len;
+    }
+    need = RB_REC_HDR + align8(len);
+    if ((rc = lock_room(ch, need, deadline)) != RB_OK)
+        return rc;
+    end = put_record(ch, ch->hdr->sendx, iov, n, len);
+    unlock_and_wake_receivers(ch, publish(ch, end, 1, need));
+    return RB_OK;
+}
+
+int rb_send(struct rb_chan *ch, const void *buf, uint64_t len, int64_t deadline)
+{
+    struct rb_iov one = { buf, len };
+
+    return rb_sendv(ch, &one, 1, deadline);
+}
+
+int rb_send_batch(struct rb_chan *ch, const struct rb_iov *msgs, uint64_t n, uint64_t *sent_out,
+                  int64_t deadline)
+{
+    struct rb_hdr *h = ch->hdr;
+    uint64_t done = 0;
+    int rc = RB_OK;
+
+    *sent_out = 0;
+    for (uint64_t i = 0; i < n; i++)
+        if (msgs[i].len > ch->size - RB_REC_HDR)
+            return RB_ETOOBIG;
+
+    while (done < n) {
+        uint64_t count = 0, bytes = 0, off;
+
+        /* Wait for room for the next message, then write as many as fit and
+         * publish them together.  The fit test adds what this batch has
+         * written but not yet published to the committed counts. */
+        if ((rc = lock_room(ch, RB_REC_HDR + align8(msgs[done].len), deadline)) != RB_OK)
+            break;
+        off = h->sendx;
+        do {
+            off = put_record(ch, off, &msgs[done], 1, msgs[done].len);
+            bytes += RB_REC_HDR + align8(msgs[done].len);
+            count++;
+            done++;
+        } while (done < n && h->qcount + count < ch->dataqsiz &&
+                 h->used + bytes + RB_REC_HDR + align8(msgs[done].len) <= ch->size);
+        unlock_and_wake_receivers(ch, publish(ch, off, count, bytes));
+        *sent_out = done;
+    }
+    return rc;
+}
+
+/* ---- receive --------------------------------------------------------------- */
+
+int64_t rb_recv(struct rb_chan *ch, void *buf, uint64_t cap, uint64_t *need_out, int64_t deadline)
+{
+    uint64_t len;
+    int rc;
+
+    if ((rc = lock_nonempty(ch, deadline)) != RB_OK)
+        return -rc;
+    if (head_len(ch, &len) != RB_OK) {
+        rb_unlock(ch);
+        return -RB_ECORRUPT;
+    }
+    if (len > cap) {
+        *need_out = len;
+        rb_unlock(ch);
+        return -RB_ESMALLBUF;
+    }
+    ring_get(ch, wrap(ch, ch->hdr->recvx + RB_REC_HDR), buf, len);
+    unlock_and_wake_senders(ch, release_head(ch, len));
+    return (int64_t)len;
+}
+
+int64_t rb_recv_batch(struct rb_chan *ch, void *buf, uint64_t cap, uint64_t *lens, uint64_t max_items,
+                      uint64_t *need_out, int64_t deadline)
+{
+    uint64_t count = 0, off = 0, len;
+    int rc, wake = 0;
+
+    if (max_items == 0)
+        return 0;
+    if ((rc = lock_nonempty(ch, deadline)) != RB_OK)
+        return -rc;
+    /* Take queued records while they fit the buffer, without waiting for
+     * more once the first is in hand. */
+    while (count < max_items && ch->hdr->qcount > 0) {
+        if (head_len(ch, &len) != RB_OK) {
+            if (count == 0) {
+                rb_unlock(ch);
+                return -RB_ECORRUPT;
+            }
+            break;  /* deliver what was good; the next call reports it */
+        }
+        if (len > cap - off) {
+            if (count == 0) {
+                *need_out = len;
+                rb_unlock(ch);
+                return -RB_ESMALLBUF;
+            }
+            break;
+        }
+        ring_get(ch, wrap(ch, ch->hdr->recvx + RB_REC_HDR), (uint8_t *)buf + off, len);
+        wake |= release_head(ch, len);
+        lens[count++] = len;
+        off += len;
+    }
+    unlock_and_wake_senders(ch, wake);
+    return (int64_t)count;
+}
+
+int64_t rb_peek(struct rb_chan *ch, void *buf, uint64_t cap, uint64_t *token_out, int64_t deadline)
+{
+    uint64_t len;
+    int rc;
+
+    if ((rc = lock_nonempty(ch, deadline)) != RB_OK)
+        return -rc;
+    if (head_len(ch, &len) != RB_OK) {
+        rb_unlock(ch);
+        return -RB_ECORRUPT;
+    }
+    ring_get(ch, wrap(ch, ch->hdr->recvx + RB_REC_HDR), buf, len < cap ? len : cap);
+    /* The head message's sequence number: rb_recv_at() checks that the head
+     * is still this message. */
+    *token_out = ch->hdr->received;
+    rb_unlock(ch);
+    return (int64_t)len;
+}
+
+int rb_recv_at(struct rb_chan *ch, uint64_t token, uint64_t skip, void *dst, uint64_t n)
+{
+    uint64_t len;
+    int rc;
+
+    if ((rc = rb_lock(ch, RB_FOREVER)) != RB_OK)
+        return rc;
+    if (!hdr_sane(ch, ch->hdr->recvx)) {
+        rb_unlock(ch);
+        return RB_ECORRUPT;
+    }
+    /* Another receiver took the peeked message first. */
+    if (ch->hdr->qcount == 0 || ch->hdr->received != token) {
+        rb_unlock(ch);
+        return RB_ECHANGED;
+    }
+    if (head_len(ch, &len) != RB_OK) {
+        rb_unlock(ch);
+        return RB_ECORRUPT;
+    }
+    if (skip > len || n > len - skip) {
+        rb_unlock(ch);
+        return RB_EINVAL;
+    }
+    /* recvx < size and skip <= len <= size - 8: the sum is below 2 * size. */
+    ring_get(ch, wrap(ch, ch->hdr->recvx + RB_REC_HDR + skip), dst, n);
+    unlock_and_wake_senders(ch, release_head(ch, len));
+    return RB_OK;
+}
+
+void rb_pass_wake(struct rb_chan *ch)
+{
+    struct rb_hdr *h = ch->hdr;
+    int wake = 0;
+
+    if (rb_lock(ch, RB_FOREVER) != RB_OK)
+        return;
+    if (h->qcount > 0 && LOAD(h->recvq) > 0) {
+        INC(h->recv_futex);
+        h->send_wakes++;
+        wake = 1;
+    }
+    unlock_and_wake_receivers(ch, wake);
 }
 
 int rb_close(struct rb_chan *ch)

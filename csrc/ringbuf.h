@@ -57,7 +57,14 @@ enum rb_status {
     RB_ECORRUPT = 6,    /* a header field or record failed its bounds check */
     RB_EINCOMPAT = 7,   /* not a ringbuf segment, another layout version, or too small */
     RB_EINVAL = 8,      /* bad argument (name, capacity, size) */
-    RB_ESYS = 9         /* a system call failed; errno says why */
+    RB_ESYS = 9,        /* a system call failed; errno says why */
+    RB_ECHANGED = 10    /* rb_recv_at: the peeked message was taken by another receiver */
+};
+
+/* One piece of a message to send (rb_sendv), or one whole message (rb_send_batch). */
+struct rb_iov {
+    const void *base;
+    uint64_t len;
 };
 
 /*
@@ -185,10 +192,36 @@ int rb_unlink(const char *name);
 
 /* Send one message of len bytes. */
 int rb_send(struct rb_chan *ch, const void *buf, uint64_t len, int64_t deadline_ns);
+/* Send one message made of the n pieces iov[0..n), copied straight from each
+ * piece into the ring under one lock hold. */
+int rb_sendv(struct rb_chan *ch, const struct rb_iov *iov, uint32_t n, int64_t deadline_ns);
+/* Send n messages in order, taking the lock once for as many as fit and
+ * waiting for room for the rest.  *sent_out says how many were sent, also
+ * when the status is not RB_OK (timeout, close, signal part way through).
+ * RB_ETOOBIG, with nothing sent, if any of them can never fit. */
+int rb_send_batch(struct rb_chan *ch, const struct rb_iov *msgs, uint64_t n, uint64_t *sent_out,
+                  int64_t deadline_ns);
+
 /* Receive one message into buf (cap bytes).  Returns its length (>= 0), or
  * minus a status.  If the message is longer than cap, returns -RB_ESMALLBUF,
  * stores the length in *need_out and leaves the message queued. */
 int64_t rb_recv(struct rb_chan *ch, void *buf, uint64_t cap, uint64_t *need_out, int64_t deadline_ns);
+/* Wait for at least one message, then receive up to max_items of those
+ * queued, packed one after another into buf, lengths into lens[].  Returns
+ * how many, or minus a status; -RB_ESMALLBUF (with *need_out) when not even
+ * the first one fits. */
+int64_t rb_recv_batch(struct rb_chan *ch, void *buf, uint64_t cap, uint64_t *lens, uint64_t max_items,
+                      uint64_t *need_out, int64_t deadline_ns);
+/* Wait for a message and copy up to cap bytes of it into buf without
+ * receiving it.  Returns its full length, or minus a status; *token_out
+ * identifies it for rb_recv_at(). */
+int64_t rb_peek(struct rb_chan *ch, void *buf, uint64_t cap, uint64_t *token_out, int64_t deadline_ns);
+/* Receive the peeked message `token`, copying only its bytes [skip, skip+n)
+ * into dst.  RB_ECHANGED if another receiver took it first; never waits. */
+int rb_recv_at(struct rb_chan *ch, uint64_t token, uint64_t skip, void *dst, uint64_t n);
+/* A receiver leaves a queued message it was woken for (it raised instead):
+ * wake another parked receiver, if any, so that the message is not stranded. */
+void rb_pass_wake(struct rb_chan *ch);
 /* Go's close: later sends fail, receivers drain then fail; wakes everyone. */
 int rb_close(struct rb_chan *ch);
 int rb_stats(struct rb_chan *ch, struct rb_stats *out);

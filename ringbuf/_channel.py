@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import numbers
 import os
+import pickle
 import secrets
 import time
 import weakref
-from typing import Any, Iterator, Optional, Tuple
+from typing import Any, Callable, Deque, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-from ringbuf import errors
+import numpy as np
+
+from ringbuf import _codec, errors
 from ringbuf._lowlevel import FOREVER, MAX_CAPACITY, MAX_SIZE, MIN_SIZE, NAME_MAX, Handle
+
+Dumps = Callable[[Any], Any]
+Loads = Callable[[bytes], Any]
+
+#: The most messages one recv_many()/recv_bytes_many() call returns.
+MAX_BATCH = 8192
 
 __all__ = ["Channel", "ChannelStats", "DEFAULT_CAPACITY", "DEFAULT_SIZE"]
 
@@ -116,6 +126,10 @@ class Channel:
     ``size`` bytes of ring (each message takes its length rounded up to 8,
     plus 8 bytes of header).  A send waits when either bound is reached.
 
+    A channel carries Python objects (:meth:`send`, :meth:`recv`: pickled,
+    with numpy arrays copied once each way) and raw bytes
+    (:meth:`send_bytes`, :meth:`recv_bytes`).
+
     Args:
         capacity: most messages queued at once (1 to 2**32).  Go's buffer size;
             there is no unbuffered (capacity 0) form.
@@ -123,6 +137,12 @@ class Channel:
             The largest message is ``size - 8`` bytes.
         name: the segment's name, without a leading ``/``; a unique one is made
             when ``None``.  The segment is created exclusively, mode 0600.
+        dumps, loads: a codec for :meth:`send` and :meth:`recv` in place of
+            pickle (give both or neither): ``dumps(obj)`` returns a bytes-like
+            object and ``loads(data)`` rebuilds the object from ``bytes``.
+            They travel with the channel when it is pickled, so a channel
+            meant for other processes needs module-level functions.  The
+            codec belongs to this handle; every process must use the same one.
 
     The creating handle owns the segment: its name is removed by
     :meth:`unlink`, by leaving a ``with`` block, or when the creator exits or
@@ -138,22 +158,38 @@ class Channel:
 
     _h: Handle
     _finalizer: Optional[weakref.finalize[[str, int], "Channel"]]
+    _dumps: Optional[Dumps]
+    _loads: Optional[Loads]
+    # Messages recv_many() took from the ring but did not return because an
+    # earlier one failed to decode; object receives on this handle take them
+    # first, so nothing is lost or reordered.
+    _undecoded: Deque[bytes]
 
-    def __init__(self, capacity: int = DEFAULT_CAPACITY, size: int = DEFAULT_SIZE, name: Optional[str] = None) -> None:
+    def __init__(
+        self,
+        capacity: int = DEFAULT_CAPACITY,
+        size: int = DEFAULT_SIZE,
+        name: Optional[str] = None,
+        *,
+        dumps: Optional[Dumps] = None,
+        loads: Optional[Loads] = None,
+    ) -> None:
         _check_int("capacity", capacity, 1, MAX_CAPACITY)
         size = (_check_int("size", size, MIN_SIZE, MAX_SIZE) + 7) & ~7
         if name is None:
             name = f"ringbuf-{os.getpid()}-{secrets.token_hex(6)}"
         _check_name(name)
+        self._set_codec(dumps, loads)
         self._h = Handle.create(name, capacity, size)
         self._finalizer = weakref.finalize(self, _unlink_if_creator, name, os.getpid())
 
     @classmethod
-    def attach(cls, name: str) -> "Channel":
+    def attach(cls, name: str, *, dumps: Optional[Dumps] = None, loads: Optional[Loads] = None) -> "Channel":
         """Open an existing channel by name, from any process of the same user.
 
         The returned handle does not own the segment: leaving a ``with`` block
         on it does nothing, and it never removes the name by itself.
+        ``dumps``/``loads`` are as for the constructor.
 
         Raises:
             ChannelNotFound: no segment has that name.
@@ -161,9 +197,18 @@ class Channel:
                 layout version, or is smaller than its header says.
         """
         self = cls.__new__(cls)
+        self._set_codec(dumps, loads)
         self._h = Handle.attach(_check_name(name))
         self._finalizer = None
         return self
+
+    def _set_codec(self, dumps: Optional[Dumps], loads: Optional[Loads]) -> None:
+        if (dumps is None) != (loads is None):
+            raise ValueError("give both dumps and loads, or neither")
+        if dumps is not None and not (callable(dumps) and callable(loads)):
+            raise TypeError("dumps and loads must be callables")
+        self._dumps, self._loads = dumps, loads
+        self._undecoded = collections.deque()
 
     # -- identity ---------------------------------------------------------
 
@@ -256,7 +301,8 @@ class Channel:
         h = self._h
         while True:
             try:
-                return h.recv(deadline)
+                data: bytes = h.recv(deadline)
+                return data
             except InterruptedError:
                 pass  # Python runs signal handlers here, then we retry.
 
@@ -268,17 +314,276 @@ class Channel:
             Closed: the channel is closed and drained.
         """
         try:
-            return self._h.recv(0)
+            data: bytes = self._h.recv(0)
+            return data
         except errors.Timeout:
             raise errors.Empty(f"channel {self.name!r} is empty") from None
 
-    def __iter__(self) -> Iterator[bytes]:
-        """Yield messages until the channel is closed and drained (Go's ``range``)."""
+    def recv_bytes_into(self, buffer: Any, timeout: Optional[float] = None) -> int:
+        """Receive the oldest message into ``buffer``; return its length.
+
+        Args:
+            buffer: a writable C-contiguous bytes-like object (``bytearray``,
+                ``memoryview``, numpy array...).  Nothing is allocated.
+            timeout: as :meth:`recv_bytes`.
+
+        Raises:
+            BufferTooSmall: the message is longer than ``buffer``; it stays
+                queued, and the exception's ``needed`` says its length.
+            Timeout, Closed, KeyboardInterrupt: as :meth:`recv_bytes`.
+        """
+        deadline = FOREVER if timeout is None else _deadline(timeout)
+        while True:
+            try:
+                return self._h.recv_into(buffer, deadline)
+            except InterruptedError:
+                pass
+
+    def iter_bytes(self) -> Iterator[bytes]:
+        """Yield raw messages until the channel is closed and drained."""
         while True:
             try:
                 yield self.recv_bytes()
             except errors.Closed:
                 return
+
+    # -- objects ----------------------------------------------------------
+
+    def send(self, obj: Any, timeout: Optional[float] = None) -> None:
+        """Send any picklable object, waiting for room if the channel is full.
+
+        The object is pickled with protocol 5.  Buffers that pickle hands out
+        of band (the data of numpy arrays, ``pickle.PickleBuffer`` objects)
+        are not joined into the pickle: each is copied once, straight from its
+        own memory into the ring, as one piece of the message.
+
+        Args:
+            obj: the object; pickled before anything is sent, so an object
+                that cannot be pickled raises here and leaves the channel as
+                it was.
+            timeout: as :meth:`send_bytes`.
+
+        Raises:
+            pickle.PicklingError, TypeError, ...: whatever pickling raised.
+            Timeout, Closed, MessageTooLarge, KeyboardInterrupt: as
+                :meth:`send_bytes` (the size is that of the whole message).
+        """
+        deadline = FOREVER if timeout is None else _deadline(timeout)
+        parts = self._encode(obj)
+        h = self._h
+        while True:
+            try:
+                if type(parts) is bytes:
+                    return h.send(parts, deadline)
+                return h.send_parts(parts, deadline)
+            except InterruptedError:
+                pass
+
+    def try_send(self, obj: Any) -> None:
+        """Send an object if there is room now, without waiting.
+
+        Raises:
+            Full: no room for this message.
+            Closed, MessageTooLarge, pickling errors: as :meth:`send`.
+        """
+        parts = self._encode(obj)
+        try:
+            if type(parts) is bytes:
+                self._h.send(parts, 0)
+            else:
+                self._h.send_parts(parts, 0)
+        except errors.Timeout:
+            raise errors.Full(f"channel {self.name!r} has no room for this object") from None
+
+    def recv(self, timeout: Optional[float] = None) -> Any:
+        """Receive the oldest message and unpickle it, waiting if the channel is empty.
+
+        Arrays come back writable, with the sender's dtype, shape and memory
+        order, in memory of their own (never a view of the shared ring).
+
+        Raises:
+            Timeout, Closed, KeyboardInterrupt: as :meth:`recv_bytes`.
+            pickle.UnpicklingError, ...: the message did not unpickle; it has
+                been consumed all the same, so the channel moves on.
+        """
+        if self._undecoded:
+            return self._decode(self._undecoded.popleft(), False)
+        deadline = FOREVER if timeout is None else _deadline(timeout)
+        h = self._h
+        while True:
+            try:
+                if self._loads is not None:
+                    return self._loads(h.recv(deadline))
+                return h.recv(deadline, _codec.decode, _codec.aligned_empty)
+            except InterruptedError:
+                pass
+
+    def try_recv(self) -> Any:
+        """Receive and unpickle the oldest message if there is one now.
+
+        Raises:
+            Empty: nothing is queued.
+            Closed: the channel is closed and drained.
+            pickle.UnpicklingError, ...: as :meth:`recv`.
+        """
+        if self._undecoded:
+            return self._decode(self._undecoded.popleft(), False)
+        try:
+            if self._loads is not None:
+                return self._loads(self._h.recv(0))
+            return self._h.recv(0, _codec.decode, _codec.aligned_empty)
+        except errors.Timeout:
+            raise errors.Empty(f"channel {self.name!r} is empty") from None
+
+    def recv_into(self, out: np.ndarray, timeout: Optional[float] = None) -> np.ndarray:
+        """Receive an array sent with :meth:`send` straight into ``out``.
+
+        The array's data is copied from the ring into ``out``'s memory and
+        nowhere else; nothing is allocated for it.
+
+        Args:
+            out: a writable, contiguous (C or Fortran) numpy array with the
+                same dtype, shape and memory order as the array that was sent.
+            timeout: as :meth:`recv`.
+
+        Returns:
+            ``out``.
+
+        Raises:
+            ValueError: the next message's array differs from ``out`` in size,
+                dtype, shape or memory order.  The message stays queued.
+            TypeError: ``out`` is not a writable contiguous array, or the next
+                message is not a single array (it stays queued), or the
+                channel has a custom codec.
+            Timeout, Closed, KeyboardInterrupt: as :meth:`recv`.
+        """
+        if not isinstance(out, np.ndarray):
+            raise TypeError(f"out must be a numpy array, not {type(out).__name__!r}")
+        if not out.flags.writeable or not (out.flags.c_contiguous or out.flags.f_contiguous):
+            raise TypeError("out must be writable and contiguous (C or Fortran order)")
+        if self._loads is not None:
+            raise TypeError("recv_into() needs the default pickle codec")
+        if self._undecoded:
+            raise errors.RingbufError("messages taken by recv_many() are waiting; receive them with recv() first")
+        flat = out.reshape(-1, order="A").view(np.uint8) if out.size else np.empty(0, np.uint8)
+        deadline = FOREVER if timeout is None else _deadline(timeout)
+        while True:
+            try:
+                self._h.recv_planned(flat, lambda prefix, n: _codec.array_target(prefix, n, out), deadline)
+                return out
+            except InterruptedError:
+                pass
+
+    def __iter__(self) -> Iterator[Any]:
+        """Yield objects until the channel is closed and drained (Go's ``range``)."""
+        while True:
+            try:
+                yield self.recv()
+            except errors.Closed:
+                return
+
+    # -- batches ----------------------------------------------------------
+
+    def send_bytes_many(self, messages: Iterable[Any], timeout: Optional[float] = None) -> None:
+        """Send several bytes-like messages in order, taking the lock once for
+        as many as fit at a time.
+
+        Waits for room as :meth:`send_bytes` does whenever the channel fills
+        part way through.  If the timeout expires or the channel is closed
+        before all are sent, the first ``e.sent`` of them were sent and the
+        rest were not; ``e.sent`` is an attribute of the exception raised.
+
+        Raises:
+            Timeout, Closed: with ``sent`` as above.
+            MessageTooLarge: one of them can never fit; none was sent.
+            TypeError, ValueError: one of them is not a contiguous bytes-like
+                object; none was sent.
+            KeyboardInterrupt: Ctrl-C while waiting; some may have been sent.
+        """
+        msgs = messages if isinstance(messages, list) else list(messages)
+        deadline = FOREVER if timeout is None else _deadline(timeout)
+        done = 0
+        while done < len(msgs):
+            try:
+                done += self._h.send_batch(msgs[done:] if done else msgs, deadline)
+            except InterruptedError as e:
+                done += e.sent  # type: ignore[attr-defined]
+            except errors.RingbufError as e:
+                e.sent = done + e.sent  # type: ignore[attr-defined]
+                raise
+
+    def send_many(self, objs: Iterable[Any], timeout: Optional[float] = None) -> None:
+        """Pickle several objects and send them as :meth:`send_bytes_many` does.
+
+        Each object is pickled whole (arrays included, in band), so this suits
+        many small objects; send large arrays one at a time with :meth:`send`.
+        Every object is pickled before anything is sent.
+        """
+        dumps = self._dumps
+        if dumps is None:
+            msgs = [pickle.dumps(o, protocol=5) for o in objs]
+        else:
+            msgs = [dumps(o) for o in objs]
+        self.send_bytes_many(msgs, timeout)
+
+    def recv_bytes_many(self, max_items: int, timeout: Optional[float] = None) -> List[bytes]:
+        """Wait for at least one message, then take up to ``max_items`` of
+        those queued (at most MAX_BATCH) under one lock hold, without waiting
+        for more.
+
+        Raises:
+            Timeout: nothing came before the timeout.
+            Closed: the channel is closed and drained.
+            KeyboardInterrupt: Ctrl-C while waiting.
+        """
+        _check_int("max_items", max_items, 1, 1 << 62)
+        deadline = FOREVER if timeout is None else _deadline(timeout)
+        while True:
+            try:
+                return self._h.recv_batch(min(max_items, MAX_BATCH), deadline)
+            except InterruptedError:
+                pass
+
+    def recv_many(self, max_items: int, timeout: Optional[float] = None) -> List[Any]:
+        """Receive up to ``max_items`` objects as :meth:`recv_bytes_many` does.
+
+        If one of them fails to unpickle, the objects before it are returned;
+        the failing one and those after it wait on this handle, and the next
+        object receive raises for it (it is consumed) before going on.
+
+        Raises:
+            as :meth:`recv_bytes_many`, and unpickling errors as :meth:`recv`.
+        """
+        if self._undecoded:
+            n = min(max_items, len(self._undecoded))
+            raws = [self._undecoded.popleft() for _ in range(n)]
+        else:
+            raws = self.recv_bytes_many(max_items, timeout)
+        out: List[Any] = []
+        for i, raw in enumerate(raws):
+            try:
+                out.append(self._decode(raw, False))
+            except Exception:
+                rest = raws[i + 1:] if not out else raws[i:]
+                self._undecoded.extendleft(reversed(rest))
+                if not out:
+                    raise
+                return out
+        return out
+
+    # -- codec ------------------------------------------------------------
+
+    def _encode(self, obj: Any) -> Any:
+        """The message for obj: bytes, or the pieces of an object record."""
+        if self._dumps is not None:
+            return self._dumps(obj)
+        data, bufs = _codec.encode(obj)
+        return _codec.record_parts(data, bufs) if bufs else data
+
+    def _decode(self, raw: Any, owned: bool) -> Any:
+        if self._loads is not None:
+            return self._loads(bytes(raw))
+        return _codec.decode(raw, owned)
 
     # -- closing and lifetime ---------------------------------------------
 
@@ -318,9 +623,9 @@ class Channel:
             self.close()
             self.unlink()
 
-    def __reduce__(self) -> Tuple[Any, Tuple[str]]:
+    def __reduce__(self) -> Tuple[Any, Tuple[str, Optional[Dumps], Optional[Loads]]]:
         # Unpickling (in a spawned child, a pool worker, ...) attaches by name.
-        return (Channel.attach, (self.name,))
+        return (_attach, (self.name, self._dumps, self._loads))
 
     # -- looking inside ---------------------------------------------------
 
@@ -376,3 +681,7 @@ def _nbytes(data: Any) -> int:
         return memoryview(data).nbytes
     except TypeError:
         return 0
+
+
+def _attach(name: str, dumps: Optional[Dumps], loads: Optional[Loads]) -> Channel:
+    return Channel.attach(name, dumps=dumps, loads=loads)

@@ -11,7 +11,7 @@ from ringbuf import Channel, Closed
 
 
 def _slow_consumer(ch: Channel, delay: float) -> None:
-    for _ in ch:
+    for _ in ch.iter_bytes():
         time.sleep(delay)
 
 

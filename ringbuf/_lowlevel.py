@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import Any, Callable, Dict, List, NoReturn, Tuple
+from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Tuple
 
 from ringbuf import errors
 from ringbuf._rb import ffi, lib
@@ -40,6 +40,7 @@ SCRATCH_SIZE = 64 * 1024
 _OK = lib.RB_OK
 _ESMALLBUF = lib.RB_ESMALLBUF
 _ESYS = lib.RB_ESYS
+_ECHANGED = lib.RB_ECHANGED
 
 # status -> (exception class, message template).  Templates may use {name},
 # the channel's name, and whatever else the caller passes to _raise.  RB_ESYS is special: errno picks the class.
@@ -88,6 +89,28 @@ def _new_scratch() -> Tuple[Any, Any]:
     return _alloc_raw("char[]", SCRATCH_SIZE), ffi.new("uint64_t *")
 
 
+def _export(data: Any) -> Any:
+    """A cffi view of a bytes-like object's memory, with clear errors."""
+    try:
+        return ffi.from_buffer(data)
+    except TypeError:
+        raise TypeError(
+            f"expected a bytes-like object (bytes, bytearray, memoryview, ...), not {type(data).__name__!r}"
+        ) from None
+    except BufferError as e:
+        raise ValueError(f"a message must be one C-contiguous buffer: {e}") from None
+
+
+def _iovec(parts: Sequence[Any]) -> Tuple[Any, List[Any]]:
+    """A ``struct rb_iov[]`` over parts, and the views that keep them alive."""
+    iov = ffi.new("struct rb_iov[]", len(parts))
+    keep = [_export(p) for p in parts]
+    for i, b in enumerate(keep):
+        iov[i].base = b
+        iov[i].len = len(b)
+    return iov, keep
+
+
 class Handle:
     """This process's mapping of one channel segment.
 
@@ -132,22 +155,51 @@ class Handle:
         buffers are exported with ``ffi.from_buffer`` (C-contiguous only)."""
         if type(data) is bytes:
             rc = lib.rb_send(self._ch, data, len(data), deadline)
-        else:
-            try:
-                buf = ffi.from_buffer(data)
-            except TypeError:
-                raise TypeError(
-                    f"expected a bytes-like object (bytes, bytearray, memoryview, ...), "
-                    f"not {type(data).__name__!r}"
-                ) from None
-            except BufferError as e:
-                raise ValueError(f"the message must be one C-contiguous buffer: {e}") from None
-            rc = lib.rb_send(self._ch, buf, len(buf), deadline)
+            if rc != _OK:
+                _raise(rc, self.name, nbytes=len(data), limit=self.max_message)
+            return
+        buf = _export(data)
+        rc = lib.rb_send(self._ch, buf, len(buf), deadline)
         if rc != _OK:
-            _raise(rc, self.name, nbytes=len(data) if type(data) is bytes else len(buf), limit=self.max_message)
+            _raise(rc, self.name, nbytes=len(buf), limit=self.max_message)
 
-    def recv(self, deadline: int) -> bytes:
-        """Receive one message as ``bytes``."""
+    def send_parts(self, parts: Sequence[Any], deadline: int) -> None:
+        """Send one message made of the bytes-like ``parts``, each copied
+        straight from its own memory into the ring."""
+        iov, keep = _iovec(parts)
+        rc = lib.rb_sendv(self._ch, iov, len(parts), deadline)
+        if rc != _OK:
+            _raise(rc, self.name, nbytes=sum(len(b) for b in keep), limit=self.max_message)
+
+    def send_batch(self, msgs: Sequence[Any], deadline: int) -> int:
+        """Send bytes-like messages in order; returns how many were sent
+        before any exception, which then carries that count as ``sent``."""
+        iov, keep = _iovec(msgs)
+        sent = ffi.new("uint64_t *")
+        rc = lib.rb_send_batch(self._ch, iov, len(msgs), sent, deadline)
+        if rc != _OK:
+            try:
+                big = next(len(b) for b in keep if len(b) > self.max_message) if rc == lib.RB_ETOOBIG else 0
+                _raise(rc, self.name, nbytes=big, limit=self.max_message)
+            except BaseException as e:
+                e.sent = int(sent[0])  # type: ignore[attr-defined]
+                raise
+        return int(sent[0])
+
+    def recv(
+        self,
+        deadline: int,
+        decode: Optional[Callable[[Any, bool], Any]] = None,
+        alloc: Optional[Callable[[int], Any]] = None,
+    ) -> Any:
+        """Receive one message.
+
+        Without ``decode`` the message is returned as ``bytes``.  Otherwise
+        ``decode(view, owned)`` turns it into the result while its memory is
+        still held: ``owned`` is False for the shared scratch buffer, which is
+        reused afterwards, and True for a buffer made by ``alloc(n)`` for this
+        message alone (messages longer than SCRATCH_SIZE).
+        """
         try:
             scratch = _scratch.pop()
         except IndexError:
@@ -156,19 +208,103 @@ class Handle:
             buf, needp = scratch
             n = lib.rb_recv(self._ch, buf, SCRATCH_SIZE, needp, deadline)
             if n >= 0:
-                data: bytes = ffi.unpack(buf, n)
-                return data
-            # Longer than the scratch buffer: receive it into one of its own
-            # size.  It stays queued in between, so another receiver may take
-            # it first; this one then takes whatever comes next.
+                if decode is None:
+                    data: bytes = ffi.unpack(buf, n)
+                    return data
+                return decode(ffi.buffer(buf, n), False)
+            # Longer than the scratch buffer: receive it into memory of its
+            # own size.  It stays queued in between, so another receiver may
+            # take it first; this one then takes whatever comes next.
             while n == -_ESMALLBUF:
                 need = needp[0]
-                big = _alloc_raw("char[]", need)
-                n = lib.rb_recv(self._ch, big, need, needp, deadline)
+                big = _alloc_raw("char[]", need) if alloc is None else alloc(need)
+                n = lib.rb_recv(self._ch, big if alloc is None else ffi.from_buffer(big), need, needp, deadline)
                 if n >= 0:
-                    data = ffi.unpack(big, n)
-                    return data
+                    if decode is None:
+                        data = ffi.unpack(big, n)
+                        return data
+                    return decode(memoryview(big)[:n], True)
             _raise(-n, self.name)
+        finally:
+            _scratch.append(scratch)
+
+    def recv_into(self, buffer: Any, deadline: int) -> int:
+        """Receive one message into a writable buffer; returns its length.
+
+        Raises BufferTooSmall (the message stays queued) if it does not fit.
+        """
+        try:
+            dst = ffi.from_buffer(buffer, require_writable=True)
+        except TypeError:
+            raise TypeError(f"expected a writable bytes-like object, not {type(buffer).__name__!r}") from None
+        except BufferError as e:
+            raise ValueError(f"the buffer must be one writable C-contiguous buffer: {e}") from None
+        needp = ffi.new("uint64_t *")
+        n = lib.rb_recv(self._ch, dst, len(dst), needp, deadline)
+        if n >= 0:
+            return int(n)
+        if n == -_ESMALLBUF:
+            lib.rb_pass_wake(self._ch)
+            raise errors.BufferTooSmall(
+                f"the next message on channel {self.name!r} is {needp[0]} bytes; the buffer holds {len(dst)}",
+                needp[0],
+            )
+        _raise(-n, self.name)
+
+    def recv_batch(self, max_items: int, deadline: int) -> List[bytes]:
+        """Wait for a message, then receive up to max_items of those queued."""
+        try:
+            scratch = _scratch.pop()
+        except IndexError:
+            scratch = _new_scratch()
+        try:
+            buf, needp = scratch
+            lens = ffi.new("uint64_t[]", max_items)
+            n = lib.rb_recv_batch(self._ch, buf, SCRATCH_SIZE, lens, max_items, needp, deadline)
+            if n == -_ESMALLBUF:
+                # Not even the first fits the scratch buffer: take it alone.
+                return [self.recv(deadline)]
+            if n < 0:
+                _raise(-n, self.name)
+            out, off = [], 0
+            for i in range(n):
+                out.append(ffi.unpack(buf + off, lens[i]))
+                off += lens[i]
+            return out
+        finally:
+            _scratch.append(scratch)
+
+    def recv_planned(self, dst: Any, plan: Callable[[Any, int], Tuple[int, int]], deadline: int) -> None:
+        """Receive part of the next message straight into ``dst``.
+
+        ``plan(prefix, length)`` sees the first bytes of the next message
+        (without receiving it) and returns the (offset, length) of the part
+        to copy, or raises; then the message is received, copying only that
+        part.  If plan raises, the message stays queued.
+        """
+        dst_buf = ffi.from_buffer(dst, require_writable=True)
+        try:
+            scratch = _scratch.pop()
+        except IndexError:
+            scratch = _new_scratch()
+        try:
+            buf, tokenp = scratch
+            while True:
+                n = lib.rb_peek(self._ch, buf, SCRATCH_SIZE, tokenp, deadline)
+                if n < 0:
+                    _raise(-n, self.name)
+                try:
+                    skip, length = plan(ffi.buffer(buf, min(n, SCRATCH_SIZE)), n)
+                    if length > len(dst_buf):
+                        raise ValueError(f"{length} bytes do not fit the destination of {len(dst_buf)}")
+                except BaseException:
+                    lib.rb_pass_wake(self._ch)
+                    raise
+                rc = lib.rb_recv_at(self._ch, tokenp[0], skip, dst_buf, length)
+                if rc == _OK:
+                    return
+                if rc != _ECHANGED:  # another receiver took it: look again
+                    _raise(rc, self.name)
         finally:
             _scratch.append(scratch)
 

@@ -43,7 +43,7 @@ def consume(ch: ringbuf.Channel, results: Any) -> None:
     got: List[Tuple[int, int]] = []
     error = None
     try:
-        for msg in ch:
+        for msg in ch.iter_bytes():
             got.append(parse_message(msg))
     except AssertionError as e:
         error = str(e)
@@ -69,7 +69,7 @@ def send_one(ch: ringbuf.Channel, data: bytes, timeout: Any, results: Any) -> No
 
 def echo(requests: ringbuf.Channel, replies: ringbuf.Channel) -> None:
     """Send back every message until requests is closed."""
-    for msg in requests:
+    for msg in requests.iter_bytes():
         replies.send_bytes(msg)
 
 

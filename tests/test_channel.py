@@ -144,7 +144,15 @@ def test_iteration_yields_until_closed_and_drained(make_channel):
     for i in range(5):
         ch.send_bytes(str(i).encode())
     ch.close()
-    assert list(ch) == [b"0", b"1", b"2", b"3", b"4"]
+    assert list(ch.iter_bytes()) == [b"0", b"1", b"2", b"3", b"4"]
+
+
+def test_iterating_the_channel_yields_objects(make_channel):
+    ch = make_channel(capacity=10)
+    for obj in (1, "two", [3]):
+        ch.send(obj)
+    ch.close()
+    assert list(ch) == [1, "two", [3]]
 
 
 def test_try_recv_on_empty_raises_empty(make_channel):

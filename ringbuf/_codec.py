@@ -1,0 +1,148 @@
+"""How Python objects become channel messages, and back.
+
+An object is pickled with protocol 5.  When pickle hands no buffer out of
+band, the message is just the pickle (it starts with pickle's PROTO opcode,
+``0x80``).  When it does (numpy arrays, ``pickle.PickleBuffer``), the message
+is an *object record* whose pieces are copied into the ring one after another
+under one lock hold, each straight from its own memory:
+
+    offset 0   "RBO5", u32 nbufs, u64 pickle length
+    offset 16  nbufs x (u64 offset, u64 length) of each buffer in the record
+    then       the pickle
+    then       each buffer, starting at a multiple of 64 bytes
+
+The receiver takes the whole record into one 64-byte-aligned buffer of its
+own and unpickles with the buffers as views of it, so array data is copied
+once on the way in and once on the way out, and the arrays are writable and
+aligned.  Every offset and length is checked before use: a record is data
+from another process.
+"""
+
+from __future__ import annotations
+
+import pickle
+import struct
+from typing import Any, List, Sequence, Tuple
+
+import numpy as np
+
+MAGIC = b"RBO5"
+_HEAD = struct.Struct("<4sIQ")
+_ENTRY = struct.Struct("<QQ")
+ALIGN = 64
+ZEROS = bytes(ALIGN)
+
+
+def _pad(n: int) -> int:
+    return -n % ALIGN
+
+
+def encode(obj: Any) -> Tuple[bytes, List[memoryview]]:
+    """Pickle obj; return the pickle and the raw out-of-band buffers."""
+    pbs: List[pickle.PickleBuffer] = []
+    data = pickle.dumps(obj, protocol=5, buffer_callback=pbs.append)
+    return data, [pb.raw() for pb in pbs]
+
+
+def record_parts(data: bytes, bufs: Sequence[memoryview]) -> List[Any]:
+    """The pieces of an object record, in order, padding included."""
+    table_end = _HEAD.size + _ENTRY.size * len(bufs)
+    entries = []
+    off = table_end + len(data)
+    parts: List[Any] = [b"", data]  # the header goes first, once offsets are known
+    for buf in bufs:
+        pad = _pad(off)
+        if pad:
+            parts.append(ZEROS[:pad])
+        off += pad
+        entries.append(_ENTRY.pack(off, buf.nbytes))
+        parts.append(buf)
+        off += buf.nbytes
+    parts[0] = _HEAD.pack(MAGIC, len(bufs), len(data)) + b"".join(entries)
+    return parts
+
+
+def is_record(view: Any) -> bool:
+    return bytes(view[:4]) == MAGIC
+
+
+def _layout(view: Any, total: int) -> Tuple[int, int, List[Tuple[int, int]]]:
+    """(pickle offset, pickle length, [(offset, length)]) of an object record
+    whose first len(view) bytes are in view and whose full length is total."""
+    if total < _HEAD.size or len(view) < _HEAD.size:
+        raise pickle.UnpicklingError("malformed ringbuf object record: shorter than its header")
+    _, nbufs, plen = _HEAD.unpack_from(view)
+    table_end = _HEAD.size + _ENTRY.size * nbufs
+    if table_end > len(view) or table_end > total or plen > total - table_end:
+        raise pickle.UnpicklingError("malformed ringbuf object record: table or pickle out of bounds")
+    spans = []
+    low = table_end + plen
+    for i in range(nbufs):
+        off, n = _ENTRY.unpack_from(view, _HEAD.size + _ENTRY.size * i)
+        if off < low or off > total or n > total - off:
+            raise pickle.UnpicklingError(f"malformed ringbuf object record: buffer {i} out of bounds")
+        spans.append((off, n))
+        low = off + n
+    return table_end, plen, spans
+
+
+def aligned_empty(n: int) -> np.ndarray:
+    """An uninitialised, writable uint8 array of n bytes starting on a 64-byte boundary."""
+    raw = np.empty(n + ALIGN, dtype=np.uint8)
+    start = -raw.ctypes.data % ALIGN
+    return raw[start:start + n]
+
+
+def decode(view: Any, owned: bool) -> Any:
+    """Unpickle one message.
+
+    ``view`` is the message's bytes; ``owned`` says whether its memory belongs
+    to this message alone (then out-of-band buffers become views of it) or is
+    a scratch buffer about to be reused (then an object record is first copied
+    to memory of its own).
+    """
+    if not is_record(view):
+        return pickle.loads(view)
+    if not owned:
+        own = aligned_empty(len(view))
+        own[:] = np.frombuffer(view, dtype=np.uint8)
+        view = own
+    mv = memoryview(view).cast("B")
+    pstart, plen, spans = _layout(mv, len(mv))
+    return pickle.loads(mv[pstart:pstart + plen], buffers=[mv[o:o + n] for o, n in spans])
+
+
+def array_target(prefix: Any, total: int, out: np.ndarray) -> Tuple[int, int]:
+    """Check that the message whose first bytes are ``prefix`` holds one array
+    that fits ``out`` exactly; return (offset, length) of its data.
+
+    Raises TypeError if the message is not a single array, ValueError if its
+    size, dtype, shape or memory order differs from ``out``'s.
+    """
+    if not is_record(prefix):
+        raise TypeError("the next message is not an array sent with send(); receive it with recv()")
+    pstart, plen, spans = _layout(prefix, total)
+    if len(spans) != 1:
+        raise TypeError(f"the next message holds {len(spans)} out-of-band buffers, not one array")
+    if pstart + plen > len(prefix):
+        raise TypeError("the next message's pickle is too large to be a single array")
+    off, n = spans[0]
+    if n != out.nbytes:
+        raise ValueError(f"the next message's array has {n} bytes of data; out has {out.nbytes}")
+    # Rebuild the sender's array as a view of out's memory: that yields its
+    # dtype, shape and strides without copying any data.
+    flat = out.reshape(-1, order="A").view(np.uint8) if out.size else np.empty(0, np.uint8)
+    sent = pickle.loads(prefix[pstart:pstart + plen], buffers=[flat])
+    if not isinstance(sent, np.ndarray):
+        raise TypeError(f"the next message is a {type(sent).__name__}, not a numpy array")
+    for what in ("dtype", "shape"):
+        if getattr(sent, what) != getattr(out, what):
+            raise ValueError(
+                f"the next message's array has {what} {getattr(sent, what)}; out has {getattr(out, what)}"
+            )
+    # Same bytes, same order of elements in memory.
+    if not (sent.flags.c_contiguous and out.flags.c_contiguous) and not (
+        sent.flags.f_contiguous and out.flags.f_contiguous
+    ):
+        raise ValueError("the next message's array is laid out in the other memory order (C vs Fortran) than out")
+    return off, n
