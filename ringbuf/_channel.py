@@ -439,7 +439,9 @@ class Channel:
         """Receive an array sent with :meth:`send` straight into ``out``.
 
         The array's data is copied from the ring into ``out``'s memory and
-        nowhere else; nothing is allocated for it.
+        nowhere else; nothing is allocated for it.  (The few arrays numpy
+        pickles in band, such as datetimes, are unpickled and then copied;
+        they must fit in 64 KiB.)
 
         Args:
             out: a writable, contiguous (C or Fortran) numpy array with the
@@ -466,13 +468,22 @@ class Channel:
         if self._undecoded:
             raise errors.RingbufError("messages taken by recv_many() are waiting; receive them with recv() first")
         flat = out.reshape(-1, order="A").view(np.uint8) if out.size else np.empty(0, np.uint8)
+        inband: List[Optional[np.ndarray]] = [None]
+
+        def plan(prefix: Any, n: int) -> Tuple[int, int]:
+            skip, length, inband[0] = _codec.array_target(prefix, n, out)
+            return skip, length
+
         deadline = FOREVER if timeout is None else _deadline(timeout)
         while True:
             try:
-                self._h.recv_planned(flat, lambda prefix, n: _codec.array_target(prefix, n, out), deadline)
-                return out
+                self._h.recv_planned(flat, plan, deadline)
+                break
             except InterruptedError:
                 pass
+        if inband[0] is not None:
+            out[...] = inband[0]
+        return out
 
     def __iter__(self) -> Iterator[Any]:
         """Yield objects until the channel is closed and drained (Go's ``range``)."""

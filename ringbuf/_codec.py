@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import pickle
 import struct
-from typing import Any, List, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -112,15 +112,29 @@ def decode(view: Any, owned: bool) -> Any:
     return pickle.loads(mv[pstart:pstart + plen], buffers=[mv[o:o + n] for o, n in spans])
 
 
-def array_target(prefix: Any, total: int, out: np.ndarray) -> Tuple[int, int]:
+def array_target(prefix: Any, total: int, out: np.ndarray) -> Tuple[int, int, Optional[np.ndarray]]:
     """Check that the message whose first bytes are ``prefix`` holds one array
-    that fits ``out`` exactly; return (offset, length) of its data.
+    that fits ``out``; return (offset, length, inband).
+
+    For an array sent out of band, (offset, length) locate its data in the
+    message, to be copied straight into ``out``, and ``inband`` is None.
+    Numpy pickles a few arrays in band (datetimes, for one); such a message
+    must fit in ``prefix`` whole; it is unpickled here and returned as
+    ``inband`` for the caller to copy into ``out``, and (0, 0) says to copy
+    nothing from the message itself.
 
     Raises TypeError if the message is not a single array, ValueError if its
     size, dtype, shape or memory order differs from ``out``'s.
     """
     if not is_record(prefix):
-        raise TypeError("the next message is not an array sent with send(); receive it with recv()")
+        if total > len(prefix):
+            raise TypeError("the next message is not an array sent with send(); receive it with recv()")
+        try:
+            sent = pickle.loads(prefix)
+        except Exception:
+            raise TypeError("the next message is not an array sent with send(); receive it with recv()") from None
+        _check_like(sent, out, order=False)
+        return 0, 0, sent
     pstart, plen, spans = _layout(prefix, total)
     if len(spans) != 1:
         raise TypeError(f"the next message holds {len(spans)} out-of-band buffers, not one array")
@@ -130,9 +144,13 @@ def array_target(prefix: Any, total: int, out: np.ndarray) -> Tuple[int, int]:
     if n != out.nbytes:
         raise ValueError(f"the next message's array has {n} bytes of data; out has {out.nbytes}")
     # Rebuild the sender's array as a view of out's memory: that yields its
-    # dtype, shape and strides without copying any data.
+    # dtype, shape and memory order without copying any data.
     flat = out.reshape(-1, order="A").view(np.uint8) if out.size else np.empty(0, np.uint8)
-    sent = pickle.loads(prefix[pstart:pstart + plen], buffers=[flat])
+    _check_like(pickle.loads(prefix[pstart:pstart + plen], buffers=[flat]), out, order=True)
+    return off, n, None
+
+
+def _check_like(sent: Any, out: np.ndarray, order: bool) -> None:
     if not isinstance(sent, np.ndarray):
         raise TypeError(f"the next message is a {type(sent).__name__}, not a numpy array")
     for what in ("dtype", "shape"):
@@ -140,9 +158,8 @@ def array_target(prefix: Any, total: int, out: np.ndarray) -> Tuple[int, int]:
             raise ValueError(
                 f"the next message's array has {what} {getattr(sent, what)}; out has {getattr(out, what)}"
             )
-    # Same bytes, same order of elements in memory.
-    if not (sent.flags.c_contiguous and out.flags.c_contiguous) and not (
+    # Raw bytes copied from the message must be in out's order of elements.
+    if order and not (sent.flags.c_contiguous and out.flags.c_contiguous) and not (
         sent.flags.f_contiguous and out.flags.f_contiguous
     ):
         raise ValueError("the next message's array is laid out in the other memory order (C vs Fortran) than out")
-    return off, n

@@ -234,11 +234,14 @@ class Handle:
         Raises BufferTooSmall (the message stays queued) if it does not fit.
         """
         try:
-            dst = ffi.from_buffer(buffer, require_writable=True)
+            view = memoryview(buffer)
         except TypeError:
             raise TypeError(f"expected a writable bytes-like object, not {type(buffer).__name__!r}") from None
-        except BufferError as e:
-            raise ValueError(f"the buffer must be one writable C-contiguous buffer: {e}") from None
+        if view.readonly:
+            raise TypeError(f"expected a writable bytes-like object; this {type(buffer).__name__} is read-only")
+        if not view.c_contiguous:
+            raise ValueError("the buffer must be C-contiguous")
+        dst = ffi.from_buffer(buffer, require_writable=True)
         needp = ffi.new("uint64_t *")
         n = lib.rb_recv(self._ch, dst, len(dst), needp, deadline)
         if n >= 0:

@@ -76,3 +76,40 @@ def echo(requests: ringbuf.Channel, replies: ringbuf.Channel) -> None:
 def pool_task(ch: ringbuf.Channel, n: int) -> int:
     ch.send_bytes(n.to_bytes(8, "little"))
     return n
+
+
+class Point:
+    """A user-defined class, importable by spawned children."""
+
+    def __init__(self, x: int, y: int) -> None:
+        self.x, self.y = x, y
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Point) and (self.x, self.y) == (other.x, other.y)
+
+
+def echo_objects(requests: ringbuf.Channel, replies: ringbuf.Channel) -> None:
+    """Receive objects and send each back, until requests is closed."""
+    for obj in requests:
+        replies.send(obj)
+
+
+def json_dumps(obj: Any) -> bytes:
+    import json
+
+    return json.dumps(obj).encode()
+
+
+def json_loads(data: bytes) -> Any:
+    import json
+
+    return json.loads(data)
+
+
+def send_bytes_many(ch: ringbuf.Channel, msgs: List[bytes], timeout: Any, results: Any) -> None:
+    """Send a batch; report ("sent", n) or (exception name, how many went through)."""
+    try:
+        ch.send_bytes_many(msgs, timeout=timeout)
+        results.put(("sent", len(msgs)))
+    except ringbuf.RingbufError as e:
+        results.put((type(e).__name__, getattr(e, "sent", None)))

@@ -1,0 +1,383 @@
+"""Python objects and numpy arrays through a channel, and batches."""
+
+from __future__ import annotations
+
+import multiprocessing
+import pickle
+
+import hypothesis.extra.numpy as hnp
+import hypothesis.strategies as st
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+import ringbuf
+from tests import _workers
+from tests.conftest import wait_until
+
+OBJECTS = [
+    None,
+    0,
+    -(2**70),
+    3.25,
+    "text",
+    "ünïcødé",
+    b"",
+    b"bytes",
+    bytes(range(256)) * 600,  # over the 64 KiB scratch buffer
+    bytearray(b"mutable"),
+    (1, (2, 3)),
+    [1, [2, [3]]],
+    {"a": 1, "b": {"c": [None]}},
+    {1, 2, 3},
+    frozenset({"x"}),
+    _workers.Point(1, 2),
+    np.float64(2.5),
+    {"array": np.arange(5), "list": [np.zeros((2, 2))]},
+]
+
+
+def same_array(a: np.ndarray, b: np.ndarray) -> None:
+    assert type(b) is np.ndarray
+    assert a.dtype == b.dtype and a.shape == b.shape
+    assert a.flags.c_contiguous == b.flags.c_contiguous and a.flags.f_contiguous == b.flags.f_contiguous
+    assert a.tobytes(order="A") == b.tobytes(order="A")
+    assert b.flags.writeable
+
+
+def test_objects_round_trip(make_channel):
+    ch = make_channel(capacity=64, size=1 << 20)
+    for obj in OBJECTS:
+        ch.send(obj)
+        got = ch.recv()
+        if isinstance(obj, dict) and "array" in obj:
+            same_array(obj["array"], got["array"])
+            same_array(obj["list"][0], got["list"][0])
+        else:
+            assert got == obj and type(got) is type(obj)
+
+
+def test_objects_round_trip_across_spawned_processes():
+    ctx = multiprocessing.get_context("spawn")
+    with ringbuf.Channel(capacity=8, size=1 << 22) as requests, ringbuf.Channel(capacity=8, size=1 << 22) as replies:
+        proc = ctx.Process(target=_workers.echo_objects, args=(requests, replies))
+        proc.start()
+        arrays = [
+            np.arange(24, dtype=np.int16).reshape(2, 3, 4),
+            np.asfortranarray(np.random.default_rng(0).random((300, 200))),
+            np.zeros((0, 5)),
+            np.array(7.0),
+            np.array([(1, 2.0)], dtype=[("a", ">i4"), ("b", "<f8")]),
+        ]
+        for obj in OBJECTS[:-1] + arrays:
+            requests.send(obj)
+            got = replies.recv(timeout=30)
+            if isinstance(obj, np.ndarray):
+                same_array(obj, got)
+            else:
+                assert got == obj
+        requests.close()
+        proc.join(30)
+        assert proc.exitcode == 0
+
+
+dtypes = st.one_of(
+    hnp.scalar_dtypes(),
+    hnp.integer_dtypes(endianness=">"),
+    hnp.floating_dtypes(endianness=">"),
+    hnp.array_dtypes(subtype_strategy=hnp.scalar_dtypes(), min_size=1, max_size=3),
+)
+
+
+@pytest.fixture(scope="module")
+def array_channel():
+    """One channel for every hypothesis example (a new segment each would be slow)."""
+    with ringbuf.Channel(capacity=4, size=1 << 16) as ch:
+        yield ch
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(arr=hnp.arrays(dtype=dtypes, shape=hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=7)),
+       fortran=st.booleans())
+def test_arrays_of_any_dtype_and_shape(array_channel, arr, fortran):
+    ch = array_channel
+    while len(ch):  # a failed example may have left its message behind
+        ch.recv_bytes()
+    if fortran:
+        arr = np.asfortranarray(arr)
+    # The reference is what pickle itself gives back (it drops the byte order
+    # of non-native datetimes, for one).
+    expected = pickle.loads(pickle.dumps(arr, protocol=5))
+    ch.send(arr)
+    same_array(expected, ch.recv())
+    ch.send(arr)
+    same_array(expected, ch.recv_into(np.empty_like(expected)))  # empty_like keeps C or Fortran order
+    assert len(ch) == 0
+
+
+def test_received_arrays_do_not_alias_the_ring(make_channel):
+    ch = make_channel(capacity=4, size=1 << 18)
+    first = np.full(40_000, 7, dtype=np.uint8)
+    ch.send(first)
+    got = ch.recv()
+    # Reuse the same ring bytes many times over with other data.
+    for i in range(20):
+        ch.send(np.full(40_000, i, dtype=np.uint8))
+        ch.recv()
+    assert (got == 7).all()
+    got[:] = 1  # writable, and writing it touches nothing shared
+    ch.send(np.arange(3))
+    assert ch.recv().tolist() == [0, 1, 2]
+
+
+@pytest.mark.parametrize("use_out", [False, True])
+def test_an_array_that_wraps_around_the_end_of_the_ring(make_channel, use_out):
+    size = 64 * 1024
+    ch = make_channel(capacity=8, size=size)
+    arr = np.random.default_rng(1).integers(0, 255, 40_000, dtype=np.uint8)
+    # Move the write position near the end of the ring, then empty it.
+    ch.send_bytes(b"x" * (size - 20_000))
+    ch.recv_bytes()
+    assert ch.stats().sendx > size - 20_000
+    ch.send(arr)
+    st = ch.stats()
+    assert st.sendx < st.recvx  # the record wrapped
+    if use_out:
+        out = np.empty_like(arr)
+        assert ch.recv_into(out) is out
+        same_array(arr, out)
+    else:
+        same_array(arr, ch.recv())
+    ch.check()
+
+
+# -- recv_into and recv_bytes_into ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "out,match",
+    [
+        (np.empty(10, np.float32), "bytes of data"),
+        (np.empty(100, np.int32), "dtype"),
+        (np.empty((10, 10), np.float32), "shape"),
+        (np.empty((20, 5), np.float32, order="F"), "memory order"),
+    ],
+)
+def test_recv_into_mismatch_leaves_the_message(make_channel, out, match):
+    ch = make_channel()
+    arr = np.arange(100, dtype=np.float32).reshape(20, 5)
+    ch.send(arr)
+    with pytest.raises(ValueError, match=match):
+        ch.recv_into(out)
+    assert len(ch) == 1
+    same_array(arr, ch.recv())
+
+
+def test_recv_into_needs_an_array_message(make_channel):
+    ch = make_channel()
+    ch.send({"not": "an array"})
+    with pytest.raises(TypeError, match="is a dict, not a numpy array"):
+        ch.recv_into(np.empty(3))
+    ch.send_bytes(b"raw")
+    assert ch.recv() == {"not": "an array"}
+    with pytest.raises(TypeError, match="not an array sent with send"):
+        ch.recv_into(np.empty(3))
+    assert ch.recv_bytes() == b"raw"
+
+
+@pytest.mark.parametrize("out", [np.empty(4)[::2], np.arange(4.0).setflags(write=False) or None, [0.0] * 4])
+def test_recv_into_rejects_unusable_out(make_channel, out):
+    ch = make_channel()
+    ch.send(np.arange(2.0))
+    if out is None:
+        out = np.arange(2.0)
+        out.setflags(write=False)
+    with pytest.raises(TypeError):
+        ch.recv_into(out)
+    assert len(ch) == 1
+
+
+def test_recv_into_a_fortran_array(make_channel):
+    ch = make_channel(size=1 << 20)
+    arr = np.asfortranarray(np.arange(12.0).reshape(3, 4))
+    ch.send(arr)
+    out = np.empty((3, 4), order="F")
+    same_array(arr, ch.recv_into(out))
+
+
+def test_recv_into_times_out(make_channel):
+    ch = make_channel()
+    with pytest.raises(ringbuf.Timeout):
+        ch.recv_into(np.empty(3), timeout=0.05)
+
+
+def test_recv_bytes_into(make_channel):
+    ch = make_channel()
+    buf = bytearray(8)
+    ch.send_bytes(b"abc")
+    assert ch.recv_bytes_into(buf) == 3 and buf[:3] == b"abc"
+    ch.send_bytes(b"0123456789")
+    with pytest.raises(ringbuf.BufferTooSmall) as e:
+        ch.recv_bytes_into(buf)
+    assert e.value.needed == 10
+    assert len(ch) == 1  # still queued
+    big = np.empty(16, np.uint8)
+    assert ch.recv_bytes_into(big) == 10 and big[:10].tobytes() == b"0123456789"
+    with pytest.raises(TypeError, match="writable"):
+        ch.recv_bytes_into(b"immutable")
+    with pytest.raises(ringbuf.Timeout):
+        ch.recv_bytes_into(buf, timeout=0)
+
+
+# -- errors on the way in and out ------------------------------------------------
+
+
+def test_an_unpicklable_object_leaves_the_channel_unchanged(make_channel):
+    ch = make_channel()
+    with pytest.raises((pickle.PicklingError, TypeError, AttributeError)):
+        ch.send(lambda: None)
+    with pytest.raises((pickle.PicklingError, TypeError, AttributeError)):
+        ch.send_many([1, lambda: None])
+    st = ch.stats()
+    assert (st.qcount, st.sent) == (0, 0)
+
+
+def test_a_message_that_fails_to_unpickle_is_consumed(make_channel):
+    ch = make_channel()
+    ch.send_bytes(b"this is not a pickle")
+    ch.send_bytes(b"RBO5" + b"\xff" * 40)  # an object record with a nonsense table
+    ch.send("fine")
+    with pytest.raises(pickle.UnpicklingError):
+        ch.recv()
+    with pytest.raises(pickle.UnpicklingError, match="malformed ringbuf object record"):
+        ch.recv()
+    assert ch.recv() == "fine"
+
+
+def test_recv_many_returns_what_decoded_and_keeps_the_rest_in_order(make_channel):
+    ch = make_channel()
+    ch.send(1)
+    ch.send(2)
+    ch.send_bytes(b"garbage")
+    ch.send(4)
+    assert ch.recv_many(10) == [1, 2]
+    with pytest.raises(pickle.UnpicklingError):
+        ch.recv()
+    assert ch.recv_many(10) == [4]
+    assert len(ch) == 0
+
+
+# -- custom codecs -----------------------------------------------------------------
+
+
+def test_custom_codec_round_trip_and_travels_to_children():
+    ctx = multiprocessing.get_context("spawn")
+    codec = dict(dumps=_workers.json_dumps, loads=_workers.json_loads)
+    with ringbuf.Channel(**codec) as requests, ringbuf.Channel(**codec) as replies:
+        requests.send({"k": [1, 2]})
+        assert requests.recv_bytes() == b'{"k": [1, 2]}'  # the raw API stays available
+        proc = ctx.Process(target=_workers.echo_objects, args=(requests, replies))
+        proc.start()
+        requests.send_many([{"a": 1}, [2]])
+        assert replies.recv(timeout=30) == {"a": 1}
+        assert replies.recv_many(5, timeout=30) == [[2]]
+        requests.close()
+        proc.join(30)
+        assert proc.exitcode == 0
+
+
+def test_codec_arguments_are_checked():
+    with pytest.raises(ValueError, match="both dumps and loads"):
+        ringbuf.Channel(dumps=pickle.dumps)
+    with pytest.raises(TypeError, match="callables"):
+        ringbuf.Channel(dumps=1, loads=2)
+
+
+# -- batches -----------------------------------------------------------------------
+
+
+def test_batches_round_trip(make_channel):
+    ch = make_channel(capacity=100)
+    msgs = [bytes([i]) * i for i in range(50)]
+    ch.send_bytes_many(msgs)
+    assert ch.recv_bytes_many(20) == msgs[:20]
+    assert ch.recv_bytes_many(100) == msgs[20:]
+    ch.send_many([{"i": i} for i in range(5)])
+    assert ch.recv_many(3) == [{"i": 0}, {"i": 1}, {"i": 2}]
+    assert ch.recv_many(3) == [{"i": 3}, {"i": 4}]
+    assert ch.stats().sent == 55
+
+
+def test_recv_many_does_not_wait_for_more_than_is_queued(make_channel):
+    ch = make_channel()
+    ch.send(1)
+    assert ch.recv_many(1000, timeout=60) == [1]
+    with pytest.raises(ringbuf.Timeout):
+        ch.recv_many(5, timeout=0.05)
+    with pytest.raises(ValueError, match="max_items"):
+        ch.recv_many(0)
+
+
+def test_recv_bytes_many_takes_a_long_message_alone(make_channel):
+    ch = make_channel(size=1 << 20)
+    ch.send_bytes(b"a" * 100_000)
+    ch.send_bytes(b"b")
+    assert ch.recv_bytes_many(10) == [b"a" * 100_000]
+    assert ch.recv_bytes_many(10) == [b"b"]
+
+
+def test_a_batch_that_only_partly_fits_before_the_timeout(make_channel):
+    ch = make_channel(capacity=3)
+    with pytest.raises(ringbuf.Timeout) as e:
+        ch.send_bytes_many([b"1", b"2", b"3", b"4", b"5"], timeout=0.05)
+    assert e.value.sent == 3
+    assert ch.recv_bytes_many(10) == [b"1", b"2", b"3"]
+
+
+def test_a_batch_with_a_message_too_large_sends_nothing(make_channel):
+    ch = make_channel(size=128)
+    with pytest.raises(ringbuf.MessageTooLarge) as e:
+        ch.send_bytes_many([b"ok", b"x" * 500])
+    assert e.value.sent == 0 and len(ch) == 0
+
+
+def test_a_batch_waits_for_room_and_continues(make_channel):
+    ctx = multiprocessing.get_context("fork")
+    ch = make_channel(capacity=2)
+    results = ctx.Queue()
+    msgs = [str(i).encode() for i in range(10)]
+    proc = ctx.Process(target=_workers.send_bytes_many, args=(ch, msgs, None, results))
+    proc.start()
+    got = []
+    while len(got) < 10:
+        got += ch.recv_bytes_many(10, timeout=10)
+    assert got == msgs
+    assert results.get(timeout=10) == ("sent", 10)
+    proc.join(10)
+
+
+def test_close_part_way_through_a_batch_reports_how_many_went(make_channel):
+    ctx = multiprocessing.get_context("fork")
+    ch = make_channel(capacity=2)
+    results = ctx.Queue()
+    proc = ctx.Process(target=_workers.send_bytes_many, args=(ch, [b"a", b"b", b"c", b"d"], None, results))
+    proc.start()
+    wait_until(lambda: ch.stats().sendq == 1, what="batch sender parking")
+    ch.close()
+    assert results.get(timeout=10) == ("Closed", 2)
+    assert ch.recv_bytes_many(10) == [b"a", b"b"]
+    proc.join(10)
+
+
+def test_one_batch_wakes_several_parked_receivers(make_channel):
+    ctx = multiprocessing.get_context("fork")
+    ch = make_channel()
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_workers.recv_one, args=(ch, None, results)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    wait_until(lambda: ch.stats().recvq == 3, what="receivers parking")
+    ch.send_bytes_many([b"x", b"y", b"z"])
+    assert sorted(results.get(timeout=5)[1] for _ in procs) == [b"x", b"y", b"z"]
+    for p in procs:
+        p.join(5)
