@@ -1,44 +1,70 @@
-"""Collects each benchmark's headline figure and prints them as ratios against
-multiprocessing.Queue, measured in the same run."""
+"""Shared machinery: each benchmark runs ringbuf and multiprocessing.Queue in
+alternating rounds of one workload (see ringbuf._bench.Comparison), and the
+summary at the end prints every figure with its ratio against the Queue."""
 
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 import pytest
 
-# (workload, peer) -> (figure, unit, higher_is_better)
-_FIGURES: Dict[Tuple[str, str], Tuple[float, str, bool]] = {}
-# workload -> the target, as a ratio against mp.Queue
+from ringbuf import _bench
+
+PEERS = ["ringbuf", "mp.Queue"]
+BASELINE = "mp.Queue"
+
+# workload -> target, as a ratio against mp.Queue
 TARGETS = {
     "one-way 64 B": 5.0,
     "ping-pong 64 B, median": 5.0,
+    "small dict": 3.0,
+    "batched 64 B": 10.0,
+    "float32 array 1 MiB": 4.0,
+    "float32 array 16 MiB": 4.0,
 }
-BASELINE = "mp.Queue"
+# Array rows must also reach this share of the memcpy bandwidth measured in the run.
+MEMCPY = ("memcpy 16 MiB", "numpy")
+MEMCPY_SHARE = 1 / 3
+
+# (workload, peer) -> (figure, unit, higher_is_better)
+_FIGURES: Dict[Tuple[str, str], Tuple[float, str, bool]] = {}
 
 
-@pytest.fixture
-def record():
-    def put(workload: str, peer: str, figure: float, unit: str, higher_is_better: bool) -> None:
-        _FIGURES[(workload, peer)] = (figure, unit, higher_is_better)
-
-    return put
+def record(workload: str, peer: str, figure: float, unit: str, higher_is_better: bool) -> None:
+    _FIGURES[(workload, peer)] = (figure, unit, higher_is_better)
 
 
-def pytest_terminal_summary(terminalreporter) -> None:
+def compare(benchmark: Any, workload: str, make: Callable[[str], Any], rounds: int) -> Dict[str, List[Any]]:
+    """Run ``make(peer)`` for every peer in alternating rounds under
+    pytest-benchmark (whose table then times a round of all peers); return
+    each peer's per-round results."""
+    cmp = _bench.Comparison({peer: make(peer) for peer in PEERS})
+    benchmark.group = workload
+    try:
+        benchmark.pedantic(cmp.run, setup=cmp.prepare, rounds=rounds, iterations=1)
+    finally:
+        cmp.dispose()
+    return cmp.results
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
     if not _FIGURES:
         return
     tr = terminalreporter
-    tr.section("ringbuf against multiprocessing.Queue (same run)")
+    tr.section("ringbuf against multiprocessing.Queue (alternating rounds, same run)")
     for workload in dict.fromkeys(w for w, _ in _FIGURES):
         base = _FIGURES.get((workload, BASELINE))
         for (w, peer), (fig, unit, higher) in _FIGURES.items():
             if w != workload:
                 continue
-            line = f"{workload:<28} {peer:<10} {fig:>14,.1f} {unit}"
+            line = f"{workload:<28} {peer:<10} {fig:>16,.1f} {unit:<5}"
             if base and peer != BASELINE:
                 ratio = fig / base[0] if higher else base[0] / fig
                 target = TARGETS.get(workload)
                 verdict = "" if target is None else f" (target {target:g}x: {'met' if ratio >= target else 'NOT met'})"
                 line += f"   {ratio:5.1f}x {BASELINE}{verdict}"
+                if unit == "B/s" and MEMCPY in _FIGURES:
+                    share = fig / _FIGURES[MEMCPY][0]
+                    met = "met" if share >= MEMCPY_SHARE else "NOT met"
+                    line += f", {share:.2f} of memcpy (target {MEMCPY_SHARE:.2f}: {met})"
             tr.write_line(line)

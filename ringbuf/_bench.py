@@ -2,8 +2,8 @@
 
 Each workload runs the same traffic through any *peer*: ringbuf's channel or
 another cross-process transport.  A peer is a small adapter that makes an
-endpoint and sends and receives bytes through it; its worker processes look
-the adapter up by name, so they run under any start method.
+endpoint and moves bytes, objects and (if it can) batches through it; worker
+processes look the adapter up by name.
 """
 
 from __future__ import annotations
@@ -12,18 +12,31 @@ import multiprocessing
 import multiprocessing.queues
 import statistics
 import time
-from typing import Any, Callable, Dict, List, NamedTuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional
+
+import numpy as np
 
 import ringbuf
 
+#: Messages per batch in the batched workloads.
+BATCH = 64
+
 
 class Peer(NamedTuple):
-    """How one transport makes an endpoint, sends and receives bytes."""
+    """How one transport makes an endpoint and moves messages through it."""
 
-    make: Callable[[], Any]
-    send: Callable[[Any, bytes], None]
-    recv: Callable[[Any], bytes]
+    make: Callable[[int], Any]  # largest message in bytes -> endpoint
+    send: Callable[[Any, Any], None]  # objects
+    recv: Callable[[Any], Any]
+    send_raw: Callable[[Any, bytes], None]  # bytes
+    recv_raw: Callable[[Any], bytes]
+    send_batch: Optional[Callable[[Any, List[bytes]], None]]  # None: one at a time
+    recv_batch: Optional[Callable[[Any, int], List[bytes]]]
     dispose: Callable[[Any], None]
+
+
+def _ringbuf_make(largest: int) -> ringbuf.Channel:
+    return ringbuf.Channel(capacity=1024, size=max(1 << 22, 4 * (largest + 4096)))
 
 
 def _ringbuf_dispose(ch: ringbuf.Channel) -> None:
@@ -38,35 +51,57 @@ def _queue_dispose(q: multiprocessing.queues.Queue[Any]) -> None:
 
 PEERS: Dict[str, Peer] = {
     "ringbuf": Peer(
-        make=lambda: ringbuf.Channel(capacity=1024, size=1 << 22),
-        send=ringbuf.Channel.send_bytes,
-        recv=ringbuf.Channel.recv_bytes,
+        make=_ringbuf_make,
+        send=ringbuf.Channel.send,
+        recv=ringbuf.Channel.recv,
+        send_raw=ringbuf.Channel.send_bytes,
+        recv_raw=ringbuf.Channel.recv_bytes,
+        send_batch=ringbuf.Channel.send_bytes_many,
+        recv_batch=ringbuf.Channel.recv_bytes_many,
         dispose=_ringbuf_dispose,
     ),
     "mp.Queue": Peer(
-        make=lambda: multiprocessing.get_context("fork").Queue(),
+        make=lambda largest: multiprocessing.get_context("fork").Queue(),
         send=multiprocessing.queues.Queue.put,
         recv=multiprocessing.queues.Queue.get,
+        send_raw=multiprocessing.queues.Queue.put,
+        recv_raw=multiprocessing.queues.Queue.get,
+        send_batch=None,
+        recv_batch=None,
         dispose=_queue_dispose,
     ),
+}
+
+#: Payload kinds: what one message is, given its size in bytes.
+KINDS: Dict[str, Callable[[int], Any]] = {
+    "bytes": lambda n: b"x" * n,
+    "batch": lambda n: b"x" * n,
+    "object": lambda n: {"id": 12345, "name": "sensor-7", "ok": True, "values": [0.5, 1.5, 2.5]},
+    "array": lambda n: np.ones(n // 4, dtype=np.float32),
 }
 
 _ctx = multiprocessing.get_context("fork")
 
 
-def _producer(peer: str, ep: Any, payload: bytes, count: int, go: Any, ready: Any) -> None:
-    send = PEERS[peer].send
+def _producer(peer_name: str, ep: Any, kind: str, payload: Any, count: int, go: Any, ready: Any) -> None:
+    peer = PEERS[peer_name]
     ready.set()
     go.wait()
+    if kind == "batch" and peer.send_batch is not None:
+        batch = [payload] * BATCH
+        for _ in range(count // BATCH):
+            peer.send_batch(ep, batch)
+        return
+    send = peer.send if kind in ("object", "array") else peer.send_raw
     for _ in range(count):
         send(ep, payload)
 
 
-def _echo(peer: str, requests: Any, replies: Any, count: int, ready: Any) -> None:
-    p = PEERS[peer]
+def _echo(peer_name: str, requests: Any, replies: Any, count: int, ready: Any) -> None:
+    p = PEERS[peer_name]
     ready.set()
     for _ in range(count):
-        p.send(replies, p.recv(requests))
+        p.send_raw(replies, p.recv_raw(requests))
 
 
 class _Workload:
@@ -76,7 +111,7 @@ class _Workload:
     def __init__(self, peer: str, payload: int, count: int) -> None:
         self.peer = PEERS[peer]
         self.name = peer
-        self.payload = b"x" * payload
+        self.size = payload
         self.count = count
         self.proc: Any = None
 
@@ -95,23 +130,34 @@ class _Workload:
 
 
 class OneWay(_Workload):
-    """One producer process sends ``count`` messages; this process receives
-    them.  ``run()`` releases the producer and returns the seconds taken."""
+    """One producer process sends ``count`` messages of one kind; this process
+    receives them.  ``run()`` releases the producer and returns the seconds
+    taken until the last message is in hand."""
 
-    def __init__(self, peer: str, payload: int, count: int) -> None:
+    def __init__(self, peer: str, payload: int, count: int, kind: str = "bytes") -> None:
         super().__init__(peer, payload, count)
-        self.ep = self.peer.make()
+        if kind == "batch" and count % BATCH:
+            raise ValueError(f"a batched count must be a multiple of {BATCH}")
+        self.kind = kind
+        self.payload = KINDS[kind](payload)
+        self.ep = self.peer.make(payload)
 
     def prepare(self) -> None:
         self.go = _ctx.Event()
-        self._start(_producer, self.ep, self.payload, self.count, self.go)
+        self._start(_producer, self.ep, self.kind, self.payload, self.count, self.go)
 
     def run(self) -> float:
-        recv, ep = self.peer.recv, self.ep
+        ep, count = self.ep, self.count
         t0 = time.perf_counter()
         self.go.set()
-        for _ in range(self.count):
-            recv(ep)
+        if self.kind == "batch" and self.peer.recv_batch is not None:
+            recv_batch, got = self.peer.recv_batch, 0
+            while got < count:
+                got += len(recv_batch(ep, BATCH))
+        else:
+            recv = self.peer.recv if self.kind in ("object", "array") else self.peer.recv_raw
+            for _ in range(count):
+                recv(ep)
         return time.perf_counter() - t0
 
     def dispose(self) -> None:
@@ -124,13 +170,14 @@ class PingPong(_Workload):
 
     def __init__(self, peer: str, payload: int, count: int) -> None:
         super().__init__(peer, payload, count)
-        self.requests, self.replies = self.peer.make(), self.peer.make()
+        self.payload = b"x" * payload
+        self.requests, self.replies = self.peer.make(payload), self.peer.make(payload)
 
     def prepare(self) -> None:
         self._start(_echo, self.requests, self.replies, self.count)
 
     def run(self) -> List[float]:
-        send, recv, payload = self.peer.send, self.peer.recv, self.payload
+        send, recv, payload = self.peer.send_raw, self.peer.recv_raw, self.payload
         a, b = self.requests, self.replies
         clock = time.perf_counter
         trips = []
@@ -145,6 +192,61 @@ class PingPong(_Workload):
         self.finish()
         self.peer.dispose(self.requests)
         self.peer.dispose(self.replies)
+
+
+class Comparison:
+    """The same workload on several peers, measured in alternating rounds.
+
+    Measuring one peer's rounds and then the other's lets the machine change
+    in between (the load of a shared machine moves by tens of percent within
+    a minute); interleaving them gives both the same conditions, so their
+    ratio means something.  Each round runs every peer once, starting with a
+    different one each time.
+    """
+
+    def __init__(self, workloads: Dict[str, Any]) -> None:
+        self.workloads = workloads
+        self.results: Dict[str, List[Any]] = {peer: [] for peer in workloads}
+        self._rounds = 0
+
+    def prepare(self) -> None:
+        for wl in self.workloads.values():
+            wl.prepare()
+
+    def run(self) -> None:
+        peers = list(self.workloads)
+        k = self._rounds % len(peers)
+        for peer in peers[k:] + peers[:k]:
+            self.results[peer].append(self.workloads[peer].run())
+            self.workloads[peer].finish()
+        self._rounds += 1
+
+    def dispose(self) -> None:
+        for wl in self.workloads.values():
+            wl.dispose()
+
+
+def memcpy_bandwidth(nbytes: int = 16 << 20, region: int = 256 << 20, copies: int = 48) -> float:
+    """Memory copy bandwidth, in bytes per second, for copies that do not stay
+    in cache, as a message passing through a ring does not.
+
+    Copies ``nbytes`` from one source into successive slots of a destination
+    ``region`` bytes long (several times any last-level cache), cycling, and
+    divides by the median time per copy.  With ``region == nbytes`` the same
+    two buffers are copied between again and again, which measures the cache
+    rather than memory when they fit in it.
+    """
+    src = np.ones(nbytes, dtype=np.uint8)
+    dst = np.zeros(max(region, nbytes), dtype=np.uint8)  # zeros: pages already touched below
+    dst[::4096] = 1
+    slots = len(dst) // nbytes
+    times = []
+    for i in range(copies):
+        off = (i % slots) * nbytes
+        t0 = time.perf_counter()
+        np.copyto(dst[off:off + nbytes], src)
+        times.append(time.perf_counter() - t0)
+    return nbytes / statistics.median(times)
 
 
 def percentile(xs: List[float], q: float) -> float:

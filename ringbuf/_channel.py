@@ -369,7 +369,7 @@ class Channel:
                 :meth:`send_bytes` (the size is that of the whole message).
         """
         deadline = FOREVER if timeout is None else _deadline(timeout)
-        parts = self._encode(obj)
+        parts = _codec.encode(obj) if self._dumps is None else self._dumps(obj)
         h = self._h
         while True:
             try:
@@ -386,7 +386,7 @@ class Channel:
             Full: no room for this message.
             Closed, MessageTooLarge, pickling errors: as :meth:`send`.
         """
-        parts = self._encode(obj)
+        parts = _codec.encode(obj) if self._dumps is None else self._dumps(obj)
         try:
             if type(parts) is bytes:
                 self._h.send(parts, 0)
@@ -583,13 +583,6 @@ class Channel:
         return out
 
     # -- codec ------------------------------------------------------------
-
-    def _encode(self, obj: Any) -> Any:
-        """The message for obj: bytes, or the pieces of an object record."""
-        if self._dumps is not None:
-            return self._dumps(obj)
-        data, bufs = _codec.encode(obj)
-        return _codec.record_parts(data, bufs) if bufs else data
 
     def _decode(self, raw: Any, owned: bool) -> Any:
         if self._loads is not None:

@@ -37,11 +37,14 @@ def _pad(n: int) -> int:
     return -n % ALIGN
 
 
-def encode(obj: Any) -> Tuple[bytes, List[memoryview]]:
-    """Pickle obj; return the pickle and the raw out-of-band buffers."""
+def encode(obj: Any) -> Any:
+    """The message for obj: the pickle itself (bytes) when pickle handed
+    nothing out of band, else the list of pieces of an object record."""
     pbs: List[pickle.PickleBuffer] = []
     data = pickle.dumps(obj, protocol=5, buffer_callback=pbs.append)
-    return data, [pb.raw() for pb in pbs]
+    if not pbs:
+        return data
+    return record_parts(data, [pb.raw() for pb in pbs])
 
 
 def record_parts(data: bytes, bufs: Sequence[memoryview]) -> List[Any]:
@@ -63,7 +66,7 @@ def record_parts(data: bytes, bufs: Sequence[memoryview]) -> List[Any]:
 
 
 def is_record(view: Any) -> bool:
-    return bytes(view[:4]) == MAGIC
+    return view[:4] == MAGIC
 
 
 def _layout(view: Any, total: int) -> Tuple[int, int, List[Tuple[int, int]]]:
@@ -101,7 +104,7 @@ def decode(view: Any, owned: bool) -> Any:
     a scratch buffer about to be reused (then an object record is first copied
     to memory of its own).
     """
-    if not is_record(view):
+    if view[:4] != MAGIC:
         return pickle.loads(view)
     if not owned:
         own = aligned_empty(len(view))

@@ -174,13 +174,21 @@ class Handle:
     def send_batch(self, msgs: Sequence[Any], deadline: int) -> int:
         """Send bytes-like messages in order; returns how many were sent
         before any exception, which then carries that count as ``sent``."""
-        iov, keep = _iovec(msgs)
+        try:
+            lens = [len(m) if type(m) is bytes else memoryview(m).nbytes for m in msgs]
+            data = b"".join(msgs)
+        except TypeError:
+            bad = next(m for m in msgs if not isinstance(m, (bytes, bytearray, memoryview)))
+            raise TypeError(
+                f"expected bytes-like objects (bytes, bytearray, memoryview, ...), not {type(bad).__name__!r}"
+            ) from None
+        except BufferError as e:
+            raise ValueError(f"a message must be one C-contiguous buffer: {e}") from None
         sent = ffi.new("uint64_t *")
-        rc = lib.rb_send_batch(self._ch, iov, len(msgs), sent, deadline)
+        rc = lib.rb_send_batch(self._ch, data, ffi.new("uint64_t[]", lens), len(lens), sent, deadline)
         if rc != _OK:
             try:
-                big = next(len(b) for b in keep if len(b) > self.max_message) if rc == lib.RB_ETOOBIG else 0
-                _raise(rc, self.name, nbytes=big, limit=self.max_message)
+                _raise(rc, self.name, nbytes=max(lens), limit=self.max_message)
             except BaseException as e:
                 e.sent = int(sent[0])  # type: ignore[attr-defined]
                 raise
@@ -195,10 +203,10 @@ class Handle:
         """Receive one message.
 
         Without ``decode`` the message is returned as ``bytes``.  Otherwise
-        ``decode(view, owned)`` turns it into the result while its memory is
-        still held: ``owned`` is False for the shared scratch buffer, which is
-        reused afterwards, and True for a buffer made by ``alloc(n)`` for this
-        message alone (messages longer than SCRATCH_SIZE).
+        ``decode(view, owned)`` turns it into the result: ``owned`` is False
+        when ``view`` is an immutable ``bytes`` copy (messages that fit the
+        scratch buffer; cheaper to make than a view of it), and True when it
+        is a view of a buffer made by ``alloc(n)`` for this message alone.
         """
         try:
             scratch = _scratch.pop()
@@ -208,10 +216,8 @@ class Handle:
             buf, needp = scratch
             n = lib.rb_recv(self._ch, buf, SCRATCH_SIZE, needp, deadline)
             if n >= 0:
-                if decode is None:
-                    data: bytes = ffi.unpack(buf, n)
-                    return data
-                return decode(ffi.buffer(buf, n), False)
+                data: bytes = ffi.unpack(buf, n)
+                return data if decode is None else decode(data, False)
             # Longer than the scratch buffer: receive it into memory of its
             # own size.  It stays queued in between, so another receiver may
             # take it first; this one then takes whatever comes next.
@@ -269,10 +275,12 @@ class Handle:
                 return [self.recv(deadline)]
             if n < 0:
                 _raise(-n, self.name)
+            sizes = ffi.unpack(lens, n)
+            blob = ffi.unpack(buf, sum(sizes))
             out, off = [], 0
-            for i in range(n):
-                out.append(ffi.unpack(buf + off, lens[i]))
-                off += lens[i]
+            for size in sizes:
+                out.append(blob[off:off + size])
+                off += size
             return out
         finally:
             _scratch.append(scratch)

@@ -34,14 +34,39 @@ def test_demo_command_line():
 
 
 @pytest.mark.parametrize("peer", sorted(_bench.PEERS))
-def test_one_way_workload(peer):
-    wl = _bench.OneWay(peer, payload=64, count=500)
+@pytest.mark.parametrize("kind,payload,count", [("bytes", 64, 500), ("object", 0, 300), ("array", 4096, 50),
+                                                ("batch", 64, 4 * _bench.BATCH)])
+def test_one_way_workload(peer, kind, payload, count):
+    wl = _bench.OneWay(peer, payload=payload, count=count, kind=kind)
     try:
         for _ in range(2):
             wl.prepare()
             assert wl.run() > 0
+            wl.finish()
+            assert wl.proc is None
     finally:
         wl.dispose()
+
+
+def test_batched_counts_must_fill_whole_batches():
+    with pytest.raises(ValueError, match="multiple of"):
+        _bench.OneWay("ringbuf", payload=64, count=_bench.BATCH + 1, kind="batch")
+
+
+def test_comparison_alternates_the_peers():
+    cmp = _bench.Comparison({p: _bench.OneWay(p, payload=64, count=200) for p in sorted(_bench.PEERS)})
+    try:
+        for _ in range(3):
+            cmp.prepare()
+            cmp.run()
+    finally:
+        cmp.dispose()
+    assert {p: len(r) for p, r in cmp.results.items()} == {p: 3 for p in _bench.PEERS}
+    assert all(t > 0 for r in cmp.results.values() for t in r)
+
+
+def test_memcpy_bandwidth_is_measured():
+    assert _bench.memcpy_bandwidth(nbytes=1 << 16, region=1 << 20, copies=8) > 0
 
 
 @pytest.mark.parametrize("peer", sorted(_bench.PEERS))
