@@ -66,7 +66,7 @@ def record_parts(data: bytes, bufs: Sequence[memoryview]) -> List[Any]:
 
 
 def is_record(view: Any) -> bool:
-    return view[:4] == MAGIC
+    return bool(view[:4] == MAGIC)
 
 
 def _layout(view: Any, total: int) -> Tuple[int, int, List[Tuple[int, int]]]:
