@@ -4,10 +4,14 @@
  * Invariants (see struct rb_hdr for I1..I6): they hold whenever the lock is
  * free, because every critical section publishes its change last.  A send
  * copies the record into free space first and only then moves sendx, used and
- * qcount; a receive copies the payload out first and only then moves recvx,
- * used and qcount.  A process that dies inside a critical section therefore
- * leaves the channel in its last committed state, and the next owner of the
- * robust lock (EOWNERDEAD) may mark it consistent without repair.
+ * qcount (publish()); a receive copies the payload out first and only then
+ * moves recvx, used and qcount (release_head()).  A process that dies while
+ * copying therefore leaves the channel in its last committed state, and the
+ * next owner of the robust lock (EOWNERDEAD) carries on without repair.  The
+ * commit itself is a handful of consecutive stores, not one: a process killed
+ * between two of them leaves the counts out of step with the positions.  That
+ * window is a few instructions long; rb_check() detects it, and repairing it
+ * on recovery belongs with the rest of crash safety.
  *
  * Every field read from the shared header is checked against the bounds this
  * process validated at attach time (hdr_sane, and the record length check in
@@ -22,8 +26,8 @@
  * word and returns at once: no wake-up is lost.  Receivers mirror this on
  * recv_futex.  When nobody is counted as parked no system call is made.
  *
- * Whom to wake: any receiver can take any message, so a send wakes one
- * receiver.  A receive can free room that suits one parked sender and not
+ * Whom to wake: any receiver can take any message, so a send of k messages
+ * wakes up to k receivers.  A receive can free room that suits one parked sender and not
  * another (records differ in size), so it wakes every parked sender and lets
  * them retry; waking only one could leave a sender whose record fits asleep
  * behind one whose record does not.  A woken waiter always retries its
@@ -211,7 +215,7 @@ static uint64_t ring_get(const struct rb_chan *ch, uint64_t off, void *dst, uint
     return wrap(ch, off + n);
 }
 
-/* ---- waiting ------------------------------------------------------------ */
+/* ---- spinning and parking --------------------------------------------- */
 
 static int room_for(const struct rb_chan *ch, uint64_t need)
 {

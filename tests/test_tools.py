@@ -48,9 +48,11 @@ def test_one_way_workload(peer, kind, payload, count):
         wl.dispose()
 
 
-def test_batched_counts_must_fill_whole_batches():
+def test_workload_arguments_are_checked():
     with pytest.raises(ValueError, match="multiple of"):
         _bench.OneWay("ringbuf", payload=64, count=_bench.BATCH + 1, kind="batch")
+    with pytest.raises(ValueError, match="at least 2"):
+        _bench.OneWay("ringbuf", payload=64, count=1)
 
 
 def test_comparison_alternates_the_peers():
