@@ -87,6 +87,8 @@ int64_t rb_recv_batch(struct rb_chan *ch, void *buf, uint64_t cap, uint64_t *len
 int64_t rb_peek(struct rb_chan *ch, void *buf, uint64_t cap, uint64_t *token_out, int64_t deadline_ns);
 int rb_recv_at(struct rb_chan *ch, uint64_t token, uint64_t skip, void *dst, uint64_t n);
 void rb_pass_wake(struct rb_chan *ch);
+int rb_tasks_add(struct rb_chan *ch, int64_t delta);
+int rb_tasks_join(struct rb_chan *ch, int64_t deadline_ns);
 int rb_close(struct rb_chan *ch);
 int rb_stats(struct rb_chan *ch, struct rb_stats *out);
 int rb_check(struct rb_chan *ch);

@@ -59,8 +59,10 @@ _Static_assert(offsetof(struct rb_hdr, recvx) - offsetof(struct rb_hdr, sendx) =
                "sender fields fit one line");
 _Static_assert(offsetof(struct rb_hdr, sendq) - offsetof(struct rb_hdr, recvx) == RB_CACHELINE,
                "receiver fields fit one line");
-_Static_assert(sizeof(struct rb_hdr) - offsetof(struct rb_hdr, sendq) == RB_CACHELINE,
+_Static_assert(offsetof(struct rb_hdr, tasks) - offsetof(struct rb_hdr, sendq) == RB_CACHELINE,
                "parking fields fit one line");
+_Static_assert(sizeof(struct rb_hdr) - offsetof(struct rb_hdr, tasks) == RB_CACHELINE,
+               "task fields fit one line");
 _Static_assert(sizeof(struct rb_hdr) <= RB_DATA_OFF, "header fits before the ring");
 _Static_assert(RB_DATA_OFF % 4096 == 0 && RB_REC_HDR == 8, "ring page-aligned, 8-byte records");
 
@@ -648,6 +650,62 @@ int rb_close(struct rb_chan *ch)
     rb_futex_wake(&h->send_futex, RB_WAKE_ALL);
     rb_futex_wake(&h->recv_futex, RB_WAKE_ALL);
     return RB_OK;
+}
+
+/* ---- unfinished tasks (JoinableQueue) ------------------------------------ */
+
+/*
+ * No lock: tasks, joinq and tasks_futex are changed with sequentially
+ * consistent atomics, and the order is what prevents a lost wake-up.  A
+ * joiner reads tasks_futex, counts itself in joinq, then reads tasks; a
+ * task_done that takes tasks to zero then reads joinq.  In the single order of
+ * these operations either the joiner's count comes first (task_done sees it,
+ * bumps tasks_futex and wakes; a joiner not yet asleep finds the word changed)
+ * or task_done's read of joinq comes first, and then its decrement precedes
+ * the joiner's read of tasks, which sees zero.
+ */
+int rb_tasks_add(struct rb_chan *ch, int64_t delta)
+{
+    struct rb_hdr *h = ch->hdr;
+    uint64_t v = __atomic_load_n(&h->tasks, __ATOMIC_SEQ_CST), nv;
+
+    do {
+        if (delta < 0 && v < (uint64_t)(-delta))
+            return RB_EINVAL;
+        nv = v + (uint64_t)delta;
+    } while (!__atomic_compare_exchange_n(&h->tasks, &v, nv, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST));
+    if (nv == 0 && __atomic_load_n(&h->joinq, __ATOMIC_SEQ_CST) > 0) {
+        __atomic_fetch_add(&h->tasks_futex, 1, __ATOMIC_SEQ_CST);
+        rb_futex_wake(&h->tasks_futex, RB_WAKE_ALL);
+    }
+    return RB_OK;
+}
+
+int rb_tasks_join(struct rb_chan *ch, int64_t deadline)
+{
+    struct rb_hdr *h = ch->hdr;
+    struct timespec ts;
+
+    if (deadline >= 0)
+        ts = to_timespec(deadline);
+    for (;;) {
+        uint32_t seq = __atomic_load_n(&h->tasks_futex, __ATOMIC_SEQ_CST);
+        int r;
+
+        __atomic_fetch_add(&h->joinq, 1, __ATOMIC_SEQ_CST);
+        if (__atomic_load_n(&h->tasks, __ATOMIC_SEQ_CST) == 0) {
+            __atomic_fetch_sub(&h->joinq, 1, __ATOMIC_SEQ_CST);
+            return RB_OK;
+        }
+        if (expired(deadline)) {
+            __atomic_fetch_sub(&h->joinq, 1, __ATOMIC_SEQ_CST);
+            return RB_ETIMEDOUT;
+        }
+        r = rb_futex_wait(&h->tasks_futex, seq, deadline >= 0 ? &ts : NULL);
+        __atomic_fetch_sub(&h->joinq, 1, __ATOMIC_SEQ_CST);
+        if (r == EINTR)
+            return RB_EINTR;
+    }
 }
 
 /* ---- observing ---------------------------------------------------------- */

@@ -144,6 +144,14 @@ struct rb_hdr {
     uint32_t recv_futex;        /* receivers sleep on it; a sender (or close)
                                  * bumps it to wake them */
     uint64_t recoveries;        /* times a lock was taken over from a dead owner */
+
+    /* Line 5: unfinished tasks, for ringbuf.JoinableQueue only.  Changed with
+     * atomic operations, without the lock: put adds one, task_done takes one
+     * away, join waits for zero. */
+    _Alignas(RB_CACHELINE)
+    uint64_t tasks;             /* tasks put and not yet marked done */
+    uint32_t joinq;             /* joiners parked (or about to park) */
+    uint32_t tasks_futex;       /* joiners sleep on it; bumped when tasks reaches 0 */
 };
 
 /* A process-local handle.  The bounds used for every check are copied here at
@@ -220,6 +228,11 @@ int64_t rb_peek(struct rb_chan *ch, void *buf, uint64_t cap, uint64_t *token_out
 /* Receive the peeked message `token`, copying only its bytes [skip, skip+n)
  * into dst.  RB_ECHANGED if another receiver took it first; never waits. */
 int rb_recv_at(struct rb_chan *ch, uint64_t token, uint64_t skip, void *dst, uint64_t n);
+/* JoinableQueue's count of unfinished tasks: add delta (+1 per put, -1 per
+ * task_done).  RB_EINVAL, with the count unchanged, if it would go below 0. */
+int rb_tasks_add(struct rb_chan *ch, int64_t delta);
+/* Wait until the count of unfinished tasks is zero. */
+int rb_tasks_join(struct rb_chan *ch, int64_t deadline_ns);
 /* A receiver leaves a queued message it was woken for (it raised instead):
  * wake another parked receiver, if any, so that the message is not stranded. */
 void rb_pass_wake(struct rb_chan *ch);

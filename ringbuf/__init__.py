@@ -8,6 +8,7 @@ segment; nothing polls.
 """
 
 from ringbuf._channel import DEFAULT_CAPACITY, DEFAULT_SIZE, Channel, ChannelStats
+from ringbuf._queue import DEFAULT_QUEUE_SIZE, JoinableQueue, Queue
 from ringbuf import errors
 from ringbuf.errors import (
     BufferTooSmall,
@@ -31,6 +32,9 @@ __all__ = [
     "ChannelStats",
     "DEFAULT_CAPACITY",
     "DEFAULT_SIZE",
+    "Queue",
+    "JoinableQueue",
+    "DEFAULT_QUEUE_SIZE",
     "errors",
     "RingbufError",
     "Closed",

@@ -342,3 +342,13 @@ class Handle:
         rc = lib.rb_debug_hold_lock(self._ch)
         if rc != _OK:
             _raise(rc, self.name)
+
+    def tasks_add(self, delta: int) -> bool:
+        """Change the unfinished-task count; False (unchanged) if it would go below zero."""
+        return bool(lib.rb_tasks_add(self._ch, delta) == _OK)
+
+    def tasks_join(self, deadline: int) -> None:
+        """Wait until the unfinished-task count is zero."""
+        rc = lib.rb_tasks_join(self._ch, deadline)
+        if rc != _OK:
+            _raise(rc, self.name)

@@ -113,3 +113,62 @@ def send_bytes_many(ch: ringbuf.Channel, msgs: List[bytes], timeout: Any, result
         results.put(("sent", len(msgs)))
     except ringbuf.RingbufError as e:
         results.put((type(e).__name__, getattr(e, "sent", None)))
+
+
+def queue_put_all(q: Any, items: List[Any]) -> None:
+    for item in items:
+        q.put(item)
+
+
+def queue_put_then_exit_at_once(q: Any, item: Any) -> None:
+    """Put, then leave without any interpreter clean-up (no atexit, no flush)."""
+    import os
+
+    q.put(item)
+    os._exit(0)
+
+
+def queue_produce(q: Any, producer: int, count: int) -> None:
+    for seq in range(count):
+        q.put((producer, seq, b"x" * (seq % 97)))
+
+
+def queue_consume(q: Any, results: Any, stop: Any) -> None:
+    """Get (producer, seq, payload) items until the `stop` sentinel."""
+    got = []
+    while True:
+        item = q.get()
+        if item == stop:
+            break
+        producer, seq, payload = item
+        assert payload == b"x" * (seq % 97)
+        got.append((producer, seq))
+    results.put(got)
+
+
+def joinable_worker(q: Any, results: Any) -> None:
+    while True:
+        item = q.get()
+        if item is None:
+            q.task_done()
+            return
+        results.put(item * 2)
+        q.task_done()
+
+
+_initialised_queue: Any = None
+
+
+def pool_init(q: Any) -> None:
+    global _initialised_queue
+    _initialised_queue = q
+
+
+def pool_put(n: int) -> int:
+    _initialised_queue.put(n)
+    return n
+
+
+def pool_put_to(q: Any, n: int) -> int:
+    q.put(n)
+    return n
