@@ -412,6 +412,19 @@ static int head_len(const struct rb_chan *ch, uint64_t *len)
     return RB_OK;
 }
 
+/* lock_nonempty(), then read and check the head record's length: RB_OK with
+ * the lock held, or a status with it dropped. */
+static int lock_head(struct rb_chan *ch, int64_t deadline, uint64_t *len)
+{
+    int rc;
+
+    if ((rc = lock_nonempty(ch, deadline)) != RB_OK)
+        return rc;
+    if ((rc = head_len(ch, len)) != RB_OK)
+        rb_unlock(ch);
+    return rc;
+}
+
 /* Release the head record (of payload length len): the commit point of a
  * receive.  Returns whether to wake parked senders after the lock drops. */
 static int release_head(struct rb_chan *ch, uint64_t len)
@@ -516,12 +529,8 @@ int64_t rb_recv(struct rb_chan *ch, void *buf, uint64_t cap, uint64_t *need_out,
     uint64_t len;
     int rc;
 
-    if ((rc = lock_nonempty(ch, deadline)) != RB_OK)
+    if ((rc = lock_head(ch, deadline, &len)) != RB_OK)
         return -rc;
-    if (head_len(ch, &len) != RB_OK) {
-        rb_unlock(ch);
-        return -RB_ECORRUPT;
-    }
     if (len > cap) {
         *need_out = len;
         rb_unlock(ch);
@@ -574,12 +583,8 @@ int64_t rb_peek(struct rb_chan *ch, void *buf, uint64_t cap, uint64_t *token_out
     uint64_t len;
     int rc;
 
-    if ((rc = lock_nonempty(ch, deadline)) != RB_OK)
+    if ((rc = lock_head(ch, deadline, &len)) != RB_OK)
         return -rc;
-    if (head_len(ch, &len) != RB_OK) {
-        rb_unlock(ch);
-        return -RB_ECORRUPT;
-    }
     ring_get(ch, wrap(ch, ch->hdr->recvx + RB_REC_HDR), buf, len < cap ? len : cap);
     /* The head message's sequence number: rb_recv_at() checks that the head
      * is still this message. */

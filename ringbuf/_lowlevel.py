@@ -85,8 +85,12 @@ _scratch: List[Tuple[Any, Any]] = []
 _alloc_raw = ffi.new_allocator(should_clear_after_alloc=False)
 
 
-def _new_scratch() -> Tuple[Any, Any]:
-    return _alloc_raw("char[]", SCRATCH_SIZE), ffi.new("uint64_t *")
+def _take_scratch() -> Tuple[Any, Any]:
+    """A scratch pair off the list, or a new one; give it back with append."""
+    try:
+        return _scratch.pop()
+    except IndexError:
+        return _alloc_raw("char[]", SCRATCH_SIZE), ffi.new("uint64_t *")
 
 
 def _export(data: Any) -> Any:
@@ -208,10 +212,7 @@ class Handle:
         scratch buffer; cheaper to make than a view of it), and True when it
         is a view of a buffer made by ``alloc(n)`` for this message alone.
         """
-        try:
-            scratch = _scratch.pop()
-        except IndexError:
-            scratch = _new_scratch()
+        scratch = _take_scratch()
         try:
             buf, needp = scratch
             n = lib.rb_recv(self._ch, buf, SCRATCH_SIZE, needp, deadline)
@@ -262,10 +263,7 @@ class Handle:
 
     def recv_batch(self, max_items: int, deadline: int) -> List[bytes]:
         """Wait for a message, then receive up to max_items of those queued."""
-        try:
-            scratch = _scratch.pop()
-        except IndexError:
-            scratch = _new_scratch()
+        scratch = _take_scratch()
         try:
             buf, needp = scratch
             lens = ffi.new("uint64_t[]", max_items)
@@ -294,10 +292,7 @@ class Handle:
         part.  If plan raises, the message stays queued.
         """
         dst_buf = ffi.from_buffer(dst, require_writable=True)
-        try:
-            scratch = _scratch.pop()
-        except IndexError:
-            scratch = _new_scratch()
+        scratch = _take_scratch()
         try:
             buf, tokenp = scratch
             while True:
