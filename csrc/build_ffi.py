@@ -23,7 +23,7 @@ CDEF = """
 
 enum rb_status {
     RB_OK, RB_ETIMEDOUT, RB_EINTR, RB_ECLOSED, RB_ETOOBIG, RB_ESMALLBUF,
-    RB_ECORRUPT, RB_EINCOMPAT, RB_EINVAL, RB_ESYS, RB_ECHANGED, ...
+    RB_ECORRUPT, RB_EINCOMPAT, RB_EINVAL, RB_ESYS, RB_ECHANGED, RB_ERECOVERED, ...
 };
 
 struct rb_chan;
@@ -44,7 +44,9 @@ struct rb_hdr {
     uint32_t closed;
     uint64_t qcount;
     uint64_t used;
+    uint64_t sendpos;
     uint64_t sendx;
+    uint64_t recvpos;
     uint64_t recvx;
     uint32_t sendq;
     uint32_t recvq;
@@ -73,7 +75,7 @@ struct rb_stats {
     ...;
 };
 
-int rb_create(const char *name, uint64_t capacity, uint64_t size, struct rb_chan **out);
+int rb_create(const char *name, uint64_t capacity, uint64_t size, uint32_t mode, struct rb_chan **out);
 int rb_attach(const char *name, struct rb_chan **out);
 void rb_detach(struct rb_chan *ch);
 int rb_unlink(const char *name);
@@ -94,6 +96,9 @@ int rb_stats(struct rb_chan *ch, struct rb_stats *out);
 int rb_check(struct rb_chan *ch);
 uint64_t rb_max_message(struct rb_chan *ch);
 int rb_debug_hold_lock(struct rb_chan *ch);
+enum rb_crash_point { RB_CRASH_SEND_BEFORE_COMMIT, RB_CRASH_SEND_AFTER_COMMIT, RB_CRASH_RECV_BEFORE_COMMIT,
+                      RB_CRASH_RECV_AFTER_COMMIT, ... };
+void rb_debug_crash_at(int point);
 """
 
 ffibuilder = FFI()

@@ -1,17 +1,22 @@
 /*
  * ringbuf.c - the channel: lock, ring, parking.
  *
- * Invariants (see struct rb_hdr for I1..I6): they hold whenever the lock is
- * free, because every critical section publishes its change last.  A send
- * copies the record into free space first and only then moves sendx, used and
- * qcount (publish()); a receive copies the payload out first and only then
- * moves recvx, used and qcount (release_head()).  A process that dies while
- * copying therefore leaves the channel in its last committed state, and the
- * next owner of the robust lock (EOWNERDEAD) carries on without repair.  The
- * commit itself is a handful of consecutive stores, not one: a process killed
- * between two of them leaves the counts out of step with the positions.  That
- * window is a few instructions long; rb_check() detects it, and repairing it
- * on recovery belongs with the rest of crash safety.
+ * Invariants (see struct rb_hdr for I1..I7): they hold whenever the lock is
+ * free, because every critical section commits its change last, with a single
+ * store.  A send copies the record into free space, then stores the new
+ * sendpos (the commit), then updates the caches derived from it: sendx, used,
+ * qcount, sent (publish()).  A receive copies the payload out, then stores the
+ * new recvpos, then updates recvx, used, qcount, received (release_head()).
+ *
+ * Crash safety.  The lock is a robust mutex: when its owner dies, the kernel
+ * marks it and the next locker gets EOWNERDEAD, at once if it was waiting.
+ * That is immune to pid reuse (the kernel walks the dead thread's own list of
+ * held robust locks; no pid is compared).  The new owner runs rb_recover():
+ * whatever the dead process managed to store, sendpos and recvpos are each
+ * either the old or the new value, and the caches are recomputed from them (a
+ * walk over the committed records gives qcount).  So a send that did not
+ * reach its commit store never happened, a send that did is never lost, and a
+ * receive that did not reach its commit store leaves the message queued.
  *
  * Every field read from the shared header is checked against the bounds this
  * process validated at attach time (hdr_sane, and the record length check in
@@ -42,6 +47,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 
@@ -52,12 +58,12 @@ _Static_assert(offsetof(struct rb_hdr, data_off) == 12, "layout v1");
 _Static_assert(offsetof(struct rb_hdr, dataqsiz) == 16, "layout v1");
 _Static_assert(offsetof(struct rb_hdr, size) == 24, "layout v1");
 _Static_assert(offsetof(struct rb_hdr, lock) == RB_CACHELINE, "lock on its own line");
-_Static_assert(offsetof(struct rb_hdr, used) + 8 <= offsetof(struct rb_hdr, sendx),
+_Static_assert(offsetof(struct rb_hdr, used) + 8 <= offsetof(struct rb_hdr, sendpos),
                "lock line ends before the sender line");
-_Static_assert(offsetof(struct rb_hdr, sendx) % RB_CACHELINE == 0, "sender line aligned");
-_Static_assert(offsetof(struct rb_hdr, recvx) - offsetof(struct rb_hdr, sendx) == RB_CACHELINE,
+_Static_assert(offsetof(struct rb_hdr, sendpos) % RB_CACHELINE == 0, "sender line aligned");
+_Static_assert(offsetof(struct rb_hdr, recvpos) - offsetof(struct rb_hdr, sendpos) == RB_CACHELINE,
                "sender fields fit one line");
-_Static_assert(offsetof(struct rb_hdr, sendq) - offsetof(struct rb_hdr, recvx) == RB_CACHELINE,
+_Static_assert(offsetof(struct rb_hdr, sendq) - offsetof(struct rb_hdr, recvpos) == RB_CACHELINE,
                "receiver fields fit one line");
 _Static_assert(offsetof(struct rb_hdr, tasks) - offsetof(struct rb_hdr, sendq) == RB_CACHELINE,
                "parking fields fit one line");
@@ -82,6 +88,16 @@ _Static_assert(RB_DATA_OFF % 4096 == 0 && RB_REC_HDR == 8, "ring page-aligned, 8
 #define RB_SPIN_NS    20000
 /* How often to try a busy lock before sleeping on it. */
 #define RB_LOCK_SPINS 64
+/* The longest a parked waiter sleeps before looking again (see park()). */
+#define RB_RECHECK_NS 1000000000LL
+
+/* Test hook (rb_debug_crash_at): where this process should die, or 0. */
+static int rb_crash_point;
+#define CRASH_POINT(p)                          \
+    do {                                        \
+        if (rb_crash_point == (p))              \
+            kill(getpid(), SIGKILL);            \
+    } while (0)
 
 static inline void cpu_relax(void)
 {
@@ -133,10 +149,13 @@ static uint64_t wrap(const struct rb_chan *ch, uint64_t x)
 
 /* ---- the lock ---------------------------------------------------------- */
 
+static int rb_recover(struct rb_chan *ch);
+static void rb_unlock(struct rb_chan *ch);
+
 static int rb_lock(struct rb_chan *ch, int64_t deadline)
 {
     struct rb_hdr *h = ch->hdr;
-    int r = EBUSY;
+    int r = EBUSY, rc;
 
     for (int i = 0; i < RB_LOCK_SPINS && r == EBUSY; i++) {
         r = pthread_mutex_trylock(&h->lock);
@@ -154,12 +173,16 @@ static int rb_lock(struct rb_chan *ch, int64_t deadline)
         }
     }
     if (r == EOWNERDEAD) {
-        /* The owner died inside a critical section.  Nothing was published
-         * that was not complete (see the top of this file), so the state is
-         * the last committed one. */
+        /* The owner died inside a critical section: repair, wake everyone
+         * (a wake-up it owed may never have been made), drop the lock and
+         * tell the caller to start its operation again. */
         pthread_mutex_consistent(&h->lock);
-        h->recoveries++;
-        r = 0;
+        STORE(h->lock_owner, rb_pid);
+        rc = rb_recover(ch);
+        rb_unlock(ch);
+        rb_futex_wake(&h->send_futex, RB_WAKE_ALL);
+        rb_futex_wake(&h->recv_futex, RB_WAKE_ALL);
+        return rc;
     }
     if (r == 0) {
         STORE(h->lock_owner, rb_pid);
@@ -217,6 +240,47 @@ static uint64_t ring_get(const struct rb_chan *ch, uint64_t off, void *dst, uint
     return wrap(ch, off + n);
 }
 
+/*
+ * Rebuild the derived fields from the two commit words (lock held, owner
+ * dead).  Returns RB_ERECOVERED, or RB_ECORRUPT if the commit words or the
+ * records between them do not make sense (then nothing is changed).
+ */
+static int rb_recover(struct rb_chan *ch)
+{
+    struct rb_hdr *h = ch->hdr;
+    uint64_t sp = __atomic_load_n(&h->sendpos, __ATOMIC_ACQUIRE);
+    uint64_t rp = __atomic_load_n(&h->recvpos, __ATOMIC_ACQUIRE);
+    uint64_t used, off, walked = 0, count = 0, len;
+
+    if (sp < rp || sp - rp > ch->size || ((sp | rp) & 7) != 0)
+        return RB_ECORRUPT;
+    used = sp - rp;
+    off = rp % ch->size;
+    /* Every record between the commit words was written in full before its
+     * commit store, so the walk must land exactly on sendpos. */
+    while (walked < used) {
+        ring_get(ch, off, &len, RB_REC_HDR);
+        if (len > ch->size - RB_REC_HDR || RB_REC_HDR + align8(len) > used - walked || count >= ch->dataqsiz)
+            return RB_ECORRUPT;
+        walked += RB_REC_HDR + align8(len);
+        off = wrap(ch, off + RB_REC_HDR + align8(len));
+        count++;
+    }
+    h->sendx = sp % ch->size;
+    h->recvx = rp % ch->size;
+    STORE(h->used, used);
+    STORE(h->qcount, count);
+    /* Only the dead owner's side can have missed its total. */
+    if (h->sent - h->received < count)
+        STORE(h->sent, h->received + count);
+    else if (h->sent - h->received > count)
+        STORE(h->received, h->sent - count);
+    INC(h->send_futex);
+    INC(h->recv_futex);
+    h->recoveries++;
+    return RB_ERECOVERED;
+}
+
 /* ---- spinning and parking --------------------------------------------- */
 
 static int room_for(const struct rb_chan *ch, uint64_t need)
@@ -250,12 +314,19 @@ static void spin(const uint64_t *counter, uint64_t seen, const uint32_t *futex, 
  * counting itself in *parked and dropping the lock.  Undoes the count. */
 static int park(uint32_t *word, uint32_t seq, uint32_t *parked, int64_t deadline)
 {
+    /* Sleep at most RB_RECHECK_NS at a time.  A wake-up is only ever owed by
+     * a live process, but a process can be killed after its commit and
+     * before its wake system call, or after being woken and before acting on
+     * it; the periodic re-check bounds what such a death can cost the
+     * sleepers to RB_RECHECK_NS.  It is not how waiters normally wake. */
+    int64_t until = now_ns() + RB_RECHECK_NS;
     struct timespec ts;
     int r;
 
-    if (deadline >= 0)
-        ts = to_timespec(deadline);
-    r = rb_futex_wait(word, seq, deadline >= 0 ? &ts : NULL);
+    if (deadline >= 0 && deadline < until)
+        until = deadline;
+    ts = to_timespec(until);
+    r = rb_futex_wait(word, seq, &ts);
     DEC(*parked);
     return r == EINTR ? RB_EINTR : RB_OK;
 }
@@ -380,15 +451,19 @@ static uint64_t put_record(const struct rb_chan *ch, uint64_t off, const struct 
 }
 
 /* The commit point of a send: `count` records of `bytes` ring bytes, written
- * from the old sendx up to `sendx`, become visible.  sendx, used and qcount
- * move together here and nowhere else, so a sender that dies before this
- * point leaves no trace (its bytes lie in free space).  Returns how many
- * parked receivers to wake after the lock is dropped. */
+ * from the old sendx up to `sendx`, become visible.  A sender that dies before
+ * the sendpos store leaves no trace (its bytes lie in free space); after it,
+ * rb_recover() completes the rest.  Returns how many parked receivers to wake
+ * after the lock is dropped. */
 static int publish(struct rb_chan *ch, uint64_t sendx, uint64_t count, uint64_t bytes)
 {
     struct rb_hdr *h = ch->hdr;
     uint32_t parked = LOAD(h->recvq);
 
+    CRASH_POINT(RB_CRASH_SEND_BEFORE_COMMIT);
+    /* The commit.  Release order: the record bytes are in place before it. */
+    __atomic_store_n(&h->sendpos, h->sendpos + bytes, __ATOMIC_RELEASE);
+    CRASH_POINT(RB_CRASH_SEND_AFTER_COMMIT);
     h->sendx = sendx;
     STORE(h->used, h->used + bytes);
     STORE(h->qcount, h->qcount + count);
@@ -432,6 +507,10 @@ static int release_head(struct rb_chan *ch, uint64_t len)
     struct rb_hdr *h = ch->hdr;
     uint64_t bytes = RB_REC_HDR + align8(len);
 
+    CRASH_POINT(RB_CRASH_RECV_BEFORE_COMMIT);
+    /* The commit.  Release order: the payload was copied out before it. */
+    __atomic_store_n(&h->recvpos, h->recvpos + bytes, __ATOMIC_RELEASE);
+    CRASH_POINT(RB_CRASH_RECV_AFTER_COMMIT);
     h->recvx = wrap(ch, h->recvx + bytes);
     STORE(h->used, h->used - bytes);
     STORE(h->qcount, h->qcount - 1);
@@ -753,7 +832,9 @@ int rb_check(struct rb_chan *ch)
     if ((rc = rb_lock(ch, RB_FOREVER)) != RB_OK)
         return rc;
     ok = hdr_sane(ch, h->sendx) && hdr_sane(ch, h->recvx) &&
-         h->sendx == wrap(ch, h->recvx + h->used) && h->closed <= 1;
+         h->sendx == wrap(ch, h->recvx + h->used) && h->closed <= 1 &&
+         h->sendpos - h->recvpos == h->used && h->sendpos % ch->size == h->sendx &&
+         h->recvpos % ch->size == h->recvx && h->sent - h->received == h->qcount;
     off = h->recvx;
     for (uint64_t i = 0; ok && i < h->qcount; i++) {
         uint64_t len;
@@ -778,6 +859,11 @@ uint64_t rb_max_message(struct rb_chan *ch)
 int rb_debug_hold_lock(struct rb_chan *ch)
 {
     return rb_lock(ch, RB_FOREVER);
+}
+
+void rb_debug_crash_at(int point)
+{
+    rb_crash_point = point;
 }
 
 /* ---- segments ----------------------------------------------------------- */
@@ -813,7 +899,7 @@ static int new_handle(struct rb_hdr *h, size_t map_len, uint64_t capacity, uint6
     return RB_OK;
 }
 
-int rb_create(const char *name, uint64_t capacity, uint64_t size, struct rb_chan **out)
+int rb_create(const char *name, uint64_t capacity, uint64_t size, uint32_t mode, struct rb_chan **out)
 {
     char path[RB_NAME_MAX + 2];
     pthread_mutexattr_t attr;
@@ -823,13 +909,17 @@ int rb_create(const char *name, uint64_t capacity, uint64_t size, struct rb_chan
 
     pthread_once(&rb_pid_once, pid_init);
     if (shm_path(name, path) != RB_OK || capacity < 1 || capacity > RB_MAX_CAPACITY ||
-        size < RB_MIN_SIZE || size > RB_MAX_SIZE || size % 8 != 0)
+        size < RB_MIN_SIZE || size > RB_MAX_SIZE || size % 8 != 0 || (mode & ~0777u) != 0)
         return RB_EINVAL;
     map_len = RB_DATA_OFF + size;
 
+    /* Created owner-only, then given the mode asked for (fchmod, unlike the
+     * open, ignores the umask). */
     fd = shm_open(path, O_RDWR | O_CREAT | O_EXCL, 0600);
     if (fd < 0)
         return RB_ESYS;
+    if (mode != 0600 && fchmod(fd, mode) != 0)
+        goto fail_fd;
     /* Reserve the pages now: on a full /dev/shm this fails here with ENOSPC
      * instead of killing a later sender with SIGBUS. */
     if (ftruncate(fd, (off_t)map_len) != 0 || (errno = posix_fallocate(fd, 0, (off_t)map_len)) != 0)

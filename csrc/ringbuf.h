@@ -58,7 +58,9 @@ enum rb_status {
     RB_EINCOMPAT = 7,   /* not a ringbuf segment, another layout version, or too small */
     RB_EINVAL = 8,      /* bad argument (name, capacity, size) */
     RB_ESYS = 9,        /* a system call failed; errno says why */
-    RB_ECHANGED = 10    /* rb_recv_at: the peeked message was taken by another receiver */
+    RB_ECHANGED = 10,   /* rb_recv_at: the peeked message was taken by another receiver */
+    RB_ERECOVERED = 11  /* the lock was taken over from a dead owner and the header
+                         * repaired; nothing else was done: call again */
 };
 
 /* One piece of a message to send (rb_sendv). */
@@ -85,6 +87,8 @@ struct rb_iov {
  *   I5  walking qcount records from recvx covers exactly `used` bytes, and no
  *       record's length exceeds size - RB_REC_HDR
  *   I6  closed only ever goes from 0 to 1
+ *   I7  used == sendpos - recvpos; sendx == sendpos mod size; recvx == recvpos
+ *       mod size; qcount == sent - received
  *
  * Parking: recvq/sendq count the receivers/senders that are parked or about
  * to park.  A process that dies while parked leaves its count behind; that
@@ -118,7 +122,10 @@ struct rb_hdr {
 
     /* Line 2: written by senders only. */
     _Alignas(RB_CACHELINE)
-    uint64_t sendx;             /* byte offset of the next record to write */
+    uint64_t sendpos;           /* bytes ever published: storing it is the commit
+                                 * of a send (see rb_recover in ringbuf.c) */
+    uint64_t sendx;             /* byte offset of the next record to write
+                                 * (sendpos mod size, kept to avoid a division) */
     uint64_t sent;              /* total messages sent; a spinning receiver
                                  * watches it change */
     uint64_t send_parks;        /* times a sender parked */
@@ -126,7 +133,10 @@ struct rb_hdr {
 
     /* Line 3: written by receivers only. */
     _Alignas(RB_CACHELINE)
-    uint64_t recvx;             /* byte offset of the next record to read */
+    uint64_t recvpos;           /* bytes ever released: storing it is the commit
+                                 * of a receive */
+    uint64_t recvx;             /* byte offset of the next record to read
+                                 * (recvpos mod size) */
     uint64_t received;          /* total messages received; a spinning sender
                                  * watches it change */
     uint64_t recv_parks;        /* times a receiver parked */
@@ -187,10 +197,10 @@ struct rb_stats {
     uint64_t recoveries;
 };
 
-/* Create the segment /NAME exclusively (mode 0600) and map it.  `size` must
- * be a multiple of 8 in [RB_MIN_SIZE, RB_MAX_SIZE]; capacity in
- * [1, RB_MAX_CAPACITY]. */
-int rb_create(const char *name, uint64_t capacity, uint64_t size, struct rb_chan **out);
+/* Create the segment /NAME exclusively with permissions `mode` (exactly:
+ * the umask does not apply) and map it.  `size` must be a multiple of 8 in
+ * [RB_MIN_SIZE, RB_MAX_SIZE]; capacity in [1, RB_MAX_CAPACITY]. */
+int rb_create(const char *name, uint64_t capacity, uint64_t size, uint32_t mode, struct rb_chan **out);
 /* Map an existing segment and validate its header. */
 int rb_attach(const char *name, struct rb_chan **out);
 /* Unmap; the handle is freed.  Never call it while another thread uses ch. */
@@ -248,5 +258,14 @@ uint64_t rb_max_message(struct rb_chan *ch);
  * killed inside a critical section would.  The only way to release it is to
  * exit. */
 int rb_debug_hold_lock(struct rb_chan *ch);
+/* For tests: make this process SIGKILL itself, lock held, at one point of
+ * the next send or receive (RB_CRASH_*), or never (0). */
+enum rb_crash_point {
+    RB_CRASH_SEND_BEFORE_COMMIT = 1,  /* record written, sendpos not yet stored */
+    RB_CRASH_SEND_AFTER_COMMIT = 2,   /* sendpos stored, the rest not yet */
+    RB_CRASH_RECV_BEFORE_COMMIT = 3,  /* payload copied out, recvpos not yet stored */
+    RB_CRASH_RECV_AFTER_COMMIT = 4    /* recvpos stored, the rest not yet */
+};
+void rb_debug_crash_at(int point);
 
 #endif

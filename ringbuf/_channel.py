@@ -136,7 +136,10 @@ class Channel:
         size: bytes in the ring (64 to 2**40), rounded up to a multiple of 8.
             The largest message is ``size - 8`` bytes.
         name: the segment's name, without a leading ``/``; a unique one is made
-            when ``None``.  The segment is created exclusively, mode 0600.
+            when ``None``.  The segment is created exclusively.
+        mode: its permission bits, 0600 (owner only) unless you ask for more,
+            for example 0660 to share with the owner's group; the umask does
+            not apply.
         dumps, loads: a codec for :meth:`send` and :meth:`recv` in place of
             pickle (give both or neither): ``dumps(obj)`` returns a bytes-like
             object and ``loads(data)`` rebuilds the object from ``bytes``.
@@ -171,16 +174,18 @@ class Channel:
         size: int = DEFAULT_SIZE,
         name: Optional[str] = None,
         *,
+        mode: int = 0o600,
         dumps: Optional[Dumps] = None,
         loads: Optional[Loads] = None,
     ) -> None:
         _check_int("capacity", capacity, 1, MAX_CAPACITY)
+        _check_int("mode", mode, 0, 0o777)
         size = (_check_int("size", size, MIN_SIZE, MAX_SIZE) + 7) & ~7
         if name is None:
             name = f"ringbuf-{os.getpid()}-{secrets.token_hex(6)}"
         _check_name(name)
         self._set_codec(dumps, loads)
-        self._h = Handle.create(name, capacity, size)
+        self._h = Handle.create(name, capacity, size, mode)
         self._finalizer = weakref.finalize(self, _unlink_if_creator, name, os.getpid())
 
     @classmethod

@@ -10,6 +10,7 @@ signal surfaces as :class:`InterruptedError` for the caller to retry.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Tuple
 
@@ -30,7 +31,7 @@ LAYOUT_VERSION: int = lib.RB_LAYOUT_VERSION
 HEADER_OFFSETS: Dict[str, int] = {
     f: ffi.offsetof("struct rb_hdr", f)
     for f in ("magic", "version", "data_off", "dataqsiz", "size", "closed", "qcount", "used",
-              "sendx", "recvx", "sendq", "recvq")
+              "sendpos", "sendx", "recvpos", "recvx", "sendq", "recvq")
 }
 
 #: Messages up to this size are received through a per-thread scratch buffer
@@ -41,6 +42,7 @@ _OK = lib.RB_OK
 _ESMALLBUF = lib.RB_ESMALLBUF
 _ESYS = lib.RB_ESYS
 _ECHANGED = lib.RB_ECHANGED
+_ERECOVERED = lib.RB_ERECOVERED
 
 # status -> (exception class, message template).  Templates may use {name},
 # the channel's name, and whatever else the caller passes to _raise.  RB_ESYS is special: errno picks the class.
@@ -115,11 +117,26 @@ def _iovec(parts: Sequence[Any]) -> Tuple[Any, List[Any]]:
     return iov, keep
 
 
+_log = logging.getLogger("ringbuf")
+
+
+def _note_recovery(name: str) -> None:
+    _log.warning(
+        "channel %r: a process died holding the lock; process %d took it over and repaired the header",
+        name, os.getpid(),
+    )
+
+
 class Handle:
     """This process's mapping of one channel segment.
 
     The mapping is released when the handle is garbage-collected, never
     earlier, so no thread can be left using an unmapped segment.
+
+    Any call that takes the lock can find that its last owner died: the C
+    core then repairs the header and answers RB_ERECOVERED, having done
+    nothing else.  Every method here logs that (logger ``ringbuf``, level
+    WARNING) and makes the call again.
     """
 
     __slots__ = ("_ch", "name", "capacity", "size", "max_message")
@@ -133,9 +150,9 @@ class Handle:
         self.max_message: int = lib.rb_max_message(self._ch)
 
     @classmethod
-    def create(cls, name: str, capacity: int, size: int) -> "Handle":
+    def create(cls, name: str, capacity: int, size: int, mode: int = 0o600) -> "Handle":
         out = ffi.new("struct rb_chan **")
-        rc = lib.rb_create(name.encode(), capacity, size, out)
+        rc = lib.rb_create(name.encode(), capacity, size, mode, out)
         if rc != _OK:
             _raise(rc, name)
         return cls(out[0], name)
@@ -154,26 +171,36 @@ class Handle:
         if rc != _OK:
             _raise(rc, name)
 
+    def _call(self, fn: Callable[..., int], *args: Any) -> None:
+        """fn(self._ch, *args), again after a recovery; raise on failure."""
+        rc = fn(self._ch, *args)
+        while rc == _ERECOVERED:
+            _note_recovery(self.name)
+            rc = fn(self._ch, *args)
+        if rc != _OK:
+            _raise(rc, self.name)
+
     def send(self, data: Any, deadline: int) -> None:
         """Send one bytes-like message.  ``bytes`` go to C as they are; other
         buffers are exported with ``ffi.from_buffer`` (C-contiguous only)."""
-        if type(data) is bytes:
-            rc = lib.rb_send(self._ch, data, len(data), deadline)
-            if rc != _OK:
-                _raise(rc, self.name, nbytes=len(data), limit=self.max_message)
-            return
-        buf = _export(data)
+        buf = data if type(data) is bytes else _export(data)
         rc = lib.rb_send(self._ch, buf, len(buf), deadline)
-        if rc != _OK:
-            _raise(rc, self.name, nbytes=len(buf), limit=self.max_message)
+        while rc != _OK:
+            if rc != _ERECOVERED:
+                _raise(rc, self.name, nbytes=len(buf), limit=self.max_message)
+            _note_recovery(self.name)
+            rc = lib.rb_send(self._ch, buf, len(buf), deadline)
 
     def send_parts(self, parts: Sequence[Any], deadline: int) -> None:
         """Send one message made of the bytes-like ``parts``, each copied
         straight from its own memory into the ring."""
         iov, keep = _iovec(parts)
         rc = lib.rb_sendv(self._ch, iov, len(parts), deadline)
-        if rc != _OK:
-            _raise(rc, self.name, nbytes=sum(len(b) for b in keep), limit=self.max_message)
+        while rc != _OK:
+            if rc != _ERECOVERED:
+                _raise(rc, self.name, nbytes=sum(len(b) for b in keep), limit=self.max_message)
+            _note_recovery(self.name)
+            rc = lib.rb_sendv(self._ch, iov, len(parts), deadline)
 
     def send_batch(self, msgs: Sequence[Any], deadline: int) -> int:
         """Send bytes-like messages in order; returns how many were sent
@@ -189,14 +216,23 @@ class Handle:
         except BufferError as e:
             raise ValueError(f"a message must be one C-contiguous buffer: {e}") from None
         sent = ffi.new("uint64_t *")
-        rc = lib.rb_send_batch(self._ch, data, ffi.new("uint64_t[]", lens), len(lens), sent, deadline)
-        if rc != _OK:
+        c_lens, src = ffi.new("uint64_t[]", lens), ffi.from_buffer(data)
+        done, offset = 0, 0
+        while True:  # again from where a recovery left off
+            rc = lib.rb_send_batch(self._ch, src + offset, c_lens + done, len(lens) - done, sent, deadline)
+            now = int(sent[0])
+            offset += sum(lens[done:done + now])
+            done += now
+            if rc == _OK:
+                return done
+            if rc == _ERECOVERED:
+                _note_recovery(self.name)
+                continue
             try:
                 _raise(rc, self.name, nbytes=max(lens), limit=self.max_message)
             except BaseException as e:
-                e.sent = int(sent[0])  # type: ignore[attr-defined]
+                e.sent = done  # type: ignore[attr-defined]
                 raise
-        return int(sent[0])
 
     def recv(
         self,
@@ -215,23 +251,27 @@ class Handle:
         scratch = _take_scratch()
         try:
             buf, needp = scratch
-            n = lib.rb_recv(self._ch, buf, SCRATCH_SIZE, needp, deadline)
-            if n >= 0:
-                data: bytes = ffi.unpack(buf, n)
-                return data if decode is None else decode(data, False)
-            # Longer than the scratch buffer: receive it into memory of its
-            # own size.  It stays queued in between, so another receiver may
-            # take it first; this one then takes whatever comes next.
-            while n == -_ESMALLBUF:
-                need = needp[0]
-                big = _alloc_raw("char[]", need) if alloc is None else alloc(need)
-                n = lib.rb_recv(self._ch, big if alloc is None else ffi.from_buffer(big), need, needp, deadline)
+            while True:
+                n = lib.rb_recv(self._ch, buf, SCRATCH_SIZE, needp, deadline)
                 if n >= 0:
-                    if decode is None:
-                        data = ffi.unpack(big, n)
-                        return data
-                    return decode(memoryview(big)[:n], True)
-            _raise(-n, self.name)
+                    data: bytes = ffi.unpack(buf, n)
+                    return data if decode is None else decode(data, False)
+                # Longer than the scratch buffer: receive it into memory of
+                # its own size.  It stays queued in between, so another
+                # receiver may take it first; this one then takes whatever
+                # comes next.
+                while n == -_ESMALLBUF:
+                    need = needp[0]
+                    big = _alloc_raw("char[]", need) if alloc is None else alloc(need)
+                    n = lib.rb_recv(self._ch, big if alloc is None else ffi.from_buffer(big), need, needp, deadline)
+                    if n >= 0:
+                        if decode is None:
+                            data = ffi.unpack(big, n)
+                            return data
+                        return decode(memoryview(big)[:n], True)
+                if n != -_ERECOVERED:
+                    _raise(-n, self.name)
+                _note_recovery(self.name)
         finally:
             _scratch.append(scratch)
 
@@ -250,16 +290,19 @@ class Handle:
             raise ValueError("the buffer must be C-contiguous")
         dst = ffi.from_buffer(buffer, require_writable=True)
         needp = ffi.new("uint64_t *")
-        n = lib.rb_recv(self._ch, dst, len(dst), needp, deadline)
-        if n >= 0:
-            return int(n)
-        if n == -_ESMALLBUF:
-            lib.rb_pass_wake(self._ch)
-            raise errors.BufferTooSmall(
-                f"the next message on channel {self.name!r} is {needp[0]} bytes; the buffer holds {len(dst)}",
-                needp[0],
-            )
-        _raise(-n, self.name)
+        while True:
+            n = lib.rb_recv(self._ch, dst, len(dst), needp, deadline)
+            if n >= 0:
+                return int(n)
+            if n == -_ESMALLBUF:
+                lib.rb_pass_wake(self._ch)
+                raise errors.BufferTooSmall(
+                    f"the next message on channel {self.name!r} is {needp[0]} bytes; the buffer holds {len(dst)}",
+                    needp[0],
+                )
+            if n != -_ERECOVERED:
+                _raise(-n, self.name)
+            _note_recovery(self.name)
 
     def recv_batch(self, max_items: int, deadline: int) -> List[bytes]:
         """Wait for a message, then receive up to max_items of those queued."""
@@ -267,12 +310,16 @@ class Handle:
         try:
             buf, needp = scratch
             lens = ffi.new("uint64_t[]", max_items)
-            n = lib.rb_recv_batch(self._ch, buf, SCRATCH_SIZE, lens, max_items, needp, deadline)
-            if n == -_ESMALLBUF:
-                # Not even the first fits the scratch buffer: take it alone.
-                return [self.recv(deadline)]
-            if n < 0:
-                _raise(-n, self.name)
+            while True:
+                n = lib.rb_recv_batch(self._ch, buf, SCRATCH_SIZE, lens, max_items, needp, deadline)
+                if n >= 0:
+                    break
+                if n == -_ESMALLBUF:
+                    # Not even the first fits the scratch buffer: take it alone.
+                    return [self.recv(deadline)]
+                if n != -_ERECOVERED:
+                    _raise(-n, self.name)
+                _note_recovery(self.name)
             sizes = ffi.unpack(lens, n)
             blob = ffi.unpack(buf, sum(sizes))
             out, off = [], 0
@@ -297,6 +344,9 @@ class Handle:
             buf, tokenp = scratch
             while True:
                 n = lib.rb_peek(self._ch, buf, SCRATCH_SIZE, tokenp, deadline)
+                if n == -_ERECOVERED:
+                    _note_recovery(self.name)
+                    continue
                 if n < 0:
                     _raise(-n, self.name)
                 try:
@@ -309,34 +359,35 @@ class Handle:
                 rc = lib.rb_recv_at(self._ch, tokenp[0], skip, dst_buf, length)
                 if rc == _OK:
                     return
-                if rc != _ECHANGED:  # another receiver took it: look again
+                if rc == _ERECOVERED:
+                    _note_recovery(self.name)
+                elif rc != _ECHANGED:  # ECHANGED: another receiver took it; look again
                     _raise(rc, self.name)
         finally:
             _scratch.append(scratch)
 
     def close(self) -> None:
-        rc = lib.rb_close(self._ch)
-        if rc != _OK:
-            _raise(rc, self.name)
+        self._call(lib.rb_close)
 
     def stats(self) -> Any:
         """A ``struct rb_stats`` snapshot taken under the lock."""
         out = ffi.new("struct rb_stats *")
-        rc = lib.rb_stats(self._ch, out)
-        if rc != _OK:
-            _raise(rc, self.name)
+        self._call(lib.rb_stats, out)
         return out
 
     def check(self) -> None:
-        rc = lib.rb_check(self._ch)
-        if rc != _OK:
-            _raise(rc, self.name)
+        self._call(lib.rb_check)
 
     def debug_hold_lock(self) -> None:
         """For tests: take the lock and keep it until this process exits."""
-        rc = lib.rb_debug_hold_lock(self._ch)
-        if rc != _OK:
-            _raise(rc, self.name)
+        self._call(lib.rb_debug_hold_lock)
+
+    @staticmethod
+    def debug_crash_at(point: str) -> None:
+        """For tests: SIGKILL this process, lock held, at ``point`` of the next
+        send or receive: "send-before-commit", "send-after-commit",
+        "recv-before-commit" or "recv-after-commit"."""
+        lib.rb_debug_crash_at(getattr(lib, "RB_CRASH_" + point.upper().replace("-", "_")))
 
     def tasks_add(self, delta: int) -> bool:
         """Change the unfinished-task count; False (unchanged) if it would go below zero."""

@@ -172,3 +172,48 @@ def pool_put(n: int) -> int:
 def pool_put_to(q: Any, n: int) -> int:
     q.put(n)
     return n
+
+
+def die_at(ch: ringbuf.Channel, point: str, op: str, payload: bytes) -> None:
+    """SIGKILL this process at `point` inside the next send or receive."""
+    import os
+
+    ch._h.debug_crash_at(point)
+    if op == "send":
+        ch.send_bytes(payload)
+    else:
+        ch.recv_bytes()
+    os._exit(3)  # not reached: the crash point kills the process first
+
+
+LOG_RECORD = struct.Struct("<IIB")  # producer, seq, 1 = intact / 0 = torn
+
+
+def torture_producer(ch: ringbuf.Channel, producer: int, log_path: str, crash_after: int, point: str) -> None:
+    """Send numbered, checksummed messages forever, logging each one whose
+    send returned.  With crash_after >= 0, die at `point` inside send number
+    crash_after."""
+    import os
+
+    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    rng = random.Random(producer)
+    seq = 0
+    while True:
+        if seq == crash_after:
+            ch._h.debug_crash_at(point)
+        ch.send_bytes(make_message(producer, seq, rng, 3000))
+        os.write(fd, LOG_RECORD.pack(producer, seq, 1))
+        seq += 1
+
+
+def torture_consumer(ch: ringbuf.Channel, log_path: str) -> None:
+    """Receive until the channel is closed and drained, logging every message."""
+    import os
+
+    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    for msg in ch.iter_bytes():
+        try:
+            producer, seq = parse_message(msg)
+            os.write(fd, LOG_RECORD.pack(producer, seq, 1))
+        except (AssertionError, struct.error):
+            os.write(fd, LOG_RECORD.pack(0, 0, 0))

@@ -244,6 +244,17 @@ def test_segment_is_owner_only_and_named(make_channel):
     assert st.st_uid == os.getuid()
 
 
+def test_wider_permissions_only_when_asked(make_channel):
+    old = os.umask(0o077)  # a strict umask must not narrow what was asked for
+    try:
+        ch = make_channel(mode=0o660)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(f"/dev/shm/{ch.name}").st_mode) == 0o660
+    with pytest.raises(ValueError, match="mode must be between 0 and 511"):
+        Channel(mode=0o1777)
+
+
 def test_creating_an_existing_name_fails(make_channel):
     ch = make_channel()
     with pytest.raises(ringbuf.ChannelExists):

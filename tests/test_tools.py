@@ -20,10 +20,12 @@ def test_demo_shows_backpressure():
     # received, parked senders, sender parks.
     rows = [line.split() for line in out.getvalue().splitlines() if re.match(r"\s*\d+\.\ds ", line)]
     assert rows, out.getvalue()
-    last = rows[-1]
-    queued, parked = last[1], int(last[5])
-    assert queued == "8/8"  # pinned at capacity
-    assert parked == 1  # the producer is parked, not queueing
+    for _, queued, _, sent, received, parked, _ in rows:
+        assert int(queued.split("/")[0]) <= 8 and int(sent) - int(received) <= 8 and int(parked) <= 1
+    # The producer spends almost all its time parked on a full channel; a
+    # sample can land in the microseconds after a wake-up, but not every one.
+    assert any(queued == "8/8" and parked == "1" for _, queued, _, _, _, parked, _ in rows), out.getvalue()
+    assert int(rows[-1][6]) > 0
 
 
 def test_demo_command_line():
