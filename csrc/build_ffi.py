@@ -72,6 +72,7 @@ struct rb_stats {
     uint64_t send_wakes;
     uint64_t recv_wakes;
     uint64_t recoveries;
+    uint64_t waiters_reaped;
     ...;
 };
 

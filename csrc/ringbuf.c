@@ -67,7 +67,7 @@ _Static_assert(offsetof(struct rb_hdr, sendq) - offsetof(struct rb_hdr, recvpos)
                "receiver fields fit one line");
 _Static_assert(offsetof(struct rb_hdr, tasks) - offsetof(struct rb_hdr, sendq) == RB_CACHELINE,
                "parking fields fit one line");
-_Static_assert(sizeof(struct rb_hdr) - offsetof(struct rb_hdr, tasks) == RB_CACHELINE,
+_Static_assert(offsetof(struct rb_hdr, send_waiters) - offsetof(struct rb_hdr, tasks) == RB_CACHELINE,
                "task fields fit one line");
 _Static_assert(sizeof(struct rb_hdr) <= RB_DATA_OFF, "header fits before the ring");
 _Static_assert(RB_DATA_OFF % 4096 == 0 && RB_REC_HDR == 8, "ring page-aligned, 8-byte records");
@@ -90,6 +90,9 @@ _Static_assert(RB_DATA_OFF % 4096 == 0 && RB_REC_HDR == 8, "ring page-aligned, 8
 #define RB_LOCK_SPINS 64
 /* The longest a parked waiter sleeps before looking again (see park()). */
 #define RB_RECHECK_NS 1000000000LL
+/* A waiter's slot this old belongs to a process that is dead (or stopped):
+ * a live one frees and retakes its slot at least every RB_RECHECK_NS. */
+#define RB_REAP_NS (3 * RB_RECHECK_NS)
 
 /* Test hook (rb_debug_crash_at): where this process should die, or 0. */
 static int rb_crash_point;
@@ -310,24 +313,81 @@ static void spin(const uint64_t *counter, uint64_t seen, const uint32_t *futex, 
     }
 }
 
-/* Park on *word, which the caller read as `seq` under the lock, after
- * counting itself in *parked and dropping the lock.  Undoes the count. */
-static int park(uint32_t *word, uint32_t seq, uint32_t *parked, int64_t deadline)
+/* One side of the channel, as parking sees it. */
+struct rb_side {
+    uint32_t *futex;            /* the word its waiters sleep on */
+    uint32_t *count;            /* sendq or recvq */
+    struct rb_waiter *slots;
+};
+
+static struct rb_side senders(struct rb_hdr *h)
 {
-    /* Sleep at most RB_RECHECK_NS at a time.  A wake-up is only ever owed by
-     * a live process, but a process can be killed after its commit and
-     * before its wake system call, or after being woken and before acting on
-     * it; the periodic re-check bounds what such a death can cost the
-     * sleepers to RB_RECHECK_NS.  It is not how waiters normally wake. */
+    return (struct rb_side){ &h->send_futex, &h->sendq, h->send_waiters };
+}
+
+static struct rb_side receivers(struct rb_hdr *h)
+{
+    return (struct rb_side){ &h->recv_futex, &h->recvq, h->recv_waiters };
+}
+
+/* Lock held: strike off waiters whose slot is older than RB_REAP_NS. */
+static void reap(struct rb_hdr *h, struct rb_side side)
+{
+    int64_t stale = now_ns() - RB_REAP_NS;
+
+    for (int i = 0; i < RB_WAITER_SLOTS; i++) {
+        uint64_t token = __atomic_load_n(&side.slots[i].token, __ATOMIC_ACQUIRE);
+
+        if (token != 0 && LOAD(side.slots[i].since_ns) < stale &&
+            __atomic_compare_exchange_n(&side.slots[i].token, &token, 0, 0, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_RELAXED)) {
+            DEC(*side.count);
+            h->waiters_reaped++;
+        }
+    }
+}
+
+/*
+ * Park the caller on `side` (lock held on entry, dropped here): read the
+ * futex word, count the caller in (with a slot if one is free), drop the
+ * lock, sleep while the word still holds what was read, then count it out.
+ *
+ * Sleep at most RB_RECHECK_NS at a time.  A wake-up is only ever owed by a
+ * live process, but a process can be killed after its commit and before its
+ * wake system call, or after being woken and before acting on it; the
+ * periodic re-check bounds what such a death can cost the sleepers to
+ * RB_RECHECK_NS.  It is not how waiters normally wake.
+ */
+static int park(struct rb_chan *ch, struct rb_side side, int64_t deadline)
+{
+    static uint32_t serial;
+    uint32_t seq = LOAD(*side.futex);
+    uint64_t token = (uint64_t)rb_pid << 32 | __atomic_add_fetch(&serial, 1, __ATOMIC_RELAXED);
     int64_t until = now_ns() + RB_RECHECK_NS;
     struct timespec ts;
-    int r;
+    int slot = -1, r;
+
+    reap(ch->hdr, senders(ch->hdr));
+    reap(ch->hdr, receivers(ch->hdr));
+    for (int i = 0; i < RB_WAITER_SLOTS && slot < 0; i++) {
+        if (LOAD(side.slots[i].token) == 0) {  /* only freed outside the lock, never taken */
+            STORE(side.slots[i].since_ns, now_ns());
+            __atomic_store_n(&side.slots[i].token, token, __ATOMIC_RELEASE);
+            slot = i;
+        }
+    }
+    INC(*side.count);
+    rb_unlock(ch);
 
     if (deadline >= 0 && deadline < until)
         until = deadline;
     ts = to_timespec(until);
-    r = rb_futex_wait(word, seq, &ts);
-    DEC(*parked);
+    r = rb_futex_wait(side.futex, seq, &ts);
+
+    /* Count out, unless a reaper already did (we were stopped too long). */
+    if (slot < 0 || __atomic_compare_exchange_n(&side.slots[slot].token, &token, 0, 0, __ATOMIC_ACQ_REL,
+                                                __ATOMIC_RELAXED))
+        DEC(*side.count);
     return r == EINTR ? RB_EINTR : RB_OK;
 }
 
@@ -377,11 +437,8 @@ static int lock_room(struct rb_chan *ch, uint64_t need, int64_t deadline)
             spun = 1;
             continue;
         }
-        uint32_t seq = LOAD(h->send_futex);
-        INC(h->sendq);
         h->send_parks++;
-        rb_unlock(ch);
-        if ((rc = park(&h->send_futex, seq, &h->sendq, deadline)) != RB_OK)
+        if ((rc = park(ch, senders(h), deadline)) != RB_OK)
             return rc;
     }
 }
@@ -425,11 +482,8 @@ static int lock_nonempty(struct rb_chan *ch, int64_t deadline)
             spun = 1;
             continue;
         }
-        uint32_t seq = LOAD(h->recv_futex);
-        INC(h->recvq);
         h->recv_parks++;
-        rb_unlock(ch);
-        if ((rc = park(&h->recv_futex, seq, &h->recvq, deadline)) != RB_OK)
+        if ((rc = park(ch, receivers(h), deadline)) != RB_OK)
             return rc;
     }
 }
@@ -801,6 +855,8 @@ int rb_stats(struct rb_chan *ch, struct rb_stats *out)
 
     if ((rc = rb_lock(ch, RB_FOREVER)) != RB_OK)
         return rc;
+    reap(h, senders(h));
+    reap(h, receivers(h));
     out->dataqsiz = ch->dataqsiz;
     out->size = ch->size;
     out->qcount = h->qcount;
@@ -819,6 +875,7 @@ int rb_stats(struct rb_chan *ch, struct rb_stats *out)
     out->send_wakes = h->send_wakes;
     out->recv_wakes = h->recv_wakes;
     out->recoveries = h->recoveries;
+    out->waiters_reaped = h->waiters_reaped;
     rb_unlock(ch);
     return RB_OK;
 }

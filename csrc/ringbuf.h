@@ -41,6 +41,7 @@
 #define RB_MAX_SIZE       (1ULL << 40)
 #define RB_MAX_CAPACITY   (1ULL << 32)
 #define RB_NAME_MAX       200   /* without the leading '/' shm_open wants */
+#define RB_WAITER_SLOTS   32    /* parked waiters tracked per side */
 
 /* Deadlines are absolute CLOCK_MONOTONIC nanoseconds.  RB_FOREVER never
  * expires; any deadline already in the past makes the call non-blocking. */
@@ -69,6 +70,13 @@ struct rb_iov {
     uint64_t len;
 };
 
+/* One parked waiter, so that one who dies while parked can be struck off
+ * (see reap() in ringbuf.c). */
+struct rb_waiter {
+    uint64_t token;             /* 0: free; else (pid << 32 | serial) of the waiter */
+    int64_t since_ns;           /* CLOCK_MONOTONIC time it parked */
+};
+
 /*
  * The shared header.  Fields reuse hchan's names where the meaning matches.
  * Fields are grouped by who writes them, one cache line each: identity (the
@@ -91,10 +99,11 @@ struct rb_iov {
  *       mod size; qcount == sent - received
  *
  * Parking: recvq/sendq count the receivers/senders that are parked or about
- * to park.  A process that dies while parked leaves its count behind; that
- * only costs the other side a wake system call that wakes nobody, never a
- * lost wake-up, because the kernel wakes only live sleepers.  Counts are never
- * too low: a waiter increments before it sleeps and decrements after.
+ * to park.  A waiter increments before it sleeps and decrements after, and
+ * sleeps at most a second at a time.  One that dies while parked leaves its
+ * count behind until it is reaped, a few seconds later; meanwhile that costs
+ * the other side a wake system call that wakes nobody, never a lost wake-up,
+ * because the kernel wakes only live sleepers.
  */
 struct rb_hdr {
     /* Line 0: identity.  Written once by the creator; magic is stored last,
@@ -154,6 +163,7 @@ struct rb_hdr {
     uint32_t recv_futex;        /* receivers sleep on it; a sender (or close)
                                  * bumps it to wake them */
     uint64_t recoveries;        /* times a lock was taken over from a dead owner */
+    uint64_t waiters_reaped;    /* parked waiters struck off because they died */
 
     /* Line 5: unfinished tasks, for ringbuf.JoinableQueue only.  Changed with
      * atomic operations, without the lock: put adds one, task_done takes one
@@ -162,6 +172,14 @@ struct rb_hdr {
     uint64_t tasks;             /* tasks put and not yet marked done */
     uint32_t joinq;             /* joiners parked (or about to park) */
     uint32_t tasks_futex;       /* joiners sleep on it; bumped when tasks reaches 0 */
+
+    /* Lines 6 on: who is parked.  A waiter takes a slot under the lock as it
+     * parks and frees it as it wakes (a compare-and-swap on its token, so
+     * that exactly one of it and a reaper counts it out).  sendq and recvq
+     * count the slotted waiters and any that found every slot taken. */
+    _Alignas(RB_CACHELINE)
+    struct rb_waiter send_waiters[RB_WAITER_SLOTS];
+    struct rb_waiter recv_waiters[RB_WAITER_SLOTS];
 };
 
 /* A process-local handle.  The bounds used for every check are copied here at
@@ -195,6 +213,7 @@ struct rb_stats {
     uint64_t send_wakes;
     uint64_t recv_wakes;
     uint64_t recoveries;
+    uint64_t waiters_reaped;
 };
 
 /* Create the segment /NAME exclusively with permissions `mode` (exactly:

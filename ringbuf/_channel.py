@@ -89,9 +89,10 @@ class ChannelStats:
     recvx: int
     """Byte offset in the ring of the next message to be read."""
     sendq: int
-    """Senders parked waiting for room (in any process)."""
+    """Senders parked waiting for room (in any process).  One whose process
+    died is still counted for up to a few seconds, until it is reaped."""
     recvq: int
-    """Receivers parked waiting for a message (in any process)."""
+    """Receivers parked waiting for a message (in any process); as ``sendq``."""
     closed: bool
     """Whether :meth:`Channel.close` has been called."""
     creator_pid: int
@@ -110,6 +111,9 @@ class ChannelStats:
     """Wake system calls made by receivers (only when a sender was parked)."""
     recoveries: int
     """Times the lock was taken over from a process that died holding it."""
+    waiters_reaped: int
+    """Parked senders and receivers struck off the counts because their process
+    died (a few seconds after the death; see ``sendq``)."""
 
 
 class Channel:
@@ -659,6 +663,7 @@ class Channel:
             send_wakes=s.send_wakes,
             recv_wakes=s.recv_wakes,
             recoveries=s.recoveries,
+            waiters_reaped=s.waiters_reaped,
         )
 
     def check(self) -> None:
