@@ -204,23 +204,37 @@ def test_random_kills_never_tear_duplicate_lose_or_hang(make_channel, tmp_path):
     for _ in range(3):
         start_producer()
         start_consumer()
+    unbidden = []  # exit codes of consumers that died without being killed
+
+    def replace_the_dead():
+        for key, p in list(producers.items()):
+            if not p.is_alive():  # died at its own crash point
+                del producers[key]
+                kills["producer (crash point)"] += 1
+                start_producer()
+        for key, p in list(consumers.items()):
+            if not p.is_alive():
+                del consumers[key]
+                unbidden.append(p.exitcode)
+                start_consumer()
+
     deadline = time.monotonic() + 8
     while time.monotonic() < deadline:
         time.sleep(rng.uniform(0.005, 0.05))
-        for group, start, kind in ((producers, start_producer, "producer"), (consumers, start_consumer, "consumer")):
-            for key, p in list(group.items()):
-                if not p.is_alive():  # died at its own crash point
-                    del group[key]
-                    kills[kind + " (crash point)"] += 1
-                    start()
+        replace_the_dead()
         group, start, kind = rng.choice([(producers, start_producer, "producer"),
                                          (consumers, start_consumer, "consumer")])
         key = rng.choice(list(group))
-        os.kill(group[key].pid, signal.SIGKILL)
+        try:
+            os.kill(group[key].pid, signal.SIGKILL)
+        except ProcessLookupError:
+            continue  # it died by itself a moment ago (a crash point) and was reaped
         group[key].join(5)
         del group[key]
         kills[kind] += 1
         start()
+    replace_the_dead()
+    assert not unbidden, f"consumers died without being killed, exit codes {unbidden}"
 
     for p in producers.values():
         os.kill(p.pid, signal.SIGKILL)
