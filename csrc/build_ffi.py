@@ -33,6 +33,11 @@ struct rb_iov {
     uint64_t len;
 };
 
+struct rb_waiter {
+    uint64_t token;
+    int64_t since_ns;
+};
+
 /* Only the fields Python reads by offset (tests, observers); the compiler
  * supplies the layout. */
 struct rb_hdr {
@@ -50,6 +55,8 @@ struct rb_hdr {
     uint64_t recvx;
     uint32_t sendq;
     uint32_t recvq;
+    struct rb_waiter send_waiters[...];
+    struct rb_waiter recv_waiters[...];
     ...;
 };
 

@@ -80,7 +80,6 @@ _Static_assert(RB_DATA_OFF % 4096 == 0 && RB_REC_HDR == 8, "ring page-aligned, 8
 #define LOAD(f)      __atomic_load_n(&(f), __ATOMIC_RELAXED)
 #define STORE(f, v)  __atomic_store_n(&(f), (v), __ATOMIC_RELAXED)
 #define INC(f)       __atomic_fetch_add(&(f), 1, __ATOMIC_RELAXED)
-#define DEC(f)       __atomic_fetch_sub(&(f), 1, __ATOMIC_RELAXED)
 
 /* How long a blocked call spins on the hints before parking.  A park and its
  * wake cost two system calls and a context switch each way; when the other
@@ -313,6 +312,16 @@ static void spin(const uint64_t *counter, uint64_t seen, const uint32_t *futex, 
     }
 }
 
+/* Count a waiter out: decrement, but never below zero (a count is only ever
+ * too high when a peer scribbled on the slots; then it must not wrap). */
+static void count_out(uint32_t *count)
+{
+    uint32_t v = LOAD(*count);
+
+    while (v > 0 && !__atomic_compare_exchange_n(count, &v, v - 1, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+        ;
+}
+
 /* One side of the channel, as parking sees it. */
 struct rb_side {
     uint32_t *futex;            /* the word its waiters sleep on */
@@ -341,7 +350,7 @@ static void reap(struct rb_hdr *h, struct rb_side side)
         if (token != 0 && LOAD(side.slots[i].since_ns) < stale &&
             __atomic_compare_exchange_n(&side.slots[i].token, &token, 0, 0, __ATOMIC_ACQ_REL,
                                         __ATOMIC_RELAXED)) {
-            DEC(*side.count);
+            count_out(side.count);
             h->waiters_reaped++;
         }
     }
@@ -387,7 +396,7 @@ static int park(struct rb_chan *ch, struct rb_side side, int64_t deadline)
     /* Count out, unless a reaper already did (we were stopped too long). */
     if (slot < 0 || __atomic_compare_exchange_n(&side.slots[slot].token, &token, 0, 0, __ATOMIC_ACQ_REL,
                                                 __ATOMIC_RELAXED))
-        DEC(*side.count);
+        count_out(side.count);
     return r == EINTR ? RB_EINTR : RB_OK;
 }
 

@@ -31,7 +31,7 @@ LAYOUT_VERSION: int = lib.RB_LAYOUT_VERSION
 HEADER_OFFSETS: Dict[str, int] = {
     f: ffi.offsetof("struct rb_hdr", f)
     for f in ("magic", "version", "data_off", "dataqsiz", "size", "closed", "qcount", "used",
-              "sendpos", "sendx", "recvpos", "recvx", "sendq", "recvq")
+              "sendpos", "sendx", "recvpos", "recvx", "sendq", "recvq", "send_waiters", "recv_waiters")
 }
 
 #: Messages up to this size are received through a per-thread scratch buffer
