@@ -889,6 +889,45 @@ int rb_stats(struct rb_chan *ch, struct rb_stats *out)
     return RB_OK;
 }
 
+void rb_observe(struct rb_chan *ch, struct rb_stats *out)
+{
+    struct rb_hdr *h = ch->hdr;
+
+    out->dataqsiz = ch->dataqsiz;
+    out->size = ch->size;
+    out->qcount = LOAD(h->qcount);
+    out->used = LOAD(h->used);
+    out->sendx = LOAD(h->sendx);
+    out->recvx = LOAD(h->recvx);
+    out->sendq = LOAD(h->sendq);
+    out->recvq = LOAD(h->recvq);
+    out->closed = LOAD(h->closed);
+    out->lock_owner = LOAD(h->lock_owner);
+    out->creator_pid = LOAD(h->creator_pid);
+    out->sent = LOAD(h->sent);
+    out->received = LOAD(h->received);
+    out->send_parks = LOAD(h->send_parks);
+    out->recv_parks = LOAD(h->recv_parks);
+    out->send_wakes = LOAD(h->send_wakes);
+    out->recv_wakes = LOAD(h->recv_wakes);
+    out->recoveries = LOAD(h->recoveries);
+    out->waiters_reaped = LOAD(h->waiters_reaped);
+}
+
+int rb_waiter_pids(struct rb_chan *ch, int side, int32_t *pids, int max)
+{
+    struct rb_side s = side == 0 ? senders(ch->hdr) : receivers(ch->hdr);
+    int n = 0;
+
+    for (int i = 0; i < RB_WAITER_SLOTS && n < max; i++) {
+        uint64_t token = LOAD(s.slots[i].token);
+
+        if (token != 0)
+            pids[n++] = (int32_t)(token >> 32);
+    }
+    return n;
+}
+
 int rb_check(struct rb_chan *ch)
 {
     struct rb_hdr *h = ch->hdr;

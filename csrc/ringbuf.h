@@ -268,6 +268,13 @@ void rb_pass_wake(struct rb_chan *ch);
 /* Go's close: later sends fail, receivers drain then fail; wakes everyone. */
 int rb_close(struct rb_chan *ch);
 int rb_stats(struct rb_chan *ch, struct rb_stats *out);
+/* The same snapshot read without the lock, for observers that must not
+ * disturb the channel (inspect, top).  Approximate: fields are read one by
+ * one while others may change them.  lock_owner tells who holds the lock. */
+void rb_observe(struct rb_chan *ch, struct rb_stats *out);
+/* Pids of the parked senders (side 0) or receivers (side 1) that hold a
+ * waiter slot, without the lock.  Returns how many were written. */
+int rb_waiter_pids(struct rb_chan *ch, int side, int32_t *pids, int max);
 /* Assert the invariants under the lock: RB_OK or RB_ECORRUPT. */
 int rb_check(struct rb_chan *ch);
 /* Largest payload this ring can ever hold. */

@@ -1,4 +1,4 @@
-"""Command line: ``python -m ringbuf demo``."""
+"""Command line: ``python -m ringbuf demo | ls | inspect NAME | top NAME``."""
 
 from __future__ import annotations
 
@@ -13,12 +13,32 @@ def main(argv: Optional[List[str]] = None) -> int:
     d = sub.add_parser("demo", help="a fast producer held back by a slow consumer through a bounded channel")
     d.add_argument("--seconds", type=float, default=5.0, help="how long to run (default 5)")
     d.add_argument("--capacity", type=int, default=64, help="channel capacity in messages (default 64)")
+    sub.add_parser("ls", help="the ringbuf channels of this user in /dev/shm")
+    i = sub.add_parser("inspect", help="a live channel's header, drawn as the struct it is")
+    i.add_argument("name")
+    t = sub.add_parser("top", help="inspect, refreshed, with send and receive rates")
+    t.add_argument("name")
+    t.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes (default 1)")
+    t.add_argument("--count", type=int, default=None, help="stop after this many refreshes")
     args = parser.parse_args(argv)
-    if args.command == "demo":
-        from ringbuf._demo import demo
 
-        return demo(args.seconds, args.capacity)
-    return 2  # pragma: no cover - argparse rejects unknown commands
+    from ringbuf import errors
+
+    try:
+        if args.command == "demo":
+            from ringbuf._demo import demo
+
+            return demo(args.seconds, args.capacity)
+        from ringbuf import _inspect
+
+        if args.command == "ls":
+            return _inspect.ls()
+        if args.command == "inspect":
+            return _inspect.inspect(args.name)
+        return _inspect.top(args.name, args.interval, args.count)
+    except (errors.ChannelNotFound, errors.SegmentError, ValueError) as e:
+        print(f"python -m ringbuf {args.command}: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -144,7 +144,7 @@ class Handle:
     def __init__(self, ch: Any, name: str) -> None:
         self._ch = ffi.gc(ch, lib.rb_detach)
         self.name = name
-        st = self.stats()
+        st = self.observe()  # the bounds come from this handle's own copies: no lock needed
         self.capacity: int = st.dataqsiz
         self.size: int = st.size
         self.max_message: int = lib.rb_max_message(self._ch)
@@ -377,6 +377,18 @@ class Handle:
 
     def check(self) -> None:
         self._call(lib.rb_check)
+
+    def observe(self) -> Any:
+        """A ``struct rb_stats`` read without the lock (approximate; disturbs nothing)."""
+        out = ffi.new("struct rb_stats *")
+        lib.rb_observe(self._ch, out)
+        return out
+
+    def waiter_pids(self, side: str) -> List[int]:
+        """Pids of the parked "senders" or "receivers" that hold a waiter slot."""
+        pids = ffi.new("int32_t[]", lib.RB_WAITER_SLOTS)
+        n = lib.rb_waiter_pids(self._ch, 0 if side == "senders" else 1, pids, lib.RB_WAITER_SLOTS)
+        return list(pids[0:n])
 
     def debug_hold_lock(self) -> None:
         """For tests: take the lock and keep it until this process exits."""

@@ -217,3 +217,23 @@ def torture_consumer(ch: ringbuf.Channel, log_path: str) -> None:
             os.write(fd, LOG_RECORD.pack(producer, seq, 1))
         except (AssertionError, struct.error):
             os.write(fd, LOG_RECORD.pack(0, 0, 0))
+
+
+def hold_lock_and_wait(ch: ringbuf.Channel, ready: Any) -> None:
+    """Take the channel's lock and keep it until killed."""
+    import time
+
+    ch._h.debug_hold_lock()
+    ready.set()
+    time.sleep(60)
+
+
+def send_forever(ch: ringbuf.Channel) -> None:
+    import time
+
+    try:
+        while True:
+            ch.send_bytes(b"x" * 64)
+            time.sleep(0.0005)
+    except ringbuf.Closed:
+        pass
