@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, List, Tuple
 
-import pytest
-
 from ringbuf import _bench
 
 PEERS = ["ringbuf", "mp.Queue"]

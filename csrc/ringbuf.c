@@ -831,13 +831,19 @@ int rb_tasks_add(struct rb_chan *ch, int64_t delta)
 int rb_tasks_join(struct rb_chan *ch, int64_t deadline)
 {
     struct rb_hdr *h = ch->hdr;
-    struct timespec ts;
 
-    if (deadline >= 0)
-        ts = to_timespec(deadline);
     for (;;) {
         uint32_t seq = __atomic_load_n(&h->tasks_futex, __ATOMIC_SEQ_CST);
+        /* As in park(): never sleep more than RB_RECHECK_NS, so that a
+         * task_done() killed between its decrement and its wake costs at
+         * most that. */
+        int64_t until = now_ns() + RB_RECHECK_NS;
+        struct timespec ts;
         int r;
+
+        if (deadline >= 0 && deadline < until)
+            until = deadline;
+        ts = to_timespec(until);
 
         __atomic_fetch_add(&h->joinq, 1, __ATOMIC_SEQ_CST);
         if (__atomic_load_n(&h->tasks, __ATOMIC_SEQ_CST) == 0) {
@@ -848,7 +854,7 @@ int rb_tasks_join(struct rb_chan *ch, int64_t deadline)
             __atomic_fetch_sub(&h->joinq, 1, __ATOMIC_SEQ_CST);
             return RB_ETIMEDOUT;
         }
-        r = rb_futex_wait(&h->tasks_futex, seq, deadline >= 0 ? &ts : NULL);
+        r = rb_futex_wait(&h->tasks_futex, seq, &ts);
         __atomic_fetch_sub(&h->joinq, 1, __ATOMIC_SEQ_CST);
         if (r == EINTR)
             return RB_EINTR;

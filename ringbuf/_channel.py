@@ -10,7 +10,7 @@ import pickle
 import secrets
 import time
 import weakref
-from typing import Any, Callable, Deque, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Deque, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 

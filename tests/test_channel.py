@@ -45,7 +45,7 @@ def test_accepts_every_contiguous_bytes_like(make_channel):
 
 def test_capacity_bounds_message_count(make_channel):
     ch = make_channel(capacity=3, size=1 << 16)
-    for i in range(3):
+    for _ in range(3):
         ch.try_send_bytes(b"x")
     with pytest.raises(ringbuf.Full):
         ch.try_send_bytes(b"x")
@@ -81,7 +81,7 @@ def test_wraparound_with_many_sizes(make_channel):
     ch = make_channel(capacity=7, size=200)
     sizes = [0, 1, 7, 8, 9, 63, 64, 65, 100, 150, 184, 192]
     sent = []
-    for rnd in range(40):
+    for _ in range(40):
         for n in sizes:
             if n > ch.max_message_size:
                 continue
