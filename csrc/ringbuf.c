@@ -870,6 +870,11 @@ int rb_stats(struct rb_chan *ch, struct rb_stats *out)
 
     if ((rc = rb_lock(ch, RB_FOREVER)) != RB_OK)
         return rc;
+    /* An exact snapshot promises a sound one (rb_observe shows raw values). */
+    if (!hdr_sane(ch, h->sendx) || !hdr_sane(ch, h->recvx)) {
+        rb_unlock(ch);
+        return RB_ECORRUPT;
+    }
     reap(h, senders(h));
     reap(h, receivers(h));
     out->dataqsiz = ch->dataqsiz;

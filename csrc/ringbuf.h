@@ -267,6 +267,7 @@ int rb_tasks_join(struct rb_chan *ch, int64_t deadline_ns);
 void rb_pass_wake(struct rb_chan *ch);
 /* Go's close: later sends fail, receivers drain then fail; wakes everyone. */
 int rb_close(struct rb_chan *ch);
+/* A snapshot of the header under the lock; RB_ECORRUPT if it is not sound. */
 int rb_stats(struct rb_chan *ch, struct rb_stats *out);
 /* The same snapshot read without the lock, for observers that must not
  * disturb the channel (inspect, top).  Approximate: fields are read one by

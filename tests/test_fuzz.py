@@ -43,7 +43,7 @@ def write_field(m: mmap.mmap, field: str, fmt: str, value: int) -> None:
 OPS = ["try_send", "try_recv", "send_many", "recv_many", "recv_into", "check", "stats", "len", "close", "attach"]
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     prefill=st.lists(st.integers(0, 300), max_size=6),
     writes=st.lists(st.tuples(st.sampled_from(FIELDS), interesting), max_size=4),
