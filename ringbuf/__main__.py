@@ -1,4 +1,4 @@
-"""Command line: ``python -m ringbuf demo | ls | inspect NAME | top NAME``."""
+"""Command line: ``python -m ringbuf demo | bench | ls | inspect NAME | top NAME``."""
 
 from __future__ import annotations
 
@@ -13,6 +13,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     d = sub.add_parser("demo", help="a fast producer held back by a slow consumer through a bounded channel")
     d.add_argument("--seconds", type=float, default=5.0, help="how long to run (default 5)")
     d.add_argument("--capacity", type=int, default=64, help="channel capacity in messages (default 64)")
+    b = sub.add_parser("bench", help="ringbuf against multiprocessing.Queue and Pipe, same workloads, same run")
+    b.add_argument("--full", action="store_true", help="the whole matrix: a payload sweep from 8 B to 16 MiB, "
+                   "arrays, the wake path (several minutes)")
+    b.add_argument("--json", action="store_true", help="print the results as JSON")
+    b.add_argument("--plot", metavar="FILE.png", help="draw throughput against payload size (needs --full, matplotlib)")
+    b.add_argument("--rounds", type=int, default=3, help="alternating rounds per workload (default 3)")
+    b.add_argument("--scale", type=float, default=1.0, help="multiply every message count by this (default 1)")
     sub.add_parser("ls", help="the ringbuf channels of this user in /dev/shm")
     i = sub.add_parser("inspect", help="a live channel's header, drawn as the struct it is")
     i.add_argument("name")
@@ -29,6 +36,20 @@ def main(argv: Optional[List[str]] = None) -> int:
             from ringbuf._demo import demo
 
             return demo(args.seconds, args.capacity)
+        if args.command == "bench":
+            import json
+
+            from ringbuf import _bench
+
+            def progress(msg: str) -> None:
+                print(msg, file=sys.stderr, flush=True)
+
+            results = _bench.run_suite(args.full, args.scale, args.rounds, progress=progress)
+            print(json.dumps(results, indent=1) if args.json else _bench.format_table(results))
+            if args.plot:
+                _bench.plot(results, args.plot)
+                print(f"plot written to {args.plot}", file=sys.stderr)
+            return 0
         from ringbuf import _inspect
 
         if args.command == "ls":
@@ -36,7 +57,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.command == "inspect":
             return _inspect.inspect(args.name)
         return _inspect.top(args.name, args.interval, args.count)
-    except (errors.ChannelNotFound, errors.SegmentError, ValueError) as e:
+    except (errors.ChannelNotFound, errors.SegmentError, ValueError, RuntimeError) as e:
         print(f"python -m ringbuf {args.command}: {e}", file=sys.stderr)
         return 1
 

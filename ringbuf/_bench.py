@@ -12,7 +12,7 @@ import multiprocessing
 import multiprocessing.queues
 import statistics
 import time
-from typing import Any, Callable, Dict, List, NamedTuple, Optional
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -49,6 +49,15 @@ def _queue_dispose(q: multiprocessing.queues.Queue[Any]) -> None:
     q.join_thread()
 
 
+def _pipe_make(largest: int) -> Any:
+    return multiprocessing.get_context("fork").Pipe(duplex=False)  # (reader, writer)
+
+
+def _pipe_dispose(ends: Any) -> None:
+    for end in ends:
+        end.close()
+
+
 PEERS: Dict[str, Peer] = {
     "ringbuf": Peer(
         make=_ringbuf_make,
@@ -69,6 +78,16 @@ PEERS: Dict[str, Peer] = {
         send_batch=None,
         recv_batch=None,
         dispose=_queue_dispose,
+    ),
+    "mp.Pipe": Peer(
+        make=_pipe_make,
+        send=lambda ends, obj: ends[1].send(obj),
+        recv=lambda ends: ends[0].recv(),
+        send_raw=lambda ends, data: ends[1].send_bytes(data),
+        recv_raw=lambda ends: ends[0].recv_bytes(),
+        send_batch=None,
+        recv_batch=None,
+        dispose=_pipe_dispose,
     ),
 }
 
@@ -176,10 +195,16 @@ class OneWay(_Workload):
 
 
 class PingPong(_Workload):
-    """Round trips to an echo process; ``run()`` returns each trip's seconds."""
+    """Round trips to an echo process; ``run()`` returns each trip's seconds.
 
-    def __init__(self, peer: str, payload: int, count: int) -> None:
+    With ``pause`` > 0, this process sleeps that long before each trip, so
+    the echo process has given up spinning and is parked when the request
+    comes: the trip then measures the wake path (send, wake, receive).
+    """
+
+    def __init__(self, peer: str, payload: int, count: int, pause: float = 0.0) -> None:
         super().__init__(peer, payload, count)
+        self.pause = pause
         self.payload = b"x" * payload
         self.requests, self.replies = self.peer.make(payload), self.peer.make(payload)
 
@@ -189,9 +214,11 @@ class PingPong(_Workload):
     def run(self) -> List[float]:
         send, recv, payload = self.peer.send_raw, self.peer.recv_raw, self.payload
         a, b = self.requests, self.replies
-        clock = time.perf_counter
+        clock, pause, sleep = time.perf_counter, self.pause, time.sleep
         trips = []
         for _ in range(self.count):
+            if pause:
+                sleep(pause)
             t0 = clock()
             send(a, payload)
             recv(b)
@@ -267,3 +294,144 @@ def percentile(xs: List[float], q: float) -> float:
 
 def median(xs: List[float]) -> float:
     return statistics.median(xs)
+
+
+# -- the command line: python -m ringbuf bench ---------------------------------
+
+#: (workload label, kind, payload bytes, messages per round at scale 1)
+QUICK = [
+    ("one-way 64 B", "bytes", 64, 100_000),
+    ("small dict", "object", 0, 30_000),
+    ("batched 64 B", "batch", 64, 256 * BATCH),
+    ("float32 array 1 MiB", "array", 1 << 20, 200),
+]
+SWEEP = [(f"one-way {n} B", "bytes", n, c) for n, c in [
+    (8, 100_000), (64, 100_000), (512, 100_000), (4096, 50_000), (32768, 10_000),
+    (262144, 2_000), (1 << 20, 400), (16 << 20, 30),
+]]
+FULL = SWEEP + [
+    ("small dict", "object", 0, 50_000),
+    ("batched 64 B", "batch", 64, 512 * BATCH),
+    ("float32 array 1 MiB", "array", 1 << 20, 400),
+    ("float32 array 16 MiB", "array", 16 << 20, 40),
+]
+
+
+def _one_way(kind: str, payload: int, count: int) -> Callable[[str], OneWay]:
+    def make(peer: str) -> OneWay:
+        return OneWay(peer, payload, count, kind=kind)
+
+    return make
+
+
+def _median_times(factor: float) -> Callable[[List[Any]], float]:
+    """Median of per-round rates, times factor (bytes per message, or 1)."""
+
+    def figure(rates: List[Any]) -> float:
+        return median(rates) * factor
+
+    return figure
+
+
+def _trip_figure(q: Optional[float]) -> Callable[[List[Any]], float]:
+    """Median (q None) or q-th percentile of all round trips, in microseconds."""
+
+    def figure(rounds: List[Any]) -> float:
+        trips = [t for r in rounds for t in r]
+        return (median(trips) if q is None else percentile(trips, q)) * 1e6
+
+    return figure
+
+
+def _compare(make: Callable[[str], Any], peers: List[str], rounds: int) -> Dict[str, List[Any]]:
+    cmp = Comparison({p: make(p) for p in peers})
+    try:
+        for _ in range(rounds):
+            cmp.prepare()
+            cmp.run()
+    finally:
+        cmp.dispose()
+    return cmp.results
+
+
+def run_suite(full: bool = False, scale: float = 1.0, rounds: int = 3, peers: Optional[List[str]] = None,
+              progress: Optional[Callable[[str], None]] = None) -> List[Dict[str, Any]]:
+    """Every workload on every peer, in alternating rounds; one result dict
+    per (workload, peer): figure, unit, and ratio against mp.Queue."""
+    peers = peers or list(PEERS)
+    trips = max(10, int(5_000 * scale))
+    # (label, how to make the workload for a peer, unit, figure from per-round results, higher is better)
+    plan: List[Tuple[str, Callable[[str], Any], str, Callable[[List[Any]], float], bool]] = []
+    for label, kind, payload, count in (FULL if full else QUICK):
+        n = max(2, int(count * scale))
+        if kind == "batch":
+            n = max(2, n // BATCH) * BATCH
+        in_bytes = kind == "array" or (kind == "bytes" and payload >= 1 << 20)
+        plan.append((label, _one_way(kind, payload, n), "B/s" if in_bytes else "msg/s",
+                     _median_times(payload if in_bytes else 1), True))
+
+    def ping(pause: float, count: int) -> Callable[[str], PingPong]:
+        return lambda peer: PingPong(peer, 64, count, pause=pause)
+
+    plan.append(("ping-pong 64 B, median", ping(0.0, trips), "us", _trip_figure(None), False))
+    if full:
+        # The echo process has given up spinning and parked: send, wake, receive.
+        plan.append(("ping-pong 64 B, parked, median", ping(0.002, max(10, trips // 20)), "us",
+                     _trip_figure(None), False))
+
+    results: List[Dict[str, Any]] = []
+    for i, (label, make, unit, figure, higher) in enumerate(plan, 1):
+        if progress:
+            progress(f"[{i}/{len(plan)}] {label}")
+        per_peer = _compare(make, peers, rounds)
+        for peer in peers:
+            results.append({"workload": label, "peer": peer, "figure": figure(per_peer[peer]), "unit": unit,
+                            "higher_is_better": higher})
+            if label == "ping-pong 64 B, median":  # the same trips give the tail too
+                results.append({"workload": "ping-pong 64 B, p99", "peer": peer,
+                                "figure": _trip_figure(99)(per_peer[peer]), "unit": "us", "higher_is_better": False})
+    if full:
+        results.append({"workload": "memcpy 16 MiB", "peer": "numpy", "figure": memcpy_bandwidth(),
+                        "unit": "B/s", "higher_is_better": True})
+    base = {r["workload"]: r["figure"] for r in results if r["peer"] == "mp.Queue"}
+    for r in results:
+        b = base.get(r["workload"])
+        if b and r["peer"] != "mp.Queue" and r["figure"] > 0:
+            r["vs_mp_queue"] = r["figure"] / b if r["higher_is_better"] else b / r["figure"]
+    return results
+
+
+def format_table(results: List[Dict[str, Any]]) -> str:
+    lines = [f"{'workload':<34} {'peer':<9} {'figure':>18}  {'vs mp.Queue':>11}"]
+    for r in results:
+        ratio = f"{r['vs_mp_queue']:.1f}x" if "vs_mp_queue" in r else ""
+        lines.append(f"{r['workload']:<34} {r['peer']:<9} {r['figure']:>14,.1f} {r['unit']:<5} {ratio:>9}")
+    return "\n".join(lines)
+
+
+def plot(results: List[Dict[str, Any]], path: str) -> None:
+    """Throughput against payload size for every peer (the --full sweep)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise RuntimeError("--plot needs matplotlib: pip install 'ringbuf[peers]'") from None
+    sweep = {label: n for label, _, n, _ in SWEEP}
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for peer in dict.fromkeys(r["peer"] for r in results if r["workload"] in sweep):
+        pts = sorted((sweep[r["workload"]], r["figure"] * (1 if r["unit"] == "B/s" else sweep[r["workload"]]))
+                     for r in results if r["peer"] == peer and r["workload"] in sweep)
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] / 1e6 for p in pts], marker="o", label=peer)
+    if not ax.lines:
+        raise RuntimeError("--plot draws the payload sweep: run with --full")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("payload (bytes)")
+    ax.set_ylabel("throughput (MB/s)")
+    ax.set_title("one producer, one consumer")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)

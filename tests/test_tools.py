@@ -91,3 +91,50 @@ def test_percentile():
     assert _bench.percentile(xs, 99) == 99.0
     assert _bench.percentile(xs, 100) == 100.0
     assert _bench.percentile([3.0], 99) == 3.0
+
+
+def test_bench_command_line_quick():
+    out = subprocess.run([sys.executable, "-m", "ringbuf", "bench", "--scale", "0.01", "--rounds", "1"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    for workload in ("one-way 64 B", "small dict", "batched 64 B", "float32 array 1 MiB",
+                     "ping-pong 64 B, median", "ping-pong 64 B, p99"):
+        rows = [line for line in out.stdout.splitlines() if line.startswith(workload + " ")]
+        assert sorted(line.split()[len(workload.split())] for line in rows) == sorted(_bench.PEERS), workload
+    assert "[1/" in out.stderr  # progress
+
+
+def test_bench_json_and_full_matrix():
+    import json
+
+    out = subprocess.run([sys.executable, "-m", "ringbuf", "bench", "--full", "--json", "--scale", "0.002",
+                          "--rounds", "1"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    results = json.loads(out.stdout)
+    workloads = {r["workload"] for r in results}
+    assert {"one-way 8 B", "one-way 16777216 B", "float32 array 16 MiB", "ping-pong 64 B, parked, median",
+            "memcpy 16 MiB"} <= workloads
+    for r in results:
+        assert r["figure"] > 0
+        if r["peer"] not in ("mp.Queue", "numpy"):
+            assert r["vs_mp_queue"] > 0
+
+
+SWEEP_RESULTS = [{"workload": label, "peer": peer, "figure": 1e5 * (k + 1), "unit": "msg/s"}
+                 for k, (label, _, _, _) in enumerate(_bench.SWEEP) for peer in ("ringbuf", "mp.Queue")]
+
+
+def test_bench_plot(tmp_path):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "sweep.png"
+    _bench.plot(SWEEP_RESULTS, str(png))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(RuntimeError, match="run with --full"):
+        _bench.plot([{"workload": "small dict", "peer": "ringbuf", "figure": 1.0, "unit": "msg/s"}],
+                    str(tmp_path / "x.png"))
+
+
+def test_bench_plot_without_matplotlib_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes "import matplotlib" fail
+    with pytest.raises(RuntimeError, match="needs matplotlib"):
+        _bench.plot(SWEEP_RESULTS, str(tmp_path / "x.png"))
