@@ -263,6 +263,78 @@ class Comparison:
             wl.dispose()
 
 
+def _mn_producer(peer_name: str, ep: Any, payload: bytes, count: int, go: Any, ready: Any) -> None:
+    send = PEERS[peer_name].send_raw
+    ready.set()
+    go.wait()
+    for _ in range(count):
+        send(ep, payload)
+
+
+def _mn_consumer(peer_name: str, ep: Any, results: Any, ready: Any) -> None:
+    recv = PEERS[peer_name].recv_raw
+    ready.set()
+    n = 0
+    while recv(ep):  # an empty message is the stop signal
+        n += 1
+    results.put(n)
+
+
+class ManyToMany:
+    """``producers`` processes send ``count`` messages in all to ``consumers``
+    processes through one endpoint.  ``run()`` returns messages per second,
+    timed from the start signal until every consumer has had its stop signal
+    (sent after the last producer finished).  For peers that allow several
+    readers and writers on one endpoint (not mp.Pipe)."""
+
+    def __init__(self, peer: str, payload: int, count: int, producers: int, consumers: int) -> None:
+        if peer == "mp.Pipe":
+            raise ValueError("a Pipe end is not safe for several readers or writers")
+        self.peer, self.name = PEERS[peer], peer
+        self.payload = b"x" * max(1, payload)  # never empty: empty means stop
+        self.count, self.nprod, self.ncons = count, producers, consumers
+        self.ep = self.peer.make(payload)
+        self.procs: List[Any] = []
+
+    def prepare(self) -> None:
+        self.finish()
+        self.go, self.results = _ctx.Event(), _ctx.Queue()
+        share = [self.count // self.nprod + (i < self.count % self.nprod) for i in range(self.nprod)]
+        starts: List[Tuple[Callable[..., None], Tuple[Any, ...]]] = [
+            (_mn_consumer, (self.name, self.ep, self.results)) for _ in range(self.ncons)
+        ]
+        starts += [(_mn_producer, (self.name, self.ep, self.payload, n, self.go)) for n in share]
+        for target, args in starts:
+            ready = _ctx.Event()
+            proc = _ctx.Process(target=target, args=(*args, ready))
+            proc.start()
+            if not ready.wait(60):
+                raise RuntimeError(f"{self.name} helper process did not start")
+            self.procs.append(proc)
+
+    def run(self) -> float:
+        t0 = time.perf_counter()
+        self.go.set()
+        for proc in self.procs[self.ncons:]:
+            proc.join()
+        for _ in range(self.ncons):
+            self.peer.send_raw(self.ep, b"")
+        got = sum(self.results.get(timeout=600) for _ in range(self.ncons))
+        elapsed = time.perf_counter() - t0
+        if got != self.count:
+            raise RuntimeError(f"{self.name}: {got} of {self.count} messages arrived")
+        return self.count / elapsed
+
+    def finish(self) -> None:
+        for proc in self.procs:
+            proc.join(60)
+        self.procs = []
+
+    def dispose(self) -> None:
+        self.finish()
+        self.peer.dispose(self.ep)
+
+
 def memcpy_bandwidth(nbytes: int = 16 << 20, region: int = 256 << 20, copies: int = 48) -> float:
     """Memory copy bandwidth, in bytes per second, for copies that do not stay
     in cache, as a message passing through a ring does not.
@@ -343,6 +415,17 @@ def _trip_figure(q: Optional[float]) -> Callable[[List[Any]], float]:
     return figure
 
 
+def _many(m: int, count: int) -> Callable[[str], ManyToMany]:
+    def make(peer: str) -> ManyToMany:
+        return ManyToMany(peer, 64, count, m, m)
+
+    return make
+
+
+#: Peers that cannot run a workload: a Pipe end takes one reader and one writer.
+SINGLE_ENDED = {"mp.Pipe"}
+
+
 def _compare(make: Callable[[str], Any], peers: List[str], rounds: int) -> Dict[str, List[Any]]:
     cmp = Comparison({p: make(p) for p in peers})
     try:
@@ -375,6 +458,10 @@ def run_suite(full: bool = False, scale: float = 1.0, rounds: int = 3, peers: Op
 
     plan.append(("ping-pong 64 B, median", ping(0.0, trips), "us", _trip_figure(None), False))
     if full:
+        for m in (2, 4):
+            plan.append((f"{m}x{m} 64 B", _many(m, max(2 * m, int(100_000 * scale))), "msg/s",
+                         _median_times(1), True))
+    if full:
         # The echo process has given up spinning and parked: send, wake, receive.
         plan.append(("ping-pong 64 B, parked, median", ping(0.002, max(10, trips // 20)), "us",
                      _trip_figure(None), False))
@@ -383,8 +470,9 @@ def run_suite(full: bool = False, scale: float = 1.0, rounds: int = 3, peers: Op
     for i, (label, make, unit, figure, higher) in enumerate(plan, 1):
         if progress:
             progress(f"[{i}/{len(plan)}] {label}")
-        per_peer = _compare(make, peers, rounds)
-        for peer in peers:
+        these = [p for p in peers if not (label[0].isdigit() and p in SINGLE_ENDED)]  # "2x2 ...", "4x4 ..."
+        per_peer = _compare(make, these, rounds)
+        for peer in these:
             results.append({"workload": label, "peer": peer, "figure": figure(per_peer[peer]), "unit": unit,
                             "higher_is_better": higher})
             if label == "ping-pong 64 B, median":  # the same trips give the tail too

@@ -57,6 +57,20 @@ def test_workload_arguments_are_checked():
         _bench.OneWay("ringbuf", payload=64, count=1)
 
 
+@pytest.mark.parametrize("peer", ["ringbuf", "mp.Queue"])
+def test_many_to_many_workload_counts_every_message(peer):
+    wl = _bench.ManyToMany(peer, 64, 400, producers=3, consumers=2)
+    try:
+        for _ in range(2):
+            wl.prepare()
+            assert wl.run() > 0  # raises if any message went missing
+            wl.finish()
+    finally:
+        wl.dispose()
+    with pytest.raises(ValueError, match="Pipe"):
+        _bench.ManyToMany("mp.Pipe", 64, 10, 2, 2)
+
+
 def test_comparison_alternates_the_peers():
     cmp = _bench.Comparison({p: _bench.OneWay(p, payload=64, count=200) for p in sorted(_bench.PEERS)})
     try:
@@ -113,7 +127,9 @@ def test_bench_json_and_full_matrix():
     results = json.loads(out.stdout)
     workloads = {r["workload"] for r in results}
     assert {"one-way 8 B", "one-way 16777216 B", "float32 array 16 MiB", "ping-pong 64 B, parked, median",
-            "memcpy 16 MiB"} <= workloads
+            "2x2 64 B", "4x4 64 B", "memcpy 16 MiB"} <= workloads
+    # A Pipe end takes one reader and one writer: no Pipe row for many-to-many.
+    assert {r["peer"] for r in results if r["workload"] == "4x4 64 B"} == {"ringbuf", "mp.Queue"}
     for r in results:
         assert r["figure"] > 0
         if r["peer"] not in ("mp.Queue", "numpy"):
