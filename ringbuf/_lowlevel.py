@@ -22,9 +22,7 @@ MIN_SIZE: int = lib.RB_MIN_SIZE
 MAX_SIZE: int = lib.RB_MAX_SIZE
 MAX_CAPACITY: int = lib.RB_MAX_CAPACITY
 NAME_MAX: int = lib.RB_NAME_MAX
-RECORD_HEADER: int = lib.RB_REC_HDR
 DATA_OFFSET: int = lib.RB_DATA_OFF
-MAGIC: int = lib.RB_MAGIC
 LAYOUT_VERSION: int = lib.RB_LAYOUT_VERSION
 
 #: Byte offsets of the shared header's fields, as the compiler laid them out.
