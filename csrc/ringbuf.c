@@ -32,12 +32,21 @@
  * recv_futex.  When nobody is counted as parked no system call is made.
  *
  * Whom to wake: any receiver can take any message, so a send of k messages
- * wakes up to k receivers.  A receive can free room that suits one parked sender and not
- * another (records differ in size), so it wakes every parked sender and lets
- * them retry; waking only one could leave a sender whose record fits asleep
- * behind one whose record does not.  A woken waiter always retries its
- * operation before looking at its deadline, so a wake is never spent on a
- * waiter that then gives up.
+ * wakes up to k receivers.  Senders are woken one at a time, as Go wakes one
+ * goroutine from sendq, so that hundreds of parked senders do not all rush
+ * the lock for the room one receive freed.  Records differ in size, though:
+ * the sender woken may not fit while another parked one would.  So the wake
+ * is a baton.  A woken sender that sends passes it on if room is left and
+ * senders are still parked; a woken sender that does not fit passes it on
+ * before parking again, as long as send_baton allows.  Each receive that
+ * frees room sets send_baton to the number of parked senders, and each
+ * unfitting pass spends one, so the baton visits every parked sender once
+ * (the kernel wakes sleepers on one word in FIFO order) and two senders that
+ * both do not fit cannot wake each other forever.  Should a sender that fits
+ * still be missed, its periodic re-check (RB_RECHECK_NS, see park()) finds
+ * the room.  A woken waiter always retries its operation before looking at
+ * its deadline, and passes the baton on when it gives up, so a wake is never
+ * spent on a waiter that then leaves.
  */
 #define _GNU_SOURCE
 #include "ringbuf.h"
@@ -53,10 +62,10 @@
 
 /* Pin the layout: it is an ABI between every process that maps a segment. */
 _Static_assert(offsetof(struct rb_hdr, magic) == 0, "magic first");
-_Static_assert(offsetof(struct rb_hdr, version) == 8, "layout v1");
-_Static_assert(offsetof(struct rb_hdr, data_off) == 12, "layout v1");
-_Static_assert(offsetof(struct rb_hdr, dataqsiz) == 16, "layout v1");
-_Static_assert(offsetof(struct rb_hdr, size) == 24, "layout v1");
+_Static_assert(offsetof(struct rb_hdr, version) == 8, "identity line: the same in every version");
+_Static_assert(offsetof(struct rb_hdr, data_off) == 12, "identity line: the same in every version");
+_Static_assert(offsetof(struct rb_hdr, dataqsiz) == 16, "identity line: the same in every version");
+_Static_assert(offsetof(struct rb_hdr, size) == 24, "identity line: the same in every version");
 _Static_assert(offsetof(struct rb_hdr, lock) == RB_CACHELINE, "lock on its own line");
 _Static_assert(offsetof(struct rb_hdr, used) + 8 <= offsetof(struct rb_hdr, sendpos),
                "lock line ends before the sender line");
@@ -359,7 +368,11 @@ static void reap(struct rb_hdr *h, struct rb_side side)
 /*
  * Park the caller on `side` (lock held on entry, dropped here): read the
  * futex word, count the caller in (with a slot if one is free), drop the
- * lock, sleep while the word still holds what was read, then count it out.
+ * lock, wake one other waiter if `pass`, sleep while the word still holds
+ * what was read, then count it out.
+ *
+ * Returns RB_OK when woken, RB_ETIMEDOUT when the sleep ran out (the
+ * deadline, or a periodic re-check), RB_EINTR on a signal.
  *
  * Sleep at most RB_RECHECK_NS at a time.  A wake-up is only ever owed by a
  * live process, but a process can be killed after its commit and before its
@@ -367,7 +380,7 @@ static void reap(struct rb_hdr *h, struct rb_side side)
  * periodic re-check bounds what such a death can cost the sleepers to
  * RB_RECHECK_NS.  It is not how waiters normally wake.
  */
-static int park(struct rb_chan *ch, struct rb_side side, int64_t deadline)
+static int park(struct rb_chan *ch, struct rb_side side, int pass, int64_t deadline)
 {
     static uint32_t serial;
     uint32_t seq = LOAD(*side.futex);
@@ -387,6 +400,10 @@ static int park(struct rb_chan *ch, struct rb_side side, int64_t deadline)
     }
     INC(*side.count);
     rb_unlock(ch);
+    /* A baton handed on (the caller bumped the word before we read it, so
+     * this wake cannot be meant for us, and we are not asleep yet). */
+    if (pass)
+        rb_futex_wake(side.futex, 1);
 
     if (deadline >= 0 && deadline < until)
         until = deadline;
@@ -397,31 +414,62 @@ static int park(struct rb_chan *ch, struct rb_side side, int64_t deadline)
     if (slot < 0 || __atomic_compare_exchange_n(&side.slots[slot].token, &token, 0, 0, __ATOMIC_ACQ_REL,
                                                 __ATOMIC_RELAXED))
         count_out(side.count);
-    return r == EINTR ? RB_EINTR : RB_OK;
+    /* 0: woken.  EAGAIN: the word moved before we slept, so a wake-up was
+     * meant for this side and may have found nobody else asleep; count it as
+     * ours. */
+    if (r == 0 || r == EAGAIN)
+        return RB_OK;
+    return r == EINTR ? RB_EINTR : RB_ETIMEDOUT;
 }
 
 /* ---- waiting for room or data ----------------------------------------- */
+
+/* Lock held, called by a sender that was woken for room: hand the wake-up
+ * on to the next parked sender if there is one and `pass` allows.  Returns
+ * whether to make the wake call once the lock is dropped. */
+static int pass_baton(struct rb_hdr *h, int pass)
+{
+    if (!pass || LOAD(h->sendq) == 0)
+        return 0;
+    INC(h->send_futex);
+    return 1;
+}
+
+/* Lock held: may a woken sender that sent hand the baton on?  Only if a
+ * minimal record still fits; a sender with a larger one finds out itself. */
+static int room_left(const struct rb_chan *ch)
+{
+    return room_for(ch, RB_REC_HDR);
+}
 
 /*
  * Take the lock and return RB_OK still holding it once there is room for a
  * record of `need` bytes; otherwise return a status with the lock dropped.
  * The order of the checks is the order of precedence: a damaged header, then
  * closed, then room, then the deadline, then spin once, then park.
+ * *woken says whether the caller was woken for the room it got; if so, it
+ * owes the baton (see "Whom to wake") once it has sent.
  */
-static int lock_room(struct rb_chan *ch, uint64_t need, int64_t deadline)
+static int lock_room(struct rb_chan *ch, uint64_t need, int64_t deadline, int *woken)
 {
     struct rb_hdr *h = ch->hdr;
-    int spun = 0, rc;
+    int spun = 0, wake = 0, rc;
 
+    *woken = 0;
     for (;;) {
-        if ((rc = rb_lock(ch, deadline)) != RB_OK)
+        if ((rc = rb_lock(ch, deadline)) != RB_OK) {
+            /* Leaving with a wake-up in hand: hand it on as best we can
+             * without the lock (the re-check covers one that finds nobody). */
+            if (*woken)
+                rb_futex_wake(&h->send_futex, 1);
             return rc;
+        }
         if (!hdr_sane(ch, h->sendx)) {
             rb_unlock(ch);
             return RB_ECORRUPT;
         }
 
-        /* Closed: no more sends, whatever the room. */
+        /* Closed: no more sends, whatever the room (close woke everyone). */
         if (h->closed) {
             rb_unlock(ch);
             return RB_ECLOSED;
@@ -431,9 +479,20 @@ static int lock_room(struct rb_chan *ch, uint64_t need, int64_t deadline)
         if (room_for(ch, need))
             return RB_OK;
 
+        /* Woken, but this record does not fit: the room may suit another
+         * parked sender, so hand the wake-up on while the budget lasts. */
+        if (*woken) {
+            *woken = 0;
+            wake = pass_baton(h, h->send_baton > 0);
+            if (wake)
+                h->send_baton--;
+        }
+
         /* No room and no time left (a non-blocking call lands here at once). */
         if (expired(deadline)) {
             rb_unlock(ch);
+            if (wake)
+                rb_futex_wake(&h->send_futex, 1);
             return RB_ETIMEDOUT;
         }
 
@@ -442,13 +501,19 @@ static int lock_room(struct rb_chan *ch, uint64_t need, int64_t deadline)
             uint64_t seen = LOAD(h->received);
 
             rb_unlock(ch);
+            if (wake)
+                rb_futex_wake(&h->send_futex, 1);
+            wake = 0;
             spin(&h->received, seen, &h->send_futex, deadline);
             spun = 1;
             continue;
         }
         h->send_parks++;
-        if ((rc = park(ch, senders(h), deadline)) != RB_OK)
+        rc = park(ch, senders(h), wake, deadline);
+        wake = 0;
+        if (rc == RB_EINTR)
             return rc;
+        *woken = rc == RB_OK;
     }
 }
 
@@ -492,7 +557,7 @@ static int lock_nonempty(struct rb_chan *ch, int64_t deadline)
             continue;
         }
         h->recv_parks++;
-        if ((rc = park(ch, receivers(h), deadline)) != RB_OK)
+        if ((rc = park(ch, receivers(h), 0, deadline)) == RB_EINTR)
             return rc;
     }
 }
@@ -564,7 +629,7 @@ static int lock_head(struct rb_chan *ch, int64_t deadline, uint64_t *len)
 }
 
 /* Release the head record (of payload length len): the commit point of a
- * receive.  Returns whether to wake parked senders after the lock drops. */
+ * receive.  Returns whether to wake a parked sender after the lock drops. */
 static int release_head(struct rb_chan *ch, uint64_t len)
 {
     struct rb_hdr *h = ch->hdr;
@@ -581,22 +646,20 @@ static int release_head(struct rb_chan *ch, uint64_t len)
     if (LOAD(h->sendq) == 0)
         return 0;
     INC(h->send_futex);
+    h->send_baton = LOAD(h->sendq);
     h->recv_wakes++;
     return 1;
 }
 
-static void unlock_and_wake_receivers(struct rb_chan *ch, int n)
+/* Drop the lock, then wake `receivers` parked receivers and, if `sender`, one
+ * parked sender. */
+static void unlock_and_wake(struct rb_chan *ch, int receivers, int sender)
 {
     rb_unlock(ch);
-    if (n > 0)
-        rb_futex_wake(&ch->hdr->recv_futex, n);
-}
-
-static void unlock_and_wake_senders(struct rb_chan *ch, int wake)
-{
-    rb_unlock(ch);
-    if (wake)
-        rb_futex_wake(&ch->hdr->send_futex, RB_WAKE_ALL);
+    if (receivers > 0)
+        rb_futex_wake(&ch->hdr->recv_futex, receivers);
+    if (sender)
+        rb_futex_wake(&ch->hdr->send_futex, 1);
 }
 
 /* ---- send ---------------------------------------------------------------- */
@@ -604,7 +667,7 @@ static void unlock_and_wake_senders(struct rb_chan *ch, int wake)
 int rb_sendv(struct rb_chan *ch, const struct rb_iov *iov, uint32_t n, int64_t deadline)
 {
     uint64_t len = 0, max = ch->size - RB_REC_HDR, need, end;
-    int rc;
+    int rc, woken, receivers;
 
     for (uint32_t i = 0; i < n; i++) {
         if (iov[i].len > max - len)
@@ -612,10 +675,11 @@ int rb_sendv(struct rb_chan *ch, const struct rb_iov *iov, uint32_t n, int64_t d
         len += iov[i].len;
     }
     need = RB_REC_HDR + align8(len);
-    if ((rc = lock_room(ch, need, deadline)) != RB_OK)
+    if ((rc = lock_room(ch, need, deadline, &woken)) != RB_OK)
         return rc;
     end = put_record(ch, ch->hdr->sendx, iov, n, len);
-    unlock_and_wake_receivers(ch, publish(ch, end, 1, need));
+    receivers = publish(ch, end, 1, need);
+    unlock_and_wake(ch, receivers, pass_baton(ch->hdr, woken && room_left(ch)));
     return RB_OK;
 }
 
@@ -632,7 +696,7 @@ int rb_send_batch(struct rb_chan *ch, const void *data, const uint64_t *lens, ui
     struct rb_hdr *h = ch->hdr;
     const uint8_t *src = data;
     uint64_t done = 0;
-    int rc = RB_OK;
+    int rc = RB_OK, woken, receivers;
 
     *sent_out = 0;
     for (uint64_t i = 0; i < n; i++)
@@ -645,7 +709,7 @@ int rb_send_batch(struct rb_chan *ch, const void *data, const uint64_t *lens, ui
         /* Wait for room for the next message, then write as many as fit and
          * publish them together.  The fit test adds what this batch has
          * written but not yet published to the committed counts. */
-        if ((rc = lock_room(ch, RB_REC_HDR + align8(lens[done]), deadline)) != RB_OK)
+        if ((rc = lock_room(ch, RB_REC_HDR + align8(lens[done]), deadline, &woken)) != RB_OK)
             break;
         off = h->sendx;
         do {
@@ -658,7 +722,8 @@ int rb_send_batch(struct rb_chan *ch, const void *data, const uint64_t *lens, ui
             done++;
         } while (done < n && h->qcount + count < ch->dataqsiz &&
                  h->used + bytes + RB_REC_HDR + align8(lens[done]) <= ch->size);
-        unlock_and_wake_receivers(ch, publish(ch, off, count, bytes));
+        receivers = publish(ch, off, count, bytes);
+        unlock_and_wake(ch, receivers, pass_baton(h, woken && room_left(ch)));
         *sent_out = done;
     }
     return rc;
@@ -679,7 +744,7 @@ int64_t rb_recv(struct rb_chan *ch, void *buf, uint64_t cap, uint64_t *need_out,
         return -RB_ESMALLBUF;
     }
     ring_get(ch, wrap(ch, ch->hdr->recvx + RB_REC_HDR), buf, len);
-    unlock_and_wake_senders(ch, release_head(ch, len));
+    unlock_and_wake(ch, 0, release_head(ch, len));
     return (int64_t)len;
 }
 
@@ -716,7 +781,7 @@ int64_t rb_recv_batch(struct rb_chan *ch, void *buf, uint64_t cap, uint64_t *len
         lens[count++] = len;
         off += len;
     }
-    unlock_and_wake_senders(ch, wake);
+    unlock_and_wake(ch, 0, wake);
     return (int64_t)count;
 }
 
@@ -761,7 +826,7 @@ int rb_recv_at(struct rb_chan *ch, uint64_t token, uint64_t skip, void *dst, uin
     }
     /* recvx < size and skip <= len <= size - 8: the sum is below 2 * size. */
     ring_get(ch, wrap(ch, ch->hdr->recvx + RB_REC_HDR + skip), dst, n);
-    unlock_and_wake_senders(ch, release_head(ch, len));
+    unlock_and_wake(ch, 0, release_head(ch, len));
     return RB_OK;
 }
 
@@ -777,7 +842,7 @@ void rb_pass_wake(struct rb_chan *ch)
         h->send_wakes++;
         wake = 1;
     }
-    unlock_and_wake_receivers(ch, wake);
+    unlock_and_wake(ch, wake, 0);
 }
 
 int rb_close(struct rb_chan *ch)

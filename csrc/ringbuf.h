@@ -32,7 +32,7 @@
 #include <sys/types.h>
 
 #define RB_MAGIC          0x31465542474e4952ULL /* the bytes "RINGBUF1" on little-endian */
-#define RB_LAYOUT_VERSION 1
+#define RB_LAYOUT_VERSION 2
 #define RB_CACHELINE      64
 #define RB_DATA_OFF       4096  /* the ring starts page-aligned */
 #define RB_REC_HDR        8     /* bytes of length before each payload */
@@ -164,6 +164,10 @@ struct rb_hdr {
                                  * bumps it to wake them */
     uint64_t recoveries;        /* times a lock was taken over from a dead owner */
     uint64_t waiters_reaped;    /* parked waiters struck off because they died */
+    uint32_t send_baton;        /* how many more times a woken sender whose record
+                                 * does not fit may hand its wake-up on to the
+                                 * next parked sender; every receive that frees
+                                 * room resets it to sendq (see "Whom to wake") */
 
     /* Line 5: unfinished tasks, for ringbuf.JoinableQueue only.  Changed with
      * atomic operations, without the lock: put adds one, task_done takes one

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -82,6 +83,52 @@ def test_one_send_wakes_one_of_several_parked_receivers(make_channel):
     assert got == [("message", b"0"), ("message", b"1"), ("message", b"2")]
     for p in procs:
         p.join(5)
+
+
+def test_a_receive_wakes_one_parked_sender_not_all_of_them(make_channel):
+    # Thirty threads parked on a full channel of capacity 1.  Each receive
+    # frees room for exactly one of them; waking all thirty would send 29
+    # back to sleep, and send_parks would climb by about 29 per receive.
+    ch = make_channel(capacity=1)
+    ch.send_bytes(b"x")
+    threads = [threading.Thread(target=ch.send_bytes, args=(b"y",)) for _ in range(30)]
+    for t in threads:
+        t.start()
+    wait_until(lambda: ch.stats().sendq == 30, what="thirty senders parking")
+    parks = ch.stats().send_parks
+    for _ in range(10):
+        ch.recv_bytes(timeout=5)
+    wait_until(lambda: ch.stats().sendq == 20 and len(ch) == 1, what="ten senders getting through")
+    # Ten woken senders, plus at most one periodic re-check per sleeper.
+    assert ch.stats().send_parks - parks <= 10 + 30
+    for _ in range(20):
+        ch.recv_bytes(timeout=5)
+    for t in threads:
+        t.join(5)
+    assert ch.recv_bytes(timeout=5) == b"y" and len(ch) == 0
+
+
+def test_room_that_suits_a_later_parked_sender_reaches_it(make_channel):
+    # A big record parks first, a small one second.  A receive frees room for
+    # the small one only: the wake-up goes to the big sender, which must hand
+    # it on rather than keep it.
+    ch = make_channel(capacity=100, size=256)
+    ch.send_bytes(b"a" * 100)
+    ch.send_bytes(b"b" * 100)
+    results = ctx.Queue()
+    big = start(_workers.send_one, ch, b"B" * 200, None, results)
+    wait_until(lambda: ch.stats().sendq == 1, what="the big sender parking")
+    small = start(_workers.send_one, ch, b"s" * 50, None, results)
+    wait_until(lambda: ch.stats().sendq == 2, what="the small sender parking")
+    assert ch.recv_bytes() == b"a" * 100
+    assert results.get(timeout=5) == ("sent", 50)
+    small.join(5)
+    assert ch.stats().sendq == 1
+    assert ch.recv_bytes() == b"b" * 100
+    assert ch.recv_bytes() == b"s" * 50
+    assert results.get(timeout=5) == ("sent", 200)
+    assert ch.recv_bytes(timeout=5) == b"B" * 200
+    big.join(5)
 
 
 # -- timeouts ----------------------------------------------------------------
