@@ -42,7 +42,10 @@
  * frees room sets send_baton to the number of parked senders, and each
  * unfitting pass spends one, so the baton visits every parked sender once
  * (the kernel wakes sleepers on one word in FIFO order) and two senders that
- * both do not fit cannot wake each other forever.  Should a sender that fits
+ * both do not fit cannot wake each other forever.  Nobody is woken, or
+ * passed to, unless the room fits the smallest record a parked sender holds
+ * (send_min_need): once a sender that was not parked takes the room, the
+ * baton stops instead of visiting every sleeper for nothing.  Should a sender that fits
  * still be missed, its periodic re-check (RB_RECHECK_NS, see park()) finds
  * the room.  A woken waiter always retries its operation before looking at
  * its deadline, and passes the baton on when it gives up, so a wake is never
@@ -424,22 +427,23 @@ static int park(struct rb_chan *ch, struct rb_side side, int pass, int64_t deadl
 
 /* ---- waiting for room or data ----------------------------------------- */
 
-/* Lock held, called by a sender that was woken for room: hand the wake-up
- * on to the next parked sender if there is one and `pass` allows.  Returns
- * whether to make the wake call once the lock is dropped. */
-static int pass_baton(struct rb_hdr *h, int pass)
+/* Lock held: is a sender parked whose record may fit the room there is now?
+ * send_min_need is a lower bound on every parked sender's need, so when this
+ * says no, waking one would be wasted. */
+static int room_for_parked_sender(const struct rb_chan *ch)
 {
-    if (!pass || LOAD(h->sendq) == 0)
-        return 0;
-    INC(h->send_futex);
-    return 1;
+    return LOAD(ch->hdr->sendq) > 0 && room_for(ch, ch->hdr->send_min_need);
 }
 
-/* Lock held: may a woken sender that sent hand the baton on?  Only if a
- * minimal record still fits; a sender with a larger one finds out itself. */
-static int room_left(const struct rb_chan *ch)
+/* Lock held, called by a sender that was woken for room: hand the wake-up
+ * on to the next parked sender if `pass` allows and there is room it may
+ * fit.  Returns whether to make the wake call once the lock is dropped. */
+static int pass_baton(struct rb_chan *ch, int pass)
 {
-    return room_for(ch, RB_REC_HDR);
+    if (!pass || !room_for_parked_sender(ch))
+        return 0;
+    INC(ch->hdr->send_futex);
+    return 1;
 }
 
 /*
@@ -483,7 +487,7 @@ static int lock_room(struct rb_chan *ch, uint64_t need, int64_t deadline, int *w
          * parked sender, so hand the wake-up on while the budget lasts. */
         if (*woken) {
             *woken = 0;
-            wake = pass_baton(h, h->send_baton > 0);
+            wake = pass_baton(ch, h->send_baton > 0);
             if (wake)
                 h->send_baton--;
         }
@@ -508,6 +512,8 @@ static int lock_room(struct rb_chan *ch, uint64_t need, int64_t deadline, int *w
             spun = 1;
             continue;
         }
+        if (LOAD(h->sendq) == 0 || need < h->send_min_need)
+            h->send_min_need = need;
         h->send_parks++;
         rc = park(ch, senders(h), wake, deadline);
         wake = 0;
@@ -643,7 +649,7 @@ static int release_head(struct rb_chan *ch, uint64_t len)
     STORE(h->used, h->used - bytes);
     STORE(h->qcount, h->qcount - 1);
     STORE(h->received, h->received + 1);
-    if (LOAD(h->sendq) == 0)
+    if (!room_for_parked_sender(ch))
         return 0;
     INC(h->send_futex);
     h->send_baton = LOAD(h->sendq);
@@ -679,7 +685,7 @@ int rb_sendv(struct rb_chan *ch, const struct rb_iov *iov, uint32_t n, int64_t d
         return rc;
     end = put_record(ch, ch->hdr->sendx, iov, n, len);
     receivers = publish(ch, end, 1, need);
-    unlock_and_wake(ch, receivers, pass_baton(ch->hdr, woken && room_left(ch)));
+    unlock_and_wake(ch, receivers, pass_baton(ch, woken));
     return RB_OK;
 }
 
@@ -723,7 +729,7 @@ int rb_send_batch(struct rb_chan *ch, const void *data, const uint64_t *lens, ui
         } while (done < n && h->qcount + count < ch->dataqsiz &&
                  h->used + bytes + RB_REC_HDR + align8(lens[done]) <= ch->size);
         receivers = publish(ch, off, count, bytes);
-        unlock_and_wake(ch, receivers, pass_baton(h, woken && room_left(ch)));
+        unlock_and_wake(ch, receivers, pass_baton(ch, woken));
         *sent_out = done;
     }
     return rc;

@@ -164,6 +164,10 @@ struct rb_hdr {
                                  * bumps it to wake them */
     uint64_t recoveries;        /* times a lock was taken over from a dead owner */
     uint64_t waiters_reaped;    /* parked waiters struck off because they died */
+    uint64_t send_min_need;     /* a lower bound on the ring bytes any parked sender
+                                 * needs: the smallest need among those that
+                                 * parked since sendq was last 0.  Nobody is
+                                 * woken for room that fits none of them. */
     uint32_t send_baton;        /* how many more times a woken sender whose record
                                  * does not fit may hand its wake-up on to the
                                  * next parked sender; every receive that frees

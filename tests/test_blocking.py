@@ -131,6 +131,21 @@ def test_room_that_suits_a_later_parked_sender_reaches_it(make_channel):
     big.join(5)
 
 
+def test_room_too_small_for_every_parked_sender_wakes_nobody(make_channel):
+    ch = make_channel(capacity=100, size=256)
+    ch.send_bytes(b"a" * 100)
+    ch.send_bytes(b"b" * 100)
+    results = ctx.Queue()
+    proc = start(_workers.send_one, ch, b"B" * 200, None, results)
+    wait_until(lambda: ch.stats().sendq == 1, what="the sender parking")
+    assert ch.recv_bytes() == b"a" * 100  # frees 112 of the 208 bytes it needs
+    assert ch.stats().recv_wakes == 0
+    assert ch.recv_bytes() == b"b" * 100  # now it fits
+    assert results.get(timeout=5) == ("sent", 200)
+    proc.join(5)
+    assert ch.stats().recv_wakes == 1
+
+
 # -- timeouts ----------------------------------------------------------------
 
 
