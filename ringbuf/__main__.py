@@ -10,9 +10,9 @@ from typing import List, Optional
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ringbuf", description="ringbuf command line")
     sub = parser.add_subparsers(dest="command", required=True)
-    d = sub.add_parser("demo", help="a fast producer held back by a slow consumer through a bounded channel")
-    d.add_argument("--seconds", type=float, default=5.0, help="how long to run (default 5)")
-    d.add_argument("--capacity", type=int, default=64, help="channel capacity in messages (default 64)")
+    d = sub.add_parser("demo", help="the out-of-memory incident: a thread per message against one producer")
+    d.add_argument("--seconds", type=int, default=6, help="how long to run each of the three variants (default 6)")
+    d.add_argument("--plot", metavar="FILE.png", help="draw memory and parked senders over time (matplotlib)")
     b = sub.add_parser("bench", help="ringbuf against multiprocessing.Queue and Pipe, same workloads, same run")
     b.add_argument("--full", action="store_true", help="the whole matrix: a payload sweep from 8 B to 16 MiB, "
                    "arrays, the wake path (several minutes)")
@@ -35,7 +35,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.command == "demo":
             from ringbuf._demo import demo
 
-            return demo(args.seconds, args.capacity)
+            return demo(args.seconds, plot_path=args.plot)
         if args.command == "bench":
             import json
 
