@@ -112,6 +112,31 @@ def test_messages_longer_than_the_scratch_buffer(make_channel):
     assert ch.recv_bytes() == b"small"
 
 
+def test_long_messages_received_by_several_threads_at_once(make_channel):
+    # Long messages go through kept receive buffers; threads receiving at
+    # once must each get whole messages of their own, whatever their sizes.
+    import threading
+
+    ch = make_channel(capacity=8, size=4 << 20)
+    msgs = [os.urandom(n) for n in range(70_000, 700_000, 9_000)]
+    got, lock = [], threading.Lock()
+
+    def receiver():
+        for msg in ch.iter_bytes():
+            with lock:
+                got.append(msg)
+
+    threads = [threading.Thread(target=receiver) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for msg in msgs:
+        ch.send_bytes(msg)
+    ch.close()
+    for t in threads:
+        t.join(30)
+    assert sorted(got) == sorted(msgs)
+
+
 def test_close_drains_then_ends(make_channel):
     ch = make_channel(capacity=10)
     ch.send_bytes(b"1")
