@@ -675,7 +675,13 @@ static int release_head(struct rb_chan *ch, uint64_t len)
 }
 
 /* Drop the lock, then wake `receivers` parked receivers and, if `sender`, one
- * parked sender. */
+ * parked sender.  After a wake call, yield the CPU once: the kernel tends to
+ * put the woken process on this CPU, where it would wait for us to block or
+ * be preempted.  (Round trip to a parked echo process: 61-67 us with the
+ * yield against 74-76 us for a pipe in the same runs; without it, level with
+ * the pipe.  It costs nothing when nobody is parked, since then no wake call
+ * is made; 4x4 producers and consumers, which wake often, measured 436-531k
+ * msg/s with it and 547-565k without.) */
 static void unlock_and_wake(struct rb_chan *ch, int receivers, int sender)
 {
     rb_unlock(ch);
@@ -683,6 +689,8 @@ static void unlock_and_wake(struct rb_chan *ch, int receivers, int sender)
         rb_futex_wake(&ch->hdr->recv_futex, receivers);
     if (sender)
         rb_futex_wake(&ch->hdr->send_futex, 1);
+    if (receivers > 0 || sender)
+        sched_yield();
 }
 
 /* ---- send ---------------------------------------------------------------- */
