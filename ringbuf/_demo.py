@@ -200,6 +200,13 @@ def run_variant(variant: str, seconds: float, out: TextIO, rate: float = INBOUND
     try:
         consumer.start()
         producer.start()
+        # Start the clock when the producer takes its first message, not
+        # when it was started: a spawned interpreter takes a while to boot.
+        boot = time.monotonic()
+        while taken.value == 0:
+            if producer.exitcode is not None or time.monotonic() - boot > 60:
+                raise RuntimeError(f"demo: the {variant} producer did not start")
+            time.sleep(0.01)
         t0 = time.monotonic()
         was_capped = False
         for tick in range(1, int(seconds) + 1):
