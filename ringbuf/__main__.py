@@ -15,7 +15,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     d.add_argument("--plot", metavar="FILE.png", help="draw memory and parked senders over time (matplotlib)")
     b = sub.add_parser("bench", help="ringbuf against multiprocessing.Queue and Pipe, same workloads, same run")
     b.add_argument("--full", action="store_true", help="the whole matrix: a payload sweep from 8 B to 16 MiB, "
-                   "arrays, the wake path (several minutes)")
+                   "arrays, 2x2 and 4x4, the wake-up of a parked receiver (a few minutes)")
     b.add_argument("--json", action="store_true", help="print the results as JSON")
     b.add_argument("--plot", metavar="FILE.png", help="draw throughput against payload size (needs --full, matplotlib)")
     b.add_argument("--rounds", type=int, default=3, help="alternating rounds per workload (default 3)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.queues
 import statistics
+import struct
 import time
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
@@ -153,6 +154,17 @@ def _producer(peer_name: str, ep: Any, kind: str, payload: Any, count: int, go: 
         send(ep, payload)
 
 
+def _wake_receiver(peer_name: str, ep: Any, count: int, results: Any, ready: Any) -> None:
+    """Receive count timestamps; report how long after each was taken it arrived."""
+    recv, clock, unpack = PEERS[peer_name].recv_raw, time.perf_counter, _STAMP.unpack
+    ready.set()
+    delays = []
+    for _ in range(count):
+        msg = recv(ep)
+        delays.append(clock() - unpack(msg)[0])
+    results.put(delays)
+
+
 def _echo(peer_name: str, requests: Any, replies: Any, count: int, ready: Any) -> None:
     p = PEERS[peer_name]
     ready.set()
@@ -232,16 +244,10 @@ class OneWay(_Workload):
 
 
 class PingPong(_Workload):
-    """Round trips to an echo process; ``run()`` returns each trip's seconds.
+    """Round trips to an echo process; ``run()`` returns each trip's seconds."""
 
-    With ``pause`` > 0, this process sleeps that long before each trip, so
-    the echo process has given up spinning and is parked when the request
-    comes: the trip then measures the wake path (send, wake, receive).
-    """
-
-    def __init__(self, peer: str, payload: int, count: int, pause: float = 0.0) -> None:
+    def __init__(self, peer: str, payload: int, count: int) -> None:
         super().__init__(peer, payload, count)
-        self.pause = pause
         self.payload = b"x" * payload
         self.requests, self.replies = self.peer.make(payload), self.peer.make(payload)
 
@@ -251,11 +257,9 @@ class PingPong(_Workload):
     def run(self) -> List[float]:
         send, recv, payload = self.peer.send_raw, self.peer.recv_raw, self.payload
         a, b = self.requests, self.replies
-        clock, pause, sleep = time.perf_counter, self.pause, time.sleep
+        clock = time.perf_counter
         trips = []
         for _ in range(self.count):
-            if pause:
-                sleep(pause)
             t0 = clock()
             send(a, payload)
             recv(b)
@@ -266,6 +270,41 @@ class PingPong(_Workload):
         self.finish()
         self.peer.dispose(self.requests)
         self.peer.dispose(self.replies)
+
+
+_STAMP = struct.Struct("<d")
+
+
+class WakeUp(_Workload):
+    """The wake path: a receiver process parked on an empty endpoint, and the
+    time from just before a send to the moment its receive returns.
+
+    This process sleeps ``pause`` before each send, long enough for the
+    receiver to give up spinning and park.  Each message carries the
+    sender's ``time.perf_counter()`` (CLOCK_MONOTONIC, the same clock in
+    every process); ``run()`` returns each delay in seconds.
+    """
+
+    def __init__(self, peer: str, count: int, pause: float = 0.002) -> None:
+        super().__init__(peer, _STAMP.size, count)
+        self.pause = pause
+        self.ep = self.peer.make(_STAMP.size)
+
+    def prepare(self) -> None:
+        self.results = _ctx.Queue()
+        self._start(_wake_receiver, self.ep, self.count, self.results)
+
+    def run(self) -> List[float]:
+        send, ep, clock, sleep, pack = self.peer.send_raw, self.ep, time.perf_counter, time.sleep, _STAMP.pack
+        for _ in range(self.count):
+            sleep(self.pause)
+            send(ep, pack(clock()))
+        delays: List[float] = self.results.get(timeout=60)
+        return delays
+
+    def dispose(self) -> None:
+        self.finish()
+        self.peer.dispose(self.ep)
 
 
 class Comparison:
@@ -490,17 +529,19 @@ def run_suite(full: bool = False, scale: float = 1.0, rounds: int = 3, peers: Op
         plan.append((label, _one_way(kind, payload, n), "B/s" if in_bytes else "msg/s",
                      _median_times(payload if in_bytes else 1), True))
 
-    def ping(pause: float, count: int) -> Callable[[str], PingPong]:
-        return lambda peer: PingPong(peer, 64, count, pause=pause)
+    def ping(count: int) -> Callable[[str], PingPong]:
+        return lambda peer: PingPong(peer, 64, count)
 
-    plan.append(("ping-pong 64 B, median", ping(0.0, trips), "us", _trip_figure(None), False))
+    def wake(count: int) -> Callable[[str], WakeUp]:
+        return lambda peer: WakeUp(peer, count)
+
+    plan.append(("ping-pong 64 B, median", ping(trips), "us", _trip_figure(None), False))
     if full:
         for m in (2, 4):
             plan.append((f"{m}x{m} 64 B", _many(m, max(2 * m, int(100_000 * scale))), "msg/s",
                          _median_times(1), True))
     if full:
-        # The echo process has given up spinning and parked: send, wake, receive.
-        plan.append(("ping-pong 64 B, parked, median", ping(0.002, max(10, trips // 20)), "us",
+        plan.append(("wake-up of a parked receiver, median", wake(max(10, trips // 20)), "us",
                      _trip_figure(None), False))
 
     results: List[Dict[str, Any]] = []

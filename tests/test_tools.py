@@ -118,6 +118,19 @@ def test_ping_pong_workload(peer):
     assert _bench.percentile(trips, 50) <= _bench.percentile(trips, 99) <= max(trips)
 
 
+@pytest.mark.parametrize("peer", sorted(_bench.PEERS))
+def test_wake_up_workload(peer):
+    wl = _bench.WakeUp(peer, count=20, pause=0.001)
+    try:
+        for _ in range(2):
+            wl.prepare()
+            delays = wl.run()
+            wl.finish()
+            assert len(delays) == 20 and min(delays) > 0
+    finally:
+        wl.dispose()
+
+
 def test_percentile():
     xs = [float(i) for i in range(1, 101)]
     assert _bench.percentile(xs, 50) == 50.0
@@ -145,7 +158,7 @@ def test_bench_json_and_full_matrix():
     assert out.returncode == 0, out.stderr
     results = json.loads(out.stdout)
     workloads = {r["workload"] for r in results}
-    assert {"one-way 8 B", "one-way 16777216 B", "float32 array 16 MiB", "ping-pong 64 B, parked, median",
+    assert {"one-way 8 B", "one-way 16777216 B", "float32 array 16 MiB", "wake-up of a parked receiver, median",
             "2x2 64 B", "4x4 64 B", "memcpy 16 MiB"} <= workloads
     # A Pipe end takes one reader and one writer: no Pipe row for many-to-many.
     assert {r["peer"] for r in results if r["workload"] == "4x4 64 B"} == set(_bench.PEERS) - {"mp.Pipe"}
