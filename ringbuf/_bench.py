@@ -154,6 +154,28 @@ def _producer(peer_name: str, ep: Any, kind: str, payload: Any, count: int, go: 
         send(ep, payload)
 
 
+def _consumer(peer_name: str, ep: Any, kind: str, count: int, results: Any, ready: Any) -> None:
+    """Receive count messages; report the rate from the first in hand to the last."""
+    peer = PEERS[peer_name]
+    ready.set()
+    if kind == "batch" and peer.recv_batch is not None:
+        recv_batch = peer.recv_batch
+        first = got = len(recv_batch(ep, BATCH))
+        t0 = time.perf_counter()
+        while got < count:
+            got += len(recv_batch(ep, BATCH))
+    else:
+        recv = peer.recv if kind in ("object", "array") else peer.recv_raw
+        recv(ep)
+        first = 1
+        t0 = time.perf_counter()
+        for _ in range(count - 1):
+            recv(ep)
+    elapsed = time.perf_counter() - t0
+    # With everything in the first batch there is nothing left to time.
+    results.put((count - first) / elapsed if count > first else float("nan"))
+
+
 def _wake_receiver(peer_name: str, ep: Any, count: int, results: Any, ready: Any) -> None:
     """Receive count timestamps; report how long after each was taken it arrived."""
     recv, clock, unpack = PEERS[peer_name].recv_raw, time.perf_counter, _STAMP.unpack
@@ -173,36 +195,44 @@ def _echo(peer_name: str, requests: Any, replies: Any, count: int, ready: Any) -
 
 
 class _Workload:
-    """A helper process per round: ``prepare()`` starts it and waits until it
-    is ready, so process start-up is never measured; ``run()`` is timed."""
+    """Helper processes per round: ``prepare()`` starts them and waits until
+    they are ready, so process start-up is never measured; ``run()`` is timed;
+    ``finish()`` joins them."""
 
     def __init__(self, peer: str, payload: int, count: int) -> None:
         self.peer = PEERS[peer]
         self.name = peer
         self.size = payload
         self.count = count
-        self.proc: Any = None
+        self.procs: List[Any] = []
 
     def _start(self, target: Callable[..., None], *args: Any) -> None:
-        self.finish()
         ready = _ctx.Event()
-        self.proc = _ctx.Process(target=target, args=(self.name, *args, ready))
-        self.proc.start()
+        proc = _ctx.Process(target=target, args=(self.name, *args, ready))
+        proc.start()
+        self.procs.append(proc)
         if not ready.wait(60):
             raise RuntimeError(f"{self.name} helper process did not start")
 
     def finish(self) -> None:
-        if self.proc is not None:
-            self.proc.join(60)
-            self.proc = None
+        for proc in self.procs:
+            proc.join(60)
+        self.procs = []
 
 
 class OneWay(_Workload):
-    """One producer process sends ``count`` messages of one kind; this process
-    receives them.  ``run()`` releases the producer and returns the rate in
-    messages per second, timed from the first message in hand to the last, so
-    that start-up and the time to fill the pipeline are not counted (for any
-    peer)."""
+    """One producer process sends ``count`` messages of one kind to one
+    consumer process.  ``run()`` releases the producer and returns the rate in
+    messages per second the consumer measured, from the first message in hand
+    to the last, so that start-up and the time to fill the pipeline are not
+    counted (for any peer).
+
+    Both ends are fresh processes each round, forked from a parent that moves
+    no messages itself, so that no peer inherits the state another peer's
+    traffic left in the allocator.  (It matters: after a round of
+    mp.Queue, glibc trimmed and regrew the heap around every 32 KiB bytes
+    object a receiving process made, and ringbuf's rate for that row fell from
+    about 180k to 60k messages a second.)"""
 
     def __init__(self, peer: str, payload: int, count: int, kind: str = "bytes") -> None:
         super().__init__(peer, payload, count)
@@ -215,28 +245,15 @@ class OneWay(_Workload):
         self.ep = self.peer.make(payload)
 
     def prepare(self) -> None:
-        self.go = _ctx.Event()
+        self.finish()
+        self.go, self.results = _ctx.Event(), _ctx.Queue()
+        self._start(_consumer, self.ep, self.kind, self.count, self.results)
         self._start(_producer, self.ep, self.kind, self.payload, self.count, self.go)
 
     def run(self) -> float:
-        ep, count = self.ep, self.count
         self.go.set()
-        if self.kind == "batch" and self.peer.recv_batch is not None:
-            recv_batch = self.peer.recv_batch
-            first = got = len(recv_batch(ep, BATCH))
-            t0 = time.perf_counter()
-            while got < count:
-                got += len(recv_batch(ep, BATCH))
-        else:
-            recv = self.peer.recv if self.kind in ("object", "array") else self.peer.recv_raw
-            recv(ep)
-            first = 1
-            t0 = time.perf_counter()
-            for _ in range(count - 1):
-                recv(ep)
-        elapsed = time.perf_counter() - t0
-        # With everything in the first batch there is nothing left to time.
-        return (count - first) / elapsed if count > first else float("nan")
+        rate: float = self.results.get(timeout=600)
+        return rate
 
     def dispose(self) -> None:
         self.finish()
@@ -252,6 +269,7 @@ class PingPong(_Workload):
         self.requests, self.replies = self.peer.make(payload), self.peer.make(payload)
 
     def prepare(self) -> None:
+        self.finish()
         self._start(_echo, self.requests, self.replies, self.count)
 
     def run(self) -> List[float]:
@@ -291,6 +309,7 @@ class WakeUp(_Workload):
         self.ep = self.peer.make(_STAMP.size)
 
     def prepare(self) -> None:
+        self.finish()
         self.results = _ctx.Queue()
         self._start(_wake_receiver, self.ep, self.count, self.results)
 

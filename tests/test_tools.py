@@ -64,7 +64,7 @@ def test_one_way_workload(peer, kind, payload, count):
             wl.prepare()
             assert wl.run() > 0
             wl.finish()
-            assert wl.proc is None
+            assert wl.procs == []
     finally:
         wl.dispose()
 
