@@ -45,9 +45,9 @@
  * both do not fit cannot wake each other forever.  Nobody is woken, or
  * passed to, unless the room fits the smallest record a parked sender holds
  * (send_min_need): once a sender that was not parked takes the room, the
- * baton stops instead of visiting every sleeper for nothing.  Should a sender that fits
- * still be missed, its periodic re-check (RB_RECHECK_NS, see park()) finds
- * the room.  A woken waiter always retries its operation before looking at
+ * baton stops instead of visiting every sleeper for nothing.  Should a
+ * sender that fits still be missed, its periodic re-check (RB_RECHECK_NS,
+ * see park()) finds the room.  A woken waiter always retries its operation before looking at
  * its deadline, and passes the baton on when it gives up, so a wake is never
  * spent on a waiter that then leaves.
  */
@@ -460,6 +460,7 @@ static int pass_baton(struct rb_chan *ch, int pass)
     if (!pass || !room_for_parked_sender(ch))
         return 0;
     INC(ch->hdr->send_futex);
+    ch->hdr->send_wakes++;
     return 1;
 }
 
