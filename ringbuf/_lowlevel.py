@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import threading
 from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Tuple
 
 from ringbuf import errors
@@ -88,29 +89,42 @@ _alloc_raw = ffi.new_allocator(should_clear_after_alloc=False)
 # Buffers for messages longer than SCRATCH_SIZE, received as bytes: the
 # message is copied from the ring into one of these, then into the bytes
 # object.  Memory fresh from the allocator costs a page fault per page on
-# first touch, which made a 256 KiB receive take 300 us instead of 20; so up
-# to _BIG_POOL buffers of up to _BIG_KEEP bytes are kept for reuse.
+# first touch, which made a 256 KiB receive take 300 us instead of 36; so up
+# to _BIG_POOL buffers of up to _BIG_KEEP bytes are kept for reuse.  Threads
+# share them under a lock (cheap next to a copy of 64 KiB or more).
 _big: List[Any] = []
+_big_lock = threading.Lock()
 _BIG_POOL = 4
 _BIG_KEEP = 16 << 20
 
 
 def _take_big(need: int) -> Any:
     """A buffer of at least need bytes: a kept one if one is large enough."""
-    for i, buf in enumerate(_big):
-        if len(buf) >= need:
-            try:
+    with _big_lock:
+        for i, buf in enumerate(_big):
+            if len(buf) >= need:
                 return _big.pop(i)
-            except IndexError:  # another thread took it meanwhile
-                break
     return _alloc_raw("char[]", need)
 
 
 def _give_big(buf: Any) -> None:
-    if len(buf) <= _BIG_KEEP:
+    if len(buf) > _BIG_KEEP:
+        return
+    with _big_lock:
         _big.append(buf)
         if len(_big) > _BIG_POOL:
             _big.remove(min(_big, key=len))
+
+
+def _big_after_fork() -> None:
+    # Another thread may have held the lock when this process forked: start
+    # the child with a fresh lock and pool.
+    global _big_lock
+    _big_lock = threading.Lock()
+    _big.clear()
+
+
+os.register_at_fork(after_in_child=_big_after_fork)
 
 
 def _take_scratch() -> Tuple[Any, Any]:
