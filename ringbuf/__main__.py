@@ -13,7 +13,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     d = sub.add_parser("demo", help="the out-of-memory incident: a thread per message against one producer")
     d.add_argument("--seconds", type=int, default=6, help="how long to run each of the three variants (default 6)")
     d.add_argument("--plot", metavar="FILE.png", help="draw memory and parked senders over time (matplotlib)")
-    b = sub.add_parser("bench", help="ringbuf against multiprocessing.Queue and Pipe, same workloads, same run")
+    b = sub.add_parser("bench", help="ringbuf against multiprocessing.Queue, Pipe and (if installed) faster-fifo, same workloads, same run")
     b.add_argument("--full", action="store_true", help="the whole matrix: a payload sweep from 8 B to 16 MiB, "
                    "arrays, 2x2 and 4x4, the wake-up of a parked receiver (a few minutes)")
     b.add_argument("--json", action="store_true", help="print the results as JSON")
