@@ -36,7 +36,7 @@ import queue
 import sys
 import threading
 import time
-from typing import Any, Callable, Dict, Iterator, List, Optional, TextIO, Tuple
+from typing import Any, Dict, Iterator, List, Optional, TextIO, Tuple
 
 from ringbuf import Channel, Closed
 
@@ -95,10 +95,11 @@ def _send_one(ch: Channel, msg: bytes) -> None:
         pass
 
 
-def _produce_thread_per_message(ch: Channel, taken: Any, capped: Any, stop: Any, rate: float) -> None:
+def _produce_thread_per_message(ch: Channel, taken: Any, capped: Any, stop: Any, rate: float,
+                                max_threads: int = MAX_THREADS) -> None:
     for msg in _source(rate, stop):
         st = proc_status(os.getpid())
-        if st["threads"] >= MAX_THREADS or st["rss"] >= MAX_RSS:
+        if st["threads"] >= max_threads or st["rss"] >= MAX_RSS:
             capped.value = 1
             stop.wait()
             break
@@ -161,8 +162,9 @@ HEADER = f"{'time':>6} {'taken':>7} {'received':>9} {'queued':>7} {'parked':>7} 
 
 
 def run_variant(variant: str, seconds: float, out: TextIO, rate: float = INBOUND_RATE,
-                delay: float = CONSUME_DELAY) -> List[Sample]:
-    """Run one variant for `seconds`, printing a row a second; return the rows."""
+                delay: float = CONSUME_DELAY, max_threads: int = MAX_THREADS) -> List[Sample]:
+    """Run one variant for `seconds`, printing a row a second; return the rows.
+    The bug variant stops taking messages at `max_threads` threads."""
     ctx = multiprocessing.get_context("spawn")
     taken = ctx.Value("q", 0, lock=False)
     capped = ctx.Value("i", 0, lock=False)
@@ -184,9 +186,11 @@ def run_variant(variant: str, seconds: float, out: TextIO, rate: float = INBOUND
             stop.set()
     else:
         ch = Channel(capacity=CAPACITY, size=1 << 20)
-        target: Callable[..., None] = (_produce_thread_per_message if variant == "bug"
-                                       else _produce_one_at_a_time)
-        producer = ctx.Process(target=target, args=(ch, taken, capped, stop, rate))
+        if variant == "bug":
+            producer = ctx.Process(target=_produce_thread_per_message,
+                                   args=(ch, taken, capped, stop, rate, max_threads))
+        else:
+            producer = ctx.Process(target=_produce_one_at_a_time, args=(ch, taken, capped, stop, rate))
         consumer = ctx.Process(target=_consume_channel, args=(ch, delay))
 
         def measure() -> Dict[str, Any]:

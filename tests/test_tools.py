@@ -49,6 +49,15 @@ def test_demo_command_line_draws_a_plot(tmp_path):
     assert "verdict" in out.stdout and png.stat().st_size > 0
 
 
+def test_demo_caps_the_thread_per_message_producer():
+    out = io.StringIO()
+    rows = _demo.run_variant("bug", 2, out, max_threads=60)
+    assert "capped: the producer stopped taking messages" in out.getvalue()
+    # It stops at the cap (the main thread counts too) and takes nothing more.
+    assert all(r.threads <= 60 for r in rows)
+    assert rows[-1].taken == rows[0].taken
+
+
 def test_demo_rejects_less_than_a_second():
     with pytest.raises(ValueError, match="at least 1"):
         _demo.demo(seconds=0.5, out=io.StringIO())
