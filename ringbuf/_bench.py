@@ -476,12 +476,16 @@ SWEEP = [(f"one-way {n} B", "bytes", n, c) for n, c in [
     (8, 100_000), (64, 100_000), (512, 100_000), (4096, 50_000), (32768, 10_000),
     (262144, 2_000), (1 << 20, 400), (16 << 20, 30),
 ]]
-FULL = SWEEP + [
-    ("small dict", "object", 0, 50_000),
-    ("batched 64 B", "batch", 64, 512 * BATCH),
+ARRAY_SWEEP = [
+    ("float32 array 4 KiB", "array", 4096, 50_000),
+    ("float32 array 64 KiB", "array", 65536, 10_000),
     ("float32 array 1 MiB", "array", 1 << 20, 400),
     ("float32 array 16 MiB", "array", 16 << 20, 40),
 ]
+FULL = SWEEP + [
+    ("small dict", "object", 0, 50_000),
+    ("batched 64 B", "batch", 64, 512 * BATCH),
+] + ARRAY_SWEEP
 
 
 def _one_way(kind: str, payload: int, count: int) -> Callable[[str], OneWay]:
@@ -595,7 +599,8 @@ def format_table(results: List[Dict[str, Any]]) -> str:
 
 
 def plot(results: List[Dict[str, Any]], path: str) -> None:
-    """Throughput against payload size for every peer (the --full sweep)."""
+    """Throughput against payload size for every peer (the --full sweeps):
+    raw bytes as solid lines, numpy arrays dashed."""
     try:
         import matplotlib
 
@@ -603,20 +608,24 @@ def plot(results: List[Dict[str, Any]], path: str) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         raise RuntimeError("--plot needs matplotlib: pip install 'ringbuf[peers]'") from None
-    sweep = {label: n for label, _, n, _ in SWEEP}
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for peer in dict.fromkeys(r["peer"] for r in results if r["workload"] in sweep):
-        pts = sorted((sweep[r["workload"]], r["figure"] * (1 if r["unit"] == "B/s" else sweep[r["workload"]]))
-                     for r in results if r["peer"] == peer and r["workload"] in sweep)
-        if pts:
-            ax.plot([p[0] for p in pts], [p[1] / 1e6 for p in pts], marker="o", label=peer)
+    peers = list(dict.fromkeys(r["peer"] for r in results))
+    colors = {peer: f"C{i}" for i, peer in enumerate(peers)}
+    for sweep, style, what in ((SWEEP, "-", "bytes"), (ARRAY_SWEEP, "--", "arrays")):
+        sizes = {label: n for label, _, n, _ in sweep}
+        for peer in peers:
+            pts = sorted((sizes[r["workload"]], r["figure"] * (1 if r["unit"] == "B/s" else sizes[r["workload"]]))
+                         for r in results if r["peer"] == peer and r["workload"] in sizes)
+            if len(pts) > 1:
+                ax.plot([p[0] for p in pts], [p[1] / 1e6 for p in pts], style, marker="o", color=colors[peer],
+                        label=f"{peer}, {what}")
     if not ax.lines:
-        raise RuntimeError("--plot draws the payload sweep: run with --full")
+        raise RuntimeError("--plot draws the payload sweeps: run with --full")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("payload (bytes)")
     ax.set_ylabel("throughput (MB/s)")
     ax.set_title("one producer, one consumer")
-    ax.legend()
+    ax.legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(path)

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 import ringbuf
+from ringbuf import _codec
 from tests import _workers
 from tests.conftest import wait_until
 
@@ -96,10 +97,14 @@ def array_channel():
         yield ch
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# Small writable buffers travel inside the pickle (_codec.INBAND_MAX); with the
+# limit at 0, the same small arrays take the object-record path.
+@pytest.mark.parametrize("inband_max", [_codec.INBAND_MAX, 0], ids=["as-sent", "all-out-of-band"])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(arr=hnp.arrays(dtype=dtypes, shape=hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=7)),
        fortran=st.booleans())
-def test_arrays_of_any_dtype_and_shape(array_channel, arr, fortran):
+def test_arrays_of_any_dtype_and_shape(array_channel, monkeypatch, inband_max, arr, fortran):
+    monkeypatch.setattr(_codec, "INBAND_MAX", inband_max)
     ch = array_channel
     while len(ch):  # a failed example may have left its message behind
         ch.recv_bytes()
@@ -113,6 +118,17 @@ def test_arrays_of_any_dtype_and_shape(array_channel, arr, fortran):
     ch.send(arr)
     same_array(expected, ch.recv_into(np.empty_like(expected)))  # empty_like keeps C or Fortran order
     assert len(ch) == 0
+
+
+@pytest.mark.parametrize("n", [16, 100_000])  # in band, out of band
+def test_arrays_come_back_as_writable_as_they_were_sent(make_channel, n):
+    ch = make_channel(capacity=4, size=1 << 20)
+    writable = np.arange(n, dtype=np.uint8)
+    read_only = np.frombuffer(bytes(range(256)) * (n // 256 + 1), dtype=np.uint8)[:n]
+    for src in (writable, read_only):
+        ch.send(src)
+        got = ch.recv()
+        assert got.flags.writeable == src.flags.writeable and (got == src).all()
 
 
 def test_received_arrays_do_not_alias_the_ring(make_channel):
