@@ -41,16 +41,36 @@ def list_channels() -> List[Tuple[str, Any]]:
     return found
 
 
+def alive(pid: int) -> bool:
+    """Whether a process with this pid exists (it may be a later one that
+    reused the pid: this can only err towards "alive")."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def ls(out: TextIO = sys.stdout) -> int:
     rows = list_channels()
     if not rows:
         print(f"no ringbuf channels of this user in {SHM}", file=out)
         return 0
-    print(f"{'NAME':<40} {'QUEUED':>15} {'BYTES':>21} {'SENDQ':>5} {'RECVQ':>5} {'STATE':>6} {'CREATOR':>8}",
+    print(f"{'NAME':<40} {'QUEUED':>15} {'BYTES':>21} {'SENDQ':>5} {'RECVQ':>5} {'STATE':>6} {'CREATOR':>14}",
           file=out)
+    orphans = 0
     for name, s in rows:
+        creator = str(s.creator_pid)
+        if not alive(s.creator_pid):
+            creator += " (gone)"
+            orphans += 1
         print(f"{name:<40} {f'{s.qcount}/{s.dataqsiz}':>15} {f'{s.used}/{s.size}':>21} {s.sendq:>5} "
-              f"{s.recvq:>5} {'closed' if s.closed else 'open':>6} {s.creator_pid:>8}", file=out)
+              f"{s.recvq:>5} {'closed' if s.closed else 'open':>6} {creator:>14}", file=out)
+    if orphans:
+        print(f"\n{orphans} channel(s) outlived the process that created them (killed before it could unlink "
+              f"them).\nNothing else removes a name; once no process uses it, `rm {SHM}/NAME` does.", file=out)
     return 0
 
 

@@ -67,6 +67,24 @@ def test_ls_lists_this_users_channels(make_channel):
     assert ch.name in [name for name, _ in _inspect.list_channels()]
 
 
+def test_ls_marks_channels_whose_creator_was_killed():
+    # A child creates a channel and is killed before it can unlink it.
+    proc = subprocess.run(
+        [sys.executable, "-c", "import os, signal, ringbuf; ch = ringbuf.Channel(capacity=3); "
+         "print(ch.name, flush=True); os.kill(os.getpid(), signal.SIGKILL)"],
+        capture_output=True, text=True, timeout=60)
+    name = proc.stdout.strip()
+    assert proc.returncode == -signal.SIGKILL and name
+    try:
+        out = cli("ls")
+        assert out.returncode == 0, out.stderr
+        line = next(line for line in out.stdout.splitlines() if line.startswith(name))
+        assert line.endswith("(gone)")
+        assert "outlived the process that created them" in out.stdout
+    finally:
+        os.unlink(os.path.join(_inspect.SHM, name))
+
+
 def test_top_shows_rates(make_channel):
     ch = make_channel()
     producer = ctx.Process(target=_workers.send_forever, args=(ch,))
