@@ -60,13 +60,25 @@ def test_parked_sender_wakes_when_another_process_receives(make_channel):
     assert (st.sendq, st.send_parks, st.recv_wakes) == (0, 1, 1)
 
 
-def test_sender_waiting_for_bytes_wakes_when_enough_room_frees(make_channel):
+def start_parked_sender(ch, payload, results, parked=1):
+    """Start a process sending payload into ch; return it once `parked` senders are parked."""
+    proc = start(_workers.send_one, ch, payload, None, results)
+    wait_until(lambda: ch.stats().sendq == parked, what=f"{parked} sender(s) parking")
+    return proc
+
+
+def full_256_byte_ring(make_channel):
+    """A 256-byte ring holding two 100-byte messages (2 x 112 ring bytes): 32 bytes free."""
     ch = make_channel(capacity=100, size=256)
     ch.send_bytes(b"a" * 100)
     ch.send_bytes(b"b" * 100)
+    return ch
+
+
+def test_sender_waiting_for_bytes_wakes_when_enough_room_frees(make_channel):
+    ch = full_256_byte_ring(make_channel)
     results = ctx.Queue()
-    proc = start(_workers.send_one, ch, b"c" * 100, None, results)
-    wait_until(lambda: ch.stats().sendq == 1, what="sender parking")
+    proc = start_parked_sender(ch, b"c" * 100, results)
     ch.recv_bytes()
     assert results.get(timeout=5) == ("sent", 100)
     proc.join(5)
@@ -112,14 +124,10 @@ def test_room_that_suits_a_later_parked_sender_reaches_it(make_channel):
     # A big record parks first, a small one second.  A receive frees room for
     # the small one only: the wake-up goes to the big sender, which must hand
     # it on rather than keep it.
-    ch = make_channel(capacity=100, size=256)
-    ch.send_bytes(b"a" * 100)
-    ch.send_bytes(b"b" * 100)
+    ch = full_256_byte_ring(make_channel)
     results = ctx.Queue()
-    big = start(_workers.send_one, ch, b"B" * 200, None, results)
-    wait_until(lambda: ch.stats().sendq == 1, what="the big sender parking")
-    small = start(_workers.send_one, ch, b"s" * 50, None, results)
-    wait_until(lambda: ch.stats().sendq == 2, what="the small sender parking")
+    big = start_parked_sender(ch, b"B" * 200, results)
+    small = start_parked_sender(ch, b"s" * 50, results, parked=2)
     assert ch.recv_bytes() == b"a" * 100
     assert results.get(timeout=5) == ("sent", 50)
     small.join(5)
@@ -132,12 +140,9 @@ def test_room_that_suits_a_later_parked_sender_reaches_it(make_channel):
 
 
 def test_room_too_small_for_every_parked_sender_wakes_nobody(make_channel):
-    ch = make_channel(capacity=100, size=256)
-    ch.send_bytes(b"a" * 100)
-    ch.send_bytes(b"b" * 100)
+    ch = full_256_byte_ring(make_channel)
     results = ctx.Queue()
-    proc = start(_workers.send_one, ch, b"B" * 200, None, results)
-    wait_until(lambda: ch.stats().sendq == 1, what="the sender parking")
+    proc = start_parked_sender(ch, b"B" * 200, results)
     assert ch.recv_bytes() == b"a" * 100  # frees 112 of the 208 bytes it needs
     assert ch.stats().recv_wakes == 0
     assert ch.recv_bytes() == b"b" * 100  # now it fits
