@@ -30,6 +30,12 @@ DEFAULT_CAPACITY = 1024
 #: Ring bytes a channel has when ``size`` is not given (1 MiB).
 DEFAULT_SIZE = 1 << 20
 
+# The default codec, bound once for the per-message paths.
+_encode = _codec.encode
+_pickle_loads = pickle.loads
+_ObjectRecord = _codec.ObjectRecord
+_aligned_empty = _codec.aligned_empty
+
 # Longest wait a timeout can ask for (about 146 years); keeps deadlines in int64.
 _MAX_WAIT_NS = 1 << 62
 
@@ -378,7 +384,7 @@ class Channel:
                 :meth:`send_bytes` (the size is that of the whole message).
         """
         deadline = FOREVER if timeout is None else _deadline(timeout)
-        parts = _codec.encode(obj) if self._dumps is None else self._dumps(obj)
+        parts = _encode(obj) if self._dumps is None else self._dumps(obj)
         h = self._h
         while True:
             try:
@@ -395,7 +401,7 @@ class Channel:
             Full: no room for this message.
             Closed, MessageTooLarge, pickling errors: as :meth:`send`.
         """
-        parts = _codec.encode(obj) if self._dumps is None else self._dumps(obj)
+        parts = _encode(obj) if self._dumps is None else self._dumps(obj)
         try:
             if type(parts) is bytes:
                 self._h.send(parts, 0)
@@ -418,14 +424,21 @@ class Channel:
         if self._undecoded:
             return self._decode(self._undecoded.popleft(), False)
         deadline = FOREVER if timeout is None else _deadline(timeout)
-        h = self._h
+        h, loads = self._h, self._loads
+        alloc = _aligned_empty if loads is None else None
         while True:
             try:
-                if self._loads is not None:
-                    return self._loads(h.recv(deadline))
-                return h.recv(deadline, _codec.decode, _codec.aligned_empty)
+                data = h.recv(deadline, alloc)
+                break
             except InterruptedError:
                 pass
+        if loads is not None:
+            return loads(data)
+        # _codec.decode, inline: this runs for every message.
+        obj = _pickle_loads(data)
+        if obj is _ObjectRecord:
+            return _codec.decode_record(data, type(data) is not bytes)
+        return obj
 
     def try_recv(self) -> Any:
         """Receive and unpickle the oldest message if there is one now.
@@ -438,11 +451,10 @@ class Channel:
         if self._undecoded:
             return self._decode(self._undecoded.popleft(), False)
         try:
-            if self._loads is not None:
-                return self._loads(self._h.recv(0))
-            return self._h.recv(0, _codec.decode, _codec.aligned_empty)
+            data = self._h.recv(0, _aligned_empty if self._loads is None else None)
         except errors.Timeout:
             raise errors.Empty(f"channel {self.name!r} is empty") from None
+        return self._decode(data, type(data) is not bytes)
 
     def recv_into(self, out: np.ndarray, timeout: Optional[float] = None) -> np.ndarray:
         """Receive an array sent with :meth:`send` straight into ``out``.

@@ -42,6 +42,10 @@ _ESMALLBUF = lib.RB_ESMALLBUF
 _ESYS = lib.RB_ESYS
 _ECHANGED = lib.RB_ECHANGED
 _ERECOVERED = lib.RB_ERECOVERED
+# Bound once: looked up on every message of the send and receive hot paths.
+_rb_recv = lib.rb_recv
+_rb_send = lib.rb_send
+_unpack = ffi.unpack
 
 # status -> (exception class, message template).  Templates may use {name},
 # the channel's name, and whatever else the caller passes to _raise.  RB_ESYS is special: errno picks the class.
@@ -127,12 +131,16 @@ def _big_after_fork() -> None:
 os.register_at_fork(after_in_child=_big_after_fork)
 
 
+def _new_scratch() -> Tuple[Any, Any]:
+    return _alloc_raw("char[]", SCRATCH_SIZE), ffi.new("uint64_t *")
+
+
 def _take_scratch() -> Tuple[Any, Any]:
     """A scratch pair off the list, or a new one; give it back with append."""
     try:
         return _scratch.pop()
     except IndexError:
-        return _alloc_raw("char[]", SCRATCH_SIZE), ffi.new("uint64_t *")
+        return _new_scratch()
 
 
 def _export(data: Any) -> Any:
@@ -224,7 +232,7 @@ class Handle:
         """Send one bytes-like message.  ``bytes`` go to C as they are; other
         buffers are exported with ``ffi.from_buffer`` (C-contiguous only)."""
         buf = data if type(data) is bytes else _export(data)
-        rc = lib.rb_send(self._ch, buf, len(buf), deadline)
+        rc = _rb_send(self._ch, buf, len(buf), deadline)
         while rc != _OK:
             if rc != _ERECOVERED:
                 _raise(rc, self.name, nbytes=len(buf), limit=self.max_message)
@@ -274,53 +282,57 @@ class Handle:
                 e.sent = done  # type: ignore[attr-defined]
                 raise
 
-    def recv(
-        self,
-        deadline: int,
-        decode: Optional[Callable[[Any, bool], Any]] = None,
-        alloc: Optional[Callable[[int], Any]] = None,
-    ) -> Any:
-        """Receive one message.
-
-        Without ``decode`` the message is returned as ``bytes``.  Otherwise
-        ``decode(view, owned)`` turns it into the result: ``owned`` is False
-        when ``view`` is an immutable ``bytes`` copy (messages that fit the
-        scratch buffer; cheaper to make than a view of it), and True when it
-        is a view of a buffer made by ``alloc(n)`` for this message alone.
-        """
-        scratch = _take_scratch()
+    def recv(self, deadline: int, alloc: Optional[Callable[[int], Any]] = None) -> Any:
+        """Receive one message: as ``bytes``, or, when ``alloc`` is given and
+        the message is longer than the scratch buffer, as a memoryview of
+        ``alloc(n)``, memory of its own that the caller may keep."""
+        # The common case, a message that fits the scratch buffer, in as few
+        # Python steps as possible: for small messages these steps are a good
+        # part of the cost.  Every other outcome goes to _recv_slow.
         try:
-            buf, needp = scratch
-            while True:
-                n = lib.rb_recv(self._ch, buf, SCRATCH_SIZE, needp, deadline)
-                if n >= 0:
-                    data: bytes = ffi.unpack(buf, n)
-                    return data if decode is None else decode(data, False)
-                # Longer than the scratch buffer: receive it into memory of
-                # its own size.  It stays queued in between, so another
-                # receiver may take it first; this one then takes whatever
-                # comes next.
-                while n == -_ESMALLBUF:
-                    need = needp[0]
-                    if alloc is None:  # bytes: through a kept buffer
-                        big = _take_big(need)
-                        try:
-                            n = lib.rb_recv(self._ch, big, len(big), needp, deadline)
-                            if n >= 0:
-                                data = ffi.unpack(big, n)
-                                return data if decode is None else decode(data, False)
-                        finally:
-                            _give_big(big)
-                    else:  # the result keeps this memory: a buffer of its own
-                        own = alloc(need)
-                        n = lib.rb_recv(self._ch, ffi.from_buffer(own), need, needp, deadline)
-                        if n >= 0:
-                            return decode(memoryview(own)[:n], True) if decode else own[:n]
-                if n != -_ERECOVERED:
-                    _raise(-n, self.name)
-                _note_recovery(self.name)
+            scratch = _scratch.pop()
+        except IndexError:
+            scratch = _new_scratch()
+        n = _rb_recv(self._ch, scratch[0], SCRATCH_SIZE, scratch[1], deadline)
+        if n >= 0:
+            data: bytes = _unpack(scratch[0], n)
+            _scratch.append(scratch)
+            return data
+        try:
+            return self._recv_slow(n, scratch, deadline, alloc)
         finally:
             _scratch.append(scratch)
+
+    def _recv_slow(self, n: int, scratch: Tuple[Any, Any], deadline: int,
+                   alloc: Optional[Callable[[int], Any]]) -> Any:
+        """recv() after rb_recv answered ``-n``: a message longer than the
+        scratch buffer, a recovery, or an error to raise."""
+        buf, needp = scratch
+        while True:
+            # Longer than the scratch buffer: receive it into memory of its
+            # own size.  It stays queued in between, so another receiver may
+            # take it first; this one then takes whatever comes next.
+            while n == -_ESMALLBUF:
+                need = needp[0]
+                if alloc is None:  # bytes: through a kept buffer
+                    big = _take_big(need)
+                    try:
+                        n = lib.rb_recv(self._ch, big, len(big), needp, deadline)
+                        if n >= 0:
+                            return ffi.unpack(big, n)
+                    finally:
+                        _give_big(big)
+                else:  # the result keeps this memory: a buffer of its own
+                    own = alloc(need)
+                    n = lib.rb_recv(self._ch, ffi.from_buffer(own), need, needp, deadline)
+                    if n >= 0:
+                        return memoryview(own)[:n]
+            if n != -_ERECOVERED:
+                _raise(-n, self.name)
+            _note_recovery(self.name)
+            n = lib.rb_recv(self._ch, buf, SCRATCH_SIZE, needp, deadline)
+            if n >= 0:
+                return ffi.unpack(buf, n)
 
     def recv_into(self, buffer: Any, deadline: int) -> int:
         """Receive one message into a writable buffer; returns its length.

@@ -258,10 +258,37 @@ def test_an_unpicklable_object_leaves_the_channel_unchanged(make_channel):
     assert (st.qcount, st.sent) == (0, 0)
 
 
+def test_try_recv_takes_every_kind_of_message(make_channel):
+    # Plain pickles, a record that fits the 64 KiB receive scratch buffer and
+    # one that does not: try_recv decodes each as recv does.
+    ch = make_channel(capacity=8, size=4 << 20)
+    with pytest.raises(ringbuf.Empty):
+        ch.try_recv()
+    small, mid, big = np.arange(6.0), np.arange(10_000, dtype=np.float32), np.ones((512, 512))
+    for obj in ({"k": [1, 2]}, small, mid, big):
+        ch.send(obj)
+    assert ch.try_recv() == {"k": [1, 2]}
+    for sent in (small, mid, big):
+        same_array(sent, ch.try_recv())
+    with pytest.raises(ringbuf.Empty):
+        ch.try_recv()
+
+
+def test_a_bare_record_marker_is_an_unpickling_error(make_channel):
+    # The class that marks object records travels like any other class; alone,
+    # it is a record without its header, and is refused as one.
+    ch = make_channel()
+    ch.send(_codec.ObjectRecord)
+    ch.send("next")
+    with pytest.raises(pickle.UnpicklingError, match="malformed ringbuf object record"):
+        ch.recv()
+    assert ch.recv() == "next"
+
+
 def test_a_message_that_fails_to_unpickle_is_consumed(make_channel):
     ch = make_channel()
     ch.send_bytes(b"this is not a pickle")
-    ch.send_bytes(b"RBO5" + b"\xff" * 40)  # an object record with a nonsense table
+    ch.send_bytes(_codec.PREFIX + b"\xff" * 40)  # an object record with a nonsense table
     ch.send("fine")
     with pytest.raises(pickle.UnpicklingError):
         ch.recv()
