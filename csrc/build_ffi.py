@@ -33,8 +33,15 @@ struct rb_iov {
 };
 
 struct rb_waiter {
-    uint64_t token;
+    uint64_t word;
     int64_t since_ns;
+    int32_t pid;
+    ...;
+};
+
+struct rb_parked {
+    int32_t pid;
+    uint32_t count;
 };
 
 /* Only the fields Python reads by offset (tests, observers); the compiler
@@ -52,8 +59,9 @@ struct rb_hdr {
     uint64_t sendx;
     uint64_t recvpos;
     uint64_t recvx;
-    uint32_t sendq;
-    uint32_t recvq;
+    uint64_t send_mask;
+    uint64_t recv_mask;
+    uint64_t tasks_done;
     struct rb_waiter send_waiters[...];
     struct rb_waiter recv_waiters[...];
     ...;
@@ -75,10 +83,12 @@ struct rb_stats {
     uint64_t received;
     uint64_t send_parks;
     uint64_t recv_parks;
-    uint64_t send_wakes;
-    uint64_t recv_wakes;
+    uint64_t recvq_wakes;
+    uint64_t sendq_wakes;
+    uint64_t baton_passes;
     uint64_t recoveries;
     uint64_t waiters_reaped;
+    uint64_t tasks_done;
     ...;
 };
 
@@ -88,7 +98,7 @@ void rb_detach(struct rb_chan *ch);
 int rb_unlink(const char *name);
 int rb_send(struct rb_chan *ch, const void *buf, uint64_t len, int64_t deadline_ns);
 int rb_sendv(struct rb_chan *ch, const struct rb_iov *iov, uint32_t n, int64_t deadline_ns);
-int rb_send_batch(struct rb_chan *ch, const void *data, const uint64_t *lens, uint64_t n, uint64_t *sent_out,
+int rb_send_batch(struct rb_chan *ch, const struct rb_iov *msgs, uint64_t n, uint64_t *sent_out,
                   int64_t deadline_ns);
 int64_t rb_recv(struct rb_chan *ch, void *buf, uint64_t cap, uint64_t *need_out, int64_t deadline_ns);
 int64_t rb_recv_batch(struct rb_chan *ch, void *buf, uint64_t cap, uint64_t *lens, uint64_t max_items,
@@ -96,17 +106,17 @@ int64_t rb_recv_batch(struct rb_chan *ch, void *buf, uint64_t cap, uint64_t *len
 int64_t rb_peek(struct rb_chan *ch, void *buf, uint64_t cap, uint64_t *token_out, int64_t deadline_ns);
 int rb_recv_at(struct rb_chan *ch, uint64_t token, uint64_t skip, void *dst, uint64_t n);
 void rb_pass_wake(struct rb_chan *ch);
-int rb_tasks_add(struct rb_chan *ch, int64_t delta);
+int rb_task_done(struct rb_chan *ch);
 int rb_tasks_join(struct rb_chan *ch, int64_t deadline_ns);
 int rb_close(struct rb_chan *ch);
 int rb_stats(struct rb_chan *ch, struct rb_stats *out);
 void rb_observe(struct rb_chan *ch, struct rb_stats *out);
-int rb_waiter_pids(struct rb_chan *ch, int side, int32_t *pids, int max);
+int rb_parked(struct rb_chan *ch, int side, struct rb_parked *out, int max);
 int rb_check(struct rb_chan *ch);
 uint64_t rb_max_message(struct rb_chan *ch);
 int rb_debug_hold_lock(struct rb_chan *ch);
 enum rb_crash_point { RB_CRASH_SEND_BEFORE_COMMIT, RB_CRASH_SEND_AFTER_COMMIT, RB_CRASH_RECV_BEFORE_COMMIT,
-                      RB_CRASH_RECV_AFTER_COMMIT, ... };
+                      RB_CRASH_RECV_AFTER_COMMIT, RB_CRASH_PARK_COUNTED, RB_CRASH_PARK_WOKEN, ... };
 void rb_debug_crash_at(int point);
 """
 

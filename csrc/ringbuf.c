@@ -1,55 +1,26 @@
 /*
  * ringbuf.c - the channel: lock, ring, parking.
  *
- * Invariants (see struct rb_hdr for I1..I7): they hold whenever the lock is
- * free, because every critical section commits its change last, with a single
- * store.  A send copies the record into free space, then stores the new
- * sendpos (the commit), then updates the caches derived from it: sendx, used,
- * qcount, sent (publish()).  A receive copies the payload out, then stores the
- * new recvpos, then updates recvx, used, qcount, received (release_head()).
+ * The struct, its invariants (I1..I8) and the wait/wake rules (W1..W11) are
+ * in ringbuf.h; the code that carries out a rule names it.
+ *
+ * Commits.  The invariants hold whenever the lock is free, because every
+ * critical section commits its change last, with a single store.  A send
+ * copies the record into free space, then stores the new sendpos (the
+ * commit), then updates the fields derived from it: sendx, used, qcount,
+ * sent (publish()).  A receive copies the payload out, then stores the new
+ * recvpos, then updates recvx, used, qcount, received (release_head()).
  *
  * Crash safety.  The lock is a robust mutex: when its owner dies, the kernel
  * marks it and the next locker gets EOWNERDEAD, at once if it was waiting.
  * That is immune to pid reuse (the kernel walks the dead thread's own list of
- * held robust locks; no pid is compared).  The new owner runs rb_recover():
+ * held robust locks; no pid is compared).  The new owner runs recover():
  * whatever the dead process managed to store, sendpos and recvpos are each
- * either the old or the new value, and the caches are recomputed from them (a
- * walk over the committed records gives qcount).  So a send that did not
- * reach its commit store never happened, a send that did is never lost, and a
- * receive that did not reach its commit store leaves the message queued.
- *
- * Every field read from the shared header is checked against the bounds this
- * process validated at attach time (hdr_sane, and the record length check in
- * rb_recv) before it is used to index the ring.
- *
- * Waiting: a sender without room reads send_futex under the lock, counts
- * itself in sendq, drops the lock and sleeps on send_futex while it still
- * holds the value read.  A receiver that frees room bumps send_futex under the
- * lock if sendq > 0, drops the lock, then wakes.  Because the bump happens
- * under the lock after the sleeper's read, either the sleeper is already in
- * the kernel's queue when the wake comes, or its FUTEX_WAIT sees a changed
- * word and returns at once: no wake-up is lost.  Receivers mirror this on
- * recv_futex.  When nobody is counted as parked no system call is made.
- *
- * Whom to wake: any receiver can take any message, so a send of k messages
- * wakes up to k receivers.  Senders are woken one at a time, as Go wakes one
- * goroutine from sendq, so that hundreds of parked senders do not all rush
- * the lock for the room one receive freed.  Records differ in size, though:
- * the sender woken may not fit while another parked one would.  So the wake
- * is a baton.  A woken sender that sends passes it on if room is left and
- * senders are still parked; a woken sender that does not fit passes it on
- * before parking again, as long as send_baton allows.  Each receive that
- * frees room sets send_baton to the number of parked senders, and each
- * unfitting pass spends one, so the baton visits every parked sender once
- * (the kernel wakes sleepers on one word in FIFO order) and two senders that
- * both do not fit cannot wake each other forever.  Nobody is woken, or
- * passed to, unless the room fits the smallest record a parked sender holds
- * (send_min_need): once a sender that was not parked takes the room, the
- * baton stops instead of visiting every sleeper for nothing.  Should a
- * sender that fits still be missed, its periodic re-check (RB_RECHECK_NS,
- * see park()) finds the room.  A woken waiter always retries its operation before looking at
- * its deadline, and passes the baton on when it gives up, so a wake is never
- * spent on a waiter that then leaves.
+ * either the old or the new value, and the derived fields are recomputed
+ * from them (a walk over the committed records gives qcount).  So a send that
+ * did not reach its commit store never happened, a send that did is never
+ * lost, and a receive that did not reach its commit store leaves the message
+ * queued.  A waiter that dies while parked is struck off by W9.
  */
 #define _GNU_SOURCE
 #include "ringbuf.h"
@@ -62,6 +33,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 
 /* Pin the layout: it is an ABI between every process that maps a segment. */
@@ -76,51 +48,50 @@ _Static_assert(offsetof(struct rb_hdr, used) + 8 <= offsetof(struct rb_hdr, send
 _Static_assert(offsetof(struct rb_hdr, sendpos) % RB_CACHELINE == 0, "sender line aligned");
 _Static_assert(offsetof(struct rb_hdr, recvpos) - offsetof(struct rb_hdr, sendpos) == RB_CACHELINE,
                "sender fields fit one line");
-_Static_assert(offsetof(struct rb_hdr, sendq) - offsetof(struct rb_hdr, recvpos) == RB_CACHELINE,
+_Static_assert(offsetof(struct rb_hdr, send_mask) - offsetof(struct rb_hdr, recvpos) == RB_CACHELINE,
                "receiver fields fit one line");
-_Static_assert(offsetof(struct rb_hdr, tasks) - offsetof(struct rb_hdr, sendq) == RB_CACHELINE,
+_Static_assert(offsetof(struct rb_hdr, tasks_done) - offsetof(struct rb_hdr, send_mask) == RB_CACHELINE,
                "parking fields fit one line");
-_Static_assert(offsetof(struct rb_hdr, send_waiters) - offsetof(struct rb_hdr, tasks) == RB_CACHELINE,
+_Static_assert(offsetof(struct rb_hdr, send_waiters) - offsetof(struct rb_hdr, tasks_done) == RB_CACHELINE,
                "task fields fit one line");
+_Static_assert(sizeof(struct rb_waiter) == 24, "waiter slots are 24 bytes");
+_Static_assert(RB_WAITER_SLOTS == 64, "one mask bit per waiter slot");
 _Static_assert(sizeof(struct rb_hdr) <= RB_DATA_OFF, "header fits before the ring");
 _Static_assert(RB_DATA_OFF % 4096 == 0 && RB_REC_HDR == 8, "ring page-aligned, 8-byte records");
 
-/* Fields that are read outside the lock (spin hints, observers, the kernel's
- * futex compare) or changed outside it (sendq/recvq on the way out of a sleep
- * interrupted by a signal) go through these, so that no access is a data
- * race.  Relaxed order suffices: each is a hint that is re-read under the
- * lock before anything is decided, and the lock orders everything else. */
+/* Relaxed atomic access for fields read outside the lock or changed outside
+ * it (see "Memory order" in ringbuf.h), so that no access is a data race and
+ * the compiler never loads a shared field twice. */
 #define LOAD(f)      __atomic_load_n(&(f), __ATOMIC_RELAXED)
 #define STORE(f, v)  __atomic_store_n(&(f), (v), __ATOMIC_RELAXED)
 #define INC(f)       __atomic_fetch_add(&(f), 1, __ATOMIC_RELAXED)
 
-/* How long a blocked call spins on the hints before parking.  A park and its
- * wake cost two system calls and a context switch each way; when the other
- * side is running on another core, the condition usually changes sooner. */
+/* How long a blocked call spins on the hints before parking: a park and its
+ * wake cost two system calls and a context switch each way, and a peer on
+ * another core usually answers sooner. */
 #define RB_SPIN_NS    20000
-/* For how much of it the spin is pure; after that it calls sched_yield()
- * between looks.  The other side may be runnable on this very CPU: the
- * kernel likes to put a woken process on its waker's CPU, and with two
- * processes per core that is common.  Spinning there only delays the peer it
- * waits for, by the whole spin; yielding lets it run.  The first couple of
- * microseconds stay pure, because a peer on another CPU answers in that
- * time and a system call would only slow the look down.  (Measured: the
- * round trip to a parked echo process went from 98-104 us to 35-37 us, below
- * a pipe's 40-42 us; the hot round trip did not move beyond the noise.) */
+/* For how much of the spin it is pure; after that it yields the CPU between
+ * looks, since the peer it waits for may be runnable on this very CPU. */
 #define RB_SPIN_BUSY_NS 2000
 /* How often to try a busy lock before sleeping on it. */
 #define RB_LOCK_SPINS 64
-/* The longest a parked waiter sleeps before looking again (see park()). */
+/* While the lock stays held, a waiter for it returns to Python this often
+ * (RB_EINTR), so that signal handlers and Ctrl-C run. */
+#define RB_LOCK_SLICE_NS 50000000LL
+/* How long past its deadline a call waits for a lock that stays held (by a
+ * stopped or looping peer); a lock held for one copy is long free by then. */
+#define RB_LOCK_GRACE_NS 1000000000LL
+/* W8: the longest a parked waiter sleeps before looking again. */
 #define RB_RECHECK_NS 1000000000LL
-/* A waiter's slot this old belongs to a process that is dead (or stopped):
- * a live one frees and retakes its slot at least every RB_RECHECK_NS. */
+/* W9: a slot not stamped for this long belongs to a dead (or stopped)
+ * process: a live one re-stamps it at least every RB_RECHECK_NS. */
 #define RB_REAP_NS (3 * RB_RECHECK_NS)
 
 /* Test hook (rb_debug_crash_at): where this process should die, or 0. */
-static int rb_crash_point;
+static int crash_point;
 #define CRASH_POINT(p)                          \
     do {                                        \
-        if (rb_crash_point == (p))              \
+        if (crash_point == (p))                 \
             kill(getpid(), SIGKILL);            \
     } while (0)
 
@@ -135,15 +106,35 @@ static inline void cpu_relax(void)
 #endif
 }
 
-/* getpid() is a system call; the pid for lock_owner is cached and refreshed
- * in fork children. */
-static pid_t rb_pid;
-static pthread_once_t rb_pid_once = PTHREAD_ONCE_INIT;
-static void pid_refresh(void) { rb_pid = getpid(); }
-static void pid_init(void)
+/* Who this process is: its pid (getpid() is a system call; cached for
+ * lock_owner) and a random id that names it in the waiter slots.  The id,
+ * unlike a pid, does not repeat across pid namespaces that share /dev/shm.
+ * Both are renewed in a fork child. */
+#define RB_SHARED_OWNER 0xffffffffu
+static pid_t self_pid;
+static uint32_t self_id;
+static pthread_once_t self_once = PTHREAD_ONCE_INIT;
+
+static void self_refresh(void)
 {
-    pid_refresh();
-    pthread_atfork(NULL, NULL, pid_refresh);
+    uint32_t id = 0;
+
+    self_pid = getpid();
+    while (id == 0 || id == RB_SHARED_OWNER) {
+        if (getrandom(&id, sizeof id, 0) != (ssize_t)sizeof id) {
+            struct timespec ts;
+
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            id = (uint32_t)self_pid * 2654435761u ^ (uint32_t)ts.tv_nsec;
+        }
+    }
+    self_id = id;
+}
+
+static void self_init(void)
+{
+    self_refresh();
+    pthread_atfork(NULL, NULL, self_refresh);
 }
 
 static int64_t now_ns(void)
@@ -174,10 +165,18 @@ static uint64_t wrap(const struct rb_chan *ch, uint64_t x)
 
 /* ---- the lock ---------------------------------------------------------- */
 
-static int rb_recover(struct rb_chan *ch);
-static void rb_unlock(struct rb_chan *ch);
+static int recover(struct rb_chan *ch);
+static void unlock(struct rb_chan *ch);
 
-static int rb_lock(struct rb_chan *ch, int64_t deadline)
+/*
+ * Take the lock.  It is held only for bookkeeping and one copy, so every call
+ * waits for it, a non-blocking one included, and decides on room or data
+ * once it has it.  The wait is cut into slices of RB_LOCK_SLICE_NS: after
+ * each, RB_EINTR sends the caller back to Python to run signal handlers and
+ * retry (pthread_mutex_lock itself never returns for a signal).  A call with
+ * a deadline gives up with RB_ETIMEDOUT once RB_LOCK_GRACE_NS past it.
+ */
+static int lock(struct rb_chan *ch, int64_t deadline)
 {
     struct rb_hdr *h = ch->hdr;
     int r = EBUSY, rc;
@@ -188,57 +187,73 @@ static int rb_lock(struct rb_chan *ch, int64_t deadline)
             cpu_relax();
     }
     if (r == EBUSY) {
-        /* The holder only copies one message, so a call without a deadline
-         * (or a non-blocking one) simply waits for it. */
-        if (deadline <= 0) {
-            r = pthread_mutex_lock(&h->lock);
-        } else {
-            struct timespec ts = to_timespec(deadline);
-            r = pthread_mutex_clocklock(&h->lock, CLOCK_MONOTONIC, &ts);
-        }
+        int64_t now = now_ns(), until = now + RB_LOCK_SLICE_NS, limit = deadline + RB_LOCK_GRACE_NS;
+        struct timespec ts;
+
+        if (deadline >= 0 && now >= limit)
+            return RB_ETIMEDOUT;
+        if (deadline >= 0 && limit < until)
+            until = limit;
+        ts = to_timespec(until);
+        r = pthread_mutex_clocklock(&h->lock, CLOCK_MONOTONIC, &ts);
+        if (r == ETIMEDOUT)
+            return deadline >= 0 && now_ns() >= limit ? RB_ETIMEDOUT : RB_EINTR;
     }
     if (r == EOWNERDEAD) {
         /* The owner died inside a critical section: repair, wake everyone
-         * (a wake-up it owed may never have been made), drop the lock and
+         * (W5: a wake-up it owed may never have been made), drop the lock and
          * tell the caller to start its operation again. */
         pthread_mutex_consistent(&h->lock);
-        STORE(h->lock_owner, rb_pid);
-        rc = rb_recover(ch);
-        rb_unlock(ch);
+        STORE(h->lock_owner, self_pid);
+        rc = recover(ch);
+        unlock(ch);
         rb_futex_wake(&h->send_futex, RB_WAKE_ALL);
         rb_futex_wake(&h->recv_futex, RB_WAKE_ALL);
         return rc;
     }
     if (r == 0) {
-        STORE(h->lock_owner, rb_pid);
+        STORE(h->lock_owner, self_pid);
         return RB_OK;
     }
-    if (r == ETIMEDOUT)
-        return RB_ETIMEDOUT;
     if (r == ENOTRECOVERABLE)
         return RB_ECORRUPT;
     errno = r;
     return RB_ESYS;
 }
 
-static void rb_unlock(struct rb_chan *ch)
+static void unlock(struct rb_chan *ch)
 {
     STORE(ch->hdr->lock_owner, 0);
     pthread_mutex_unlock(&ch->hdr->lock);
 }
 
-/* I1, I2 and I4 for the fields an operation uses (`x` is its own position,
- * sendx or recvx), checked against this process's copy of the bounds under
- * the lock before any position is used.  With these, every access stays
- * inside the ring whatever a peer wrote; I3 is left to rb_check so that a
- * sender need not read the receiver's line, nor a receiver the sender's. */
-static int hdr_sane(const struct rb_chan *ch, uint64_t x)
+/* ---- positions, read once ----------------------------------------------- */
+
+/* The fields one side's critical section works with, read from the header
+ * once under the lock and checked against this process's copy of the bounds
+ * (I1, I2, I4) before any of them indexes the ring.  Only these locals are
+ * used afterwards.  I3 is left to rb_check, so that a sender need not read
+ * the receiver's line, nor a receiver the sender's. */
+struct pos {
+    uint64_t qcount;
+    uint64_t used;
+    uint64_t x;                 /* sendx for a sender, recvx for a receiver */
+};
+
+static int read_pos(const struct rb_chan *ch, const uint64_t *xfield, struct pos *p)
 {
     const struct rb_hdr *h = ch->hdr;
-    uint64_t q = h->qcount, used = h->used;
 
-    return q <= ch->dataqsiz && used <= ch->size && x < ch->size && ((used | x) & 7) == 0 &&
-           (q == 0) == (used == 0);
+    p->qcount = LOAD(h->qcount);
+    p->used = LOAD(h->used);
+    p->x = __atomic_load_n(xfield, __ATOMIC_RELAXED);
+    return p->qcount <= ch->dataqsiz && p->used <= ch->size && p->x < ch->size && ((p->used | p->x) & 7) == 0 &&
+           (p->qcount == 0) == (p->used == 0);
+}
+
+static int room_for(const struct rb_chan *ch, const struct pos *p, uint64_t need)
+{
+    return p->qcount < ch->dataqsiz && p->used + need <= ch->size;
 }
 
 /* ---- copying in and out of the ring ------------------------------------ */
@@ -265,54 +280,212 @@ static uint64_t ring_get(const struct rb_chan *ch, uint64_t off, void *dst, uint
     return wrap(ch, off + n);
 }
 
+/* The length of the record at ring offset off (< size), read once, and
+ * whether it is sound: no longer than the ring allows, and within the `left`
+ * bytes that the queued records occupy from there (I5). */
+static int record_len(const struct rb_chan *ch, uint64_t off, uint64_t left, uint64_t *len)
+{
+    ring_get(ch, off, len, RB_REC_HDR);
+    return *len <= ch->size - RB_REC_HDR && RB_REC_HDR + align8(*len) <= left;
+}
+
+/* Walk the records from ring offset off over `used` bytes: how many there
+ * are, or -1 if they do not tile `used` exactly or exceed `limit` records. */
+static int64_t walk_records(const struct rb_chan *ch, uint64_t off, uint64_t used, uint64_t limit)
+{
+    uint64_t walked = 0, count = 0, len;
+
+    while (walked < used) {
+        if (count >= limit || !record_len(ch, off, used - walked, &len))
+            return -1;
+        walked += RB_REC_HDR + align8(len);
+        off = wrap(ch, off + RB_REC_HDR + align8(len));
+        count++;
+    }
+    return (int64_t)count;
+}
+
+/* ---- waiter slots (W1, W3, W4, W9) -------------------------------------- */
+
+#define SLOT_OWNER(w)  ((uint32_t)((w) >> 32))
+#define SLOT_GEN(w)    ((uint32_t)((w) >> 24) & 0xffu)
+#define SLOT_COUNT(w)  ((uint32_t)(w) & 0xffffffu)
+#define SLOT_FREE(gen) ((uint64_t)((gen) & 0xffu) << 24)
+#define SLOT_MAX_COUNT 0xffffffu
+
+/* One side of the channel, as parking sees it. */
+struct side {
+    uint32_t *futex;            /* the word its waiters sleep on */
+    uint64_t *mask;             /* send_mask or recv_mask */
+    struct rb_waiter *slots;
+};
+
+static struct side senders(struct rb_hdr *h)
+{
+    return (struct side){ &h->send_futex, &h->send_mask, h->send_waiters };
+}
+
+static struct side receivers(struct rb_hdr *h)
+{
+    return (struct side){ &h->recv_futex, &h->recv_mask, h->recv_waiters };
+}
+
+/* A parked waiter's claim on its slot: what W3 compares against. */
+struct ticket {
+    int slot;
+    uint32_t owner, gen;
+};
+
+/* W1, lock held: count the caller into its process's slot (or a free one, or
+ * the shared last one) and mark the slot in the side's mask. */
+static struct ticket count_in(struct side s)
+{
+    const int shared = RB_WAITER_SLOTS - 1;
+    int mine = -1, fresh = -1;
+    struct ticket t;
+    uint64_t w;
+
+    for (int i = 0; i < shared && mine < 0; i++) {
+        w = __atomic_load_n(&s.slots[i].word, __ATOMIC_RELAXED);
+        if (SLOT_OWNER(w) == self_id && SLOT_COUNT(w) < SLOT_MAX_COUNT)
+            mine = i;
+        else if (SLOT_OWNER(w) == 0 && fresh < 0)
+            fresh = i;
+    }
+    t.slot = mine >= 0 ? mine : fresh >= 0 ? fresh : shared;
+    t.owner = t.slot == shared ? RB_SHARED_OWNER : self_id;
+    w = __atomic_load_n(&s.slots[t.slot].word, __ATOMIC_RELAXED);
+    for (;;) {
+        uint64_t nw;
+
+        if (SLOT_OWNER(w) == 0)  /* take it: a new generation, a count of one */
+            nw = (uint64_t)t.owner << 32 | SLOT_FREE(SLOT_GEN(w) + 1) | 1;
+        else if (SLOT_COUNT(w) < SLOT_MAX_COUNT)
+            nw = w + 1;
+        else
+            nw = w;  /* the shared slot is full (2^24 waiters): share the count */
+        /* Others only ever count out (W3) or, under this lock, reap: retry
+         * with what they left. */
+        if (__atomic_compare_exchange_n(&s.slots[t.slot].word, &w, nw, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+            t.gen = SLOT_GEN(nw);
+            break;
+        }
+    }
+    STORE(s.slots[t.slot].since_ns, now_ns());
+    STORE(s.slots[t.slot].pid, self_pid);
+    STORE(*s.mask, LOAD(*s.mask) | 1ULL << t.slot);
+    return t;
+}
+
+/* W3, no lock: count the caller out, unless a reaper struck it off already. */
+static void count_out(struct side s, struct ticket t)
+{
+    uint64_t w = __atomic_load_n(&s.slots[t.slot].word, __ATOMIC_RELAXED), nw;
+
+    do {
+        if (SLOT_OWNER(w) != t.owner || SLOT_GEN(w) != t.gen || SLOT_COUNT(w) == 0)
+            return;
+        nw = SLOT_COUNT(w) == 1 ? SLOT_FREE(t.gen) : w - 1;
+    } while (!__atomic_compare_exchange_n(&s.slots[t.slot].word, &w, nw, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED));
+}
+
+/* W4, lock held: how many waiters are counted on this side.  Clears the mask
+ * bits of slots found empty; none can be refilled meanwhile, since only a
+ * lock holder counts in. */
+static uint32_t parked(struct side s)
+{
+    uint64_t mask = LOAD(*s.mask), keep = 0;
+    uint32_t n = 0;
+
+    if (mask == 0)
+        return 0;
+    for (int i = 0; i < RB_WAITER_SLOTS; i++) {
+        uint32_t c;
+
+        if (!(mask & 1ULL << i))
+            continue;
+        c = SLOT_COUNT(__atomic_load_n(&s.slots[i].word, __ATOMIC_RELAXED));
+        if (c > 0) {
+            keep |= 1ULL << i;
+            n += c;
+        }
+    }
+    if (keep != mask)
+        STORE(*s.mask, keep);
+    return n;
+}
+
+/* W9, lock held: strike off the slots not stamped for RB_REAP_NS. */
+static void reap(struct rb_hdr *h, struct side s)
+{
+    uint64_t mask = LOAD(*s.mask);
+    int64_t stale = now_ns() - RB_REAP_NS;
+
+    for (int i = 0; mask != 0 && i < RB_WAITER_SLOTS; i++) {
+        uint64_t w;
+
+        if (!(mask & 1ULL << i) || LOAD(s.slots[i].since_ns) >= stale)
+            continue;
+        w = __atomic_load_n(&s.slots[i].word, __ATOMIC_RELAXED);
+        while (SLOT_COUNT(w) > 0 &&
+               !__atomic_compare_exchange_n(&s.slots[i].word, &w, SLOT_FREE(SLOT_GEN(w)), 0, __ATOMIC_RELAXED,
+                                            __ATOMIC_RELAXED))
+            ;
+        if (SLOT_COUNT(w) > 0)
+            STORE(h->waiters_reaped, h->waiters_reaped + SLOT_COUNT(w));
+    }
+}
+
+/* After a recovery (lock held): I8 again, whatever the dead owner left. */
+static void remask(struct side s)
+{
+    uint64_t mask = 0;
+
+    for (int i = 0; i < RB_WAITER_SLOTS; i++)
+        if (SLOT_COUNT(__atomic_load_n(&s.slots[i].word, __ATOMIC_RELAXED)) > 0)
+            mask |= 1ULL << i;
+    STORE(*s.mask, mask);
+}
+
 /*
  * Rebuild the derived fields from the two commit words (lock held, owner
  * dead).  Returns RB_ERECOVERED, or RB_ECORRUPT if the commit words or the
  * records between them do not make sense (then nothing is changed).
  */
-static int rb_recover(struct rb_chan *ch)
+static int recover(struct rb_chan *ch)
 {
     struct rb_hdr *h = ch->hdr;
+    /* Acquire: pairs with the release stores of the commits (publish(),
+     * release_head()), so the records they cover are seen whole. */
     uint64_t sp = __atomic_load_n(&h->sendpos, __ATOMIC_ACQUIRE);
     uint64_t rp = __atomic_load_n(&h->recvpos, __ATOMIC_ACQUIRE);
-    uint64_t used, off, walked = 0, count = 0, len;
+    uint64_t sent = LOAD(h->sent), received = LOAD(h->received);
+    int64_t count;
 
     if (sp < rp || sp - rp > ch->size || ((sp | rp) & 7) != 0)
         return RB_ECORRUPT;
-    used = sp - rp;
-    off = rp % ch->size;
     /* Every record between the commit words was written in full before its
      * commit store, so the walk must land exactly on sendpos. */
-    while (walked < used) {
-        ring_get(ch, off, &len, RB_REC_HDR);
-        if (len > ch->size - RB_REC_HDR || RB_REC_HDR + align8(len) > used - walked || count >= ch->dataqsiz)
-            return RB_ECORRUPT;
-        walked += RB_REC_HDR + align8(len);
-        off = wrap(ch, off + RB_REC_HDR + align8(len));
-        count++;
-    }
-    h->sendx = sp % ch->size;
-    h->recvx = rp % ch->size;
-    STORE(h->used, used);
-    STORE(h->qcount, count);
+    if ((count = walk_records(ch, rp % ch->size, sp - rp, ch->dataqsiz)) < 0)
+        return RB_ECORRUPT;
+    STORE(h->sendx, sp % ch->size);
+    STORE(h->recvx, rp % ch->size);
+    STORE(h->used, sp - rp);
+    STORE(h->qcount, (uint64_t)count);
     /* Only the dead owner's side can have missed its total. */
-    if (h->sent - h->received < count)
-        STORE(h->sent, h->received + count);
-    else if (h->sent - h->received > count)
-        STORE(h->received, h->sent - count);
+    if (sent - received < (uint64_t)count)
+        STORE(h->sent, received + (uint64_t)count);
+    else if (sent - received > (uint64_t)count)
+        STORE(h->received, sent - (uint64_t)count);
+    remask(senders(h));
+    remask(receivers(h));
     INC(h->send_futex);
     INC(h->recv_futex);
-    h->recoveries++;
+    STORE(h->recoveries, h->recoveries + 1);
     return RB_ERECOVERED;
 }
 
 /* ---- spinning and parking --------------------------------------------- */
-
-static int room_for(const struct rb_chan *ch, uint64_t need)
-{
-    const struct rb_hdr *h = ch->hdr;
-    return h->qcount < ch->dataqsiz && h->used + need <= ch->size;
-}
 
 /* Spin without the lock until `*counter` (the other side's running total,
  * read as `seen` under the lock) or `*futex` (bumped by close) moves, or the
@@ -341,99 +514,49 @@ static void spin(const uint64_t *counter, uint64_t seen, const uint32_t *futex, 
     }
 }
 
-/* Count a waiter out: decrement, but never below zero (a count is only ever
- * too high when a peer scribbled on the slots; then it must not wrap). */
-static void count_out(uint32_t *count)
+/* Bump a side's futex word and wake one of its sleepers, without the lock:
+ * a wake-up handed on by a waiter that is leaving (W6, W10).  The bump makes
+ * a sleeper that read the word before it, but is not yet asleep, return at
+ * once instead of missing the wake. */
+static void hand_on(uint32_t *futex)
 {
-    uint32_t v = LOAD(*count);
-
-    while (v > 0 && !__atomic_compare_exchange_n(count, &v, v - 1, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
-        ;
-}
-
-/* One side of the channel, as parking sees it. */
-struct rb_side {
-    uint32_t *futex;            /* the word its waiters sleep on */
-    uint32_t *count;            /* sendq or recvq */
-    struct rb_waiter *slots;
-};
-
-static struct rb_side senders(struct rb_hdr *h)
-{
-    return (struct rb_side){ &h->send_futex, &h->sendq, h->send_waiters };
-}
-
-static struct rb_side receivers(struct rb_hdr *h)
-{
-    return (struct rb_side){ &h->recv_futex, &h->recvq, h->recv_waiters };
-}
-
-/* Lock held: strike off waiters whose slot is older than RB_REAP_NS. */
-static void reap(struct rb_hdr *h, struct rb_side side)
-{
-    int64_t stale = now_ns() - RB_REAP_NS;
-
-    for (int i = 0; i < RB_WAITER_SLOTS; i++) {
-        uint64_t token = __atomic_load_n(&side.slots[i].token, __ATOMIC_ACQUIRE);
-
-        if (token != 0 && LOAD(side.slots[i].since_ns) < stale &&
-            __atomic_compare_exchange_n(&side.slots[i].token, &token, 0, 0, __ATOMIC_ACQ_REL,
-                                        __ATOMIC_RELAXED)) {
-            count_out(side.count);
-            h->waiters_reaped++;
-        }
-    }
+    INC(*futex);
+    rb_futex_wake(futex, 1);
 }
 
 /*
- * Park the caller on `side` (lock held on entry, dropped here): read the
- * futex word, count the caller in (with a slot if one is free), drop the
- * lock, wake one other waiter if `pass`, sleep while the word still holds
- * what was read, then count it out.
+ * Park the caller on side `s` (lock held on entry, dropped here): W9 reap,
+ * W1 count in and read the word, drop the lock, hand on a wake-up if `pass`
+ * (W6: the caller bumped the word under the lock before we read it, so that
+ * wake cannot be meant for us), W2 sleep, W3 count out.
  *
  * Returns RB_OK when woken, RB_ETIMEDOUT when the sleep ran out (the
- * deadline, or a periodic re-check), RB_EINTR on a signal.
- *
- * Sleep at most RB_RECHECK_NS at a time.  A wake-up is only ever owed by a
- * live process, but a process can be killed after its commit and before its
- * wake system call, or after being woken and before acting on it; the
- * periodic re-check bounds what such a death can cost the sleepers to
- * RB_RECHECK_NS.  It is not how waiters normally wake.
+ * deadline, or a W8 re-check), RB_EINTR on a signal.
  */
-static int park(struct rb_chan *ch, struct rb_side side, int pass, int64_t deadline)
+static int park(struct rb_chan *ch, struct side s, int pass, int64_t deadline)
 {
-    static uint32_t serial;
-    uint32_t seq = LOAD(*side.futex);
-    uint64_t token = (uint64_t)rb_pid << 32 | __atomic_add_fetch(&serial, 1, __ATOMIC_RELAXED);
+    struct rb_hdr *h = ch->hdr;
     int64_t until = now_ns() + RB_RECHECK_NS;
+    struct ticket t;
     struct timespec ts;
-    int slot = -1, r;
+    uint32_t seq;
+    int r;
 
-    reap(ch->hdr, senders(ch->hdr));
-    reap(ch->hdr, receivers(ch->hdr));
-    for (int i = 0; i < RB_WAITER_SLOTS && slot < 0; i++) {
-        if (LOAD(side.slots[i].token) == 0) {  /* only freed outside the lock, never taken */
-            STORE(side.slots[i].since_ns, now_ns());
-            __atomic_store_n(&side.slots[i].token, token, __ATOMIC_RELEASE);
-            slot = i;
-        }
-    }
-    INC(*side.count);
-    rb_unlock(ch);
-    /* A baton handed on (the caller bumped the word before we read it, so
-     * this wake cannot be meant for us, and we are not asleep yet). */
+    reap(h, senders(h));
+    reap(h, receivers(h));
+    t = count_in(s);
+    seq = LOAD(*s.futex);
+    CRASH_POINT(RB_CRASH_PARK_COUNTED);
+    unlock(ch);
     if (pass)
-        rb_futex_wake(side.futex, 1);
+        rb_futex_wake(s.futex, 1);
 
     if (deadline >= 0 && deadline < until)
         until = deadline;
     ts = to_timespec(until);
-    r = rb_futex_wait(side.futex, seq, &ts);
-
-    /* Count out, unless a reaper already did (we were stopped too long). */
-    if (slot < 0 || __atomic_compare_exchange_n(&side.slots[slot].token, &token, 0, 0, __ATOMIC_ACQ_REL,
-                                                __ATOMIC_RELAXED))
-        count_out(side.count);
+    r = rb_futex_wait(s.futex, seq, &ts);
+    CRASH_POINT(RB_CRASH_PARK_WOKEN);
+    count_out(s, t);
     /* 0: woken.  EAGAIN: the word moved before we slept, so a wake-up was
      * meant for this side and may have found nobody else asleep; count it as
      * ours. */
@@ -444,138 +567,164 @@ static int park(struct rb_chan *ch, struct rb_side side, int pass, int64_t deadl
 
 /* ---- waiting for room or data ----------------------------------------- */
 
-/* Lock held: is a sender parked whose record may fit the room there is now?
- * send_min_need is a lower bound on every parked sender's need, so when this
- * says no, waking one would be wasted. */
-static int room_for_parked_sender(const struct rb_chan *ch)
+/* W5, W7, lock held: is a sender parked whose record may fit the room `p`
+ * describes?  send_min_need is a lower bound on every parked sender's need,
+ * so when this says no, waking one would be wasted. */
+static int room_for_parked_sender(struct rb_chan *ch, const struct pos *p)
 {
-    return LOAD(ch->hdr->sendq) > 0 && room_for(ch, ch->hdr->send_min_need);
+    struct rb_hdr *h = ch->hdr;
+
+    return LOAD(h->send_mask) != 0 && room_for(ch, p, h->send_min_need) && parked(senders(h)) > 0;
 }
 
-/* Lock held, called by a sender that was woken for room: hand the wake-up
- * on to the next parked sender if `pass` allows and there is room it may
- * fit.  Returns whether to make the wake call once the lock is dropped. */
-static int pass_baton(struct rb_chan *ch, int pass)
+/* W6, lock held: a woken sender hands its wake-up on if there is room for a
+ * parked sender.  Returns whether to make the wake call after unlocking. */
+static int pass_baton(struct rb_chan *ch, const struct pos *p)
 {
-    if (!pass || !room_for_parked_sender(ch))
+    struct rb_hdr *h = ch->hdr;
+
+    if (!room_for_parked_sender(ch, p))
         return 0;
-    INC(ch->hdr->send_futex);
-    ch->hdr->send_wakes++;
+    INC(h->send_futex);
+    h->baton_passes++;
     return 1;
+}
+
+/* W6, lock held: a woken sender whose record does not fit: hand the wake-up
+ * on while the budget lasts. */
+static int spend_baton(struct rb_chan *ch, const struct pos *p)
+{
+    struct rb_hdr *h = ch->hdr;
+
+    if (h->send_baton == 0 || !pass_baton(ch, p))
+        return 0;
+    h->send_baton--;
+    return 1;
+}
+
+/* W7, lock held: a sender about to park for `need` bytes. */
+static void note_need(struct rb_chan *ch, uint64_t need)
+{
+    struct rb_hdr *h = ch->hdr;
+
+    if (parked(senders(h)) == 0 || need < h->send_min_need)
+        h->send_min_need = need;
+}
+
+/* Drop the lock, then make the wake call a sender owes (`wake`) if any. */
+static void unlock_and_pass(struct rb_chan *ch, int wake)
+{
+    unlock(ch);
+    if (wake)
+        rb_futex_wake(&ch->hdr->send_futex, 1);
 }
 
 /*
  * Take the lock and return RB_OK still holding it once there is room for a
- * record of `need` bytes; otherwise return a status with the lock dropped.
- * The order of the checks is the order of precedence: a damaged header, then
- * closed, then room, then the deadline, then spin once, then park.
- * *woken says whether the caller was woken for the room it got; if so, it
- * owes the baton (see "Whom to wake") once it has sent.
+ * record of `need` bytes, with the checked positions in *p; otherwise return
+ * a status with the lock dropped.  The order of the checks is the order of
+ * precedence: a damaged header, then closed, then room, then the deadline,
+ * then spin once, then park.  *woken says whether the caller was woken for
+ * the room it got; if so, it owes the baton once it has sent (W6).
  */
-static int lock_room(struct rb_chan *ch, uint64_t need, int64_t deadline, int *woken)
+static int lock_room(struct rb_chan *ch, uint64_t need, int64_t deadline, int *woken, struct pos *p)
 {
     struct rb_hdr *h = ch->hdr;
-    int spun = 0, wake = 0, rc;
+    int spun = 0, baton = 0, wake = 0, rc;
 
-    *woken = 0;
     for (;;) {
-        if ((rc = rb_lock(ch, deadline)) != RB_OK) {
-            /* Leaving with a wake-up in hand: hand it on as best we can
-             * without the lock (the re-check covers one that finds nobody). */
-            if (*woken)
-                rb_futex_wake(&h->send_futex, 1);
+        if ((rc = lock(ch, deadline)) != RB_OK) {
+            if (baton)  /* W6: leaving with a wake-up in hand */
+                hand_on(&h->send_futex);
             return rc;
         }
-        if (!hdr_sane(ch, h->sendx)) {
-            rb_unlock(ch);
-            return RB_ECORRUPT;
+        if (!read_pos(ch, &h->sendx, p)) {
+            rc = RB_ECORRUPT;
+            break;
         }
 
         /* Closed: no more sends, whatever the room (close woke everyone). */
-        if (h->closed) {
-            rb_unlock(ch);
-            return RB_ECLOSED;
+        if (LOAD(h->closed)) {
+            rc = RB_ECLOSED;
+            break;
         }
 
         /* Room in the buffer: the caller copies and publishes. */
-        if (room_for(ch, need))
+        if (room_for(ch, p, need)) {
+            *woken = baton;
             return RB_OK;
+        }
 
-        /* Woken, but this record does not fit: the room may suit another
-         * parked sender, so hand the wake-up on while the budget lasts. */
-        if (*woken) {
-            *woken = 0;
-            wake = pass_baton(ch, h->send_baton > 0);
-            if (wake)
-                h->send_baton--;
+        /* W6: woken, but this record does not fit. */
+        if (baton) {
+            baton = 0;
+            wake = spend_baton(ch, p);
         }
 
         /* No room and no time left (a non-blocking call lands here at once). */
         if (expired(deadline)) {
-            rb_unlock(ch);
-            if (wake)
-                rb_futex_wake(&h->send_futex, 1);
-            return RB_ETIMEDOUT;
+            rc = RB_ETIMEDOUT;
+            break;
         }
 
         /* No room yet: spin once until a receive, then park. */
         if (!spun) {
             uint64_t seen = LOAD(h->received);
 
-            rb_unlock(ch);
-            if (wake)
-                rb_futex_wake(&h->send_futex, 1);
+            unlock_and_pass(ch, wake);
             wake = 0;
             spin(&h->received, seen, &h->send_futex, deadline);
             spun = 1;
             continue;
         }
-        if (LOAD(h->sendq) == 0 || need < h->send_min_need)
-            h->send_min_need = need;
+        note_need(ch, need);
         h->send_parks++;
         rc = park(ch, senders(h), wake, deadline);
         wake = 0;
         if (rc == RB_EINTR)
             return rc;
-        *woken = rc == RB_OK;
+        baton = rc == RB_OK;
     }
+    unlock_and_pass(ch, wake);
+    return rc;
 }
 
-/* The mirror image: return RB_OK holding the lock once a message is queued. */
-static int lock_nonempty(struct rb_chan *ch, int64_t deadline)
+/* The mirror image: return RB_OK holding the lock once a message is queued,
+ * with the checked positions in *p. */
+static int lock_nonempty(struct rb_chan *ch, int64_t deadline, struct pos *p)
 {
     struct rb_hdr *h = ch->hdr;
     int spun = 0, rc;
 
     for (;;) {
-        if ((rc = rb_lock(ch, deadline)) != RB_OK)
+        if ((rc = lock(ch, deadline)) != RB_OK)
             return rc;
-        if (!hdr_sane(ch, h->recvx)) {
-            rb_unlock(ch);
-            return RB_ECORRUPT;
+        if (!read_pos(ch, &h->recvx, p)) {
+            rc = RB_ECORRUPT;
+            break;
         }
 
         /* Data in the buffer: the caller copies it out and releases it. */
-        if (h->qcount > 0)
+        if (p->qcount > 0)
             return RB_OK;
 
         /* Closed and drained: the end of the stream. */
-        if (h->closed) {
-            rb_unlock(ch);
-            return RB_ECLOSED;
+        if (LOAD(h->closed)) {
+            rc = RB_ECLOSED;
+            break;
         }
 
         /* Empty and no time left. */
         if (expired(deadline)) {
-            rb_unlock(ch);
-            return RB_ETIMEDOUT;
+            rc = RB_ETIMEDOUT;
+            break;
         }
 
         /* Empty: spin once until a send, then park. */
         if (!spun) {
             uint64_t seen = LOAD(h->sent);
 
-            rb_unlock(ch);
+            unlock(ch);
             spin(&h->sent, seen, &h->recv_futex, deadline);
             spun = 1;
             continue;
@@ -584,12 +733,14 @@ static int lock_nonempty(struct rb_chan *ch, int64_t deadline)
         if ((rc = park(ch, receivers(h), 0, deadline)) == RB_EINTR)
             return rc;
     }
+    unlock(ch);
+    return rc;
 }
 
 /* ---- publishing and releasing records (lock held) ----------------------- */
 
 /* Write one record made of parts iov[0..n) (total `len` bytes) at ring
- * offset `off`; returns the offset after it.  Nothing is visible to
+ * offset `off` (checked); returns the offset after it.  Nothing is visible to
  * receivers until publish(). */
 static uint64_t put_record(const struct rb_chan *ch, uint64_t off, const struct rb_iov *iov, uint32_t n,
                            uint64_t len)
@@ -603,89 +754,88 @@ static uint64_t put_record(const struct rb_chan *ch, uint64_t off, const struct 
 }
 
 /* The commit point of a send: `count` records of `bytes` ring bytes, written
- * from the old sendx up to `sendx`, become visible.  A sender that dies before
- * the sendpos store leaves no trace (its bytes lie in free space); after it,
- * rb_recover() completes the rest.  Returns how many parked receivers to wake
- * after the lock is dropped. */
-static int publish(struct rb_chan *ch, uint64_t sendx, uint64_t count, uint64_t bytes)
+ * from p->x up to `end`, become visible.  A sender that dies before the
+ * sendpos store leaves no trace (its bytes lie in free space); after it,
+ * recover() completes the rest.  Returns how many parked receivers to wake
+ * after the lock is dropped (W5). */
+static int publish(struct rb_chan *ch, const struct pos *p, uint64_t end, uint64_t count, uint64_t bytes)
 {
     struct rb_hdr *h = ch->hdr;
-    uint32_t parked = LOAD(h->recvq);
+    uint32_t waiting;
 
     CRASH_POINT(RB_CRASH_SEND_BEFORE_COMMIT);
-    /* The commit.  Release order: the record bytes are in place before it. */
-    __atomic_store_n(&h->sendpos, h->sendpos + bytes, __ATOMIC_RELEASE);
+    /* The commit.  Release: the record bytes are in place before it; pairs
+     * with the acquire load in recover(). */
+    __atomic_store_n(&h->sendpos, LOAD(h->sendpos) + bytes, __ATOMIC_RELEASE);
     CRASH_POINT(RB_CRASH_SEND_AFTER_COMMIT);
-    h->sendx = sendx;
-    STORE(h->used, h->used + bytes);
-    STORE(h->qcount, h->qcount + count);
-    STORE(h->sent, h->sent + count);
-    if (parked == 0)
+    STORE(h->sendx, end);
+    STORE(h->used, p->used + bytes);
+    STORE(h->qcount, p->qcount + count);
+    STORE(h->sent, LOAD(h->sent) + count);
+    if ((waiting = parked(receivers(h))) == 0)  /* W4 */
         return 0;
     INC(h->recv_futex);
-    h->send_wakes++;
-    return count < parked ? (int)count : (int)parked;
-}
-
-/* Read the head record's length and check it against the ring and `used`
- * (I5): it came from shared memory. */
-static int head_len(const struct rb_chan *ch, uint64_t *len)
-{
-    const struct rb_hdr *h = ch->hdr;
-
-    ring_get(ch, h->recvx, len, RB_REC_HDR);
-    if (*len > ch->size - RB_REC_HDR || RB_REC_HDR + align8(*len) > h->used)
-        return RB_ECORRUPT;
-    return RB_OK;
+    h->recvq_wakes++;
+    return count < waiting ? (int)count : (int)waiting;
 }
 
 /* lock_nonempty(), then read and check the head record's length: RB_OK with
  * the lock held, or a status with it dropped. */
-static int lock_head(struct rb_chan *ch, int64_t deadline, uint64_t *len)
+static int lock_head(struct rb_chan *ch, int64_t deadline, struct pos *p, uint64_t *len)
 {
     int rc;
 
-    if ((rc = lock_nonempty(ch, deadline)) != RB_OK)
+    if ((rc = lock_nonempty(ch, deadline, p)) != RB_OK)
         return rc;
-    if ((rc = head_len(ch, len)) != RB_OK)
-        rb_unlock(ch);
-    return rc;
+    if (!record_len(ch, p->x, p->used, len)) {
+        unlock(ch);
+        return RB_ECORRUPT;
+    }
+    return RB_OK;
 }
 
 /* Release the head record (of payload length len): the commit point of a
- * receive.  Returns whether to wake a parked sender after the lock drops. */
-static int release_head(struct rb_chan *ch, uint64_t len)
+ * receive.  Advances *p past it. */
+static void release_head(struct rb_chan *ch, struct pos *p, uint64_t len)
 {
     struct rb_hdr *h = ch->hdr;
     uint64_t bytes = RB_REC_HDR + align8(len);
 
     CRASH_POINT(RB_CRASH_RECV_BEFORE_COMMIT);
-    /* The commit.  Release order: the payload was copied out before it. */
-    __atomic_store_n(&h->recvpos, h->recvpos + bytes, __ATOMIC_RELEASE);
+    /* The commit.  Release: the payload was copied out before it; pairs with
+     * the acquire load in recover(). */
+    __atomic_store_n(&h->recvpos, LOAD(h->recvpos) + bytes, __ATOMIC_RELEASE);
     CRASH_POINT(RB_CRASH_RECV_AFTER_COMMIT);
-    h->recvx = wrap(ch, h->recvx + bytes);
-    STORE(h->used, h->used - bytes);
-    STORE(h->qcount, h->qcount - 1);
-    STORE(h->received, h->received + 1);
-    if (!room_for_parked_sender(ch))
+    p->x = wrap(ch, p->x + bytes);
+    p->used -= bytes;
+    p->qcount -= 1;
+    STORE(h->recvx, p->x);
+    STORE(h->used, p->used);
+    STORE(h->qcount, p->qcount);
+    STORE(h->received, LOAD(h->received) + 1);
+}
+
+/* W5, lock held, after a receive freed room: whether to wake one sender, who
+ * then carries the baton (W6) over up to every parked sender. */
+static int owe_sender(struct rb_chan *ch, const struct pos *p)
+{
+    struct rb_hdr *h = ch->hdr;
+
+    if (!room_for_parked_sender(ch, p))
         return 0;
     INC(h->send_futex);
-    h->send_baton = LOAD(h->sendq);
-    h->recv_wakes++;
+    h->send_baton = parked(senders(h));
+    h->sendq_wakes++;
     return 1;
 }
 
 /* Drop the lock, then wake `receivers` parked receivers and, if `sender`, one
  * parked sender.  After a wake call, yield the CPU once: the kernel tends to
  * put the woken process on this CPU, where it would wait for us to block or
- * be preempted.  (Round trip to a parked echo process: 61-67 us with the
- * yield against 74-76 us for a pipe in the same runs; without it, level with
- * the pipe.  It costs nothing when nobody is parked, since then no wake call
- * is made; 4x4 producers and consumers, which wake often, measured 436-531k
- * msg/s with it and 547-565k without.) */
+ * be preempted.  No wake call, and no yield, when nobody is parked. */
 static void unlock_and_wake(struct rb_chan *ch, int receivers, int sender)
 {
-    rb_unlock(ch);
+    unlock(ch);
     if (receivers > 0)
         rb_futex_wake(&ch->hdr->recv_futex, receivers);
     if (sender)
@@ -699,6 +849,7 @@ static void unlock_and_wake(struct rb_chan *ch, int receivers, int sender)
 int rb_sendv(struct rb_chan *ch, const struct rb_iov *iov, uint32_t n, int64_t deadline)
 {
     uint64_t len = 0, max = ch->size - RB_REC_HDR, need, end;
+    struct pos p;
     int rc, woken, receivers;
 
     for (uint32_t i = 0; i < n; i++) {
@@ -707,11 +858,14 @@ int rb_sendv(struct rb_chan *ch, const struct rb_iov *iov, uint32_t n, int64_t d
         len += iov[i].len;
     }
     need = RB_REC_HDR + align8(len);
-    if ((rc = lock_room(ch, need, deadline, &woken)) != RB_OK)
+    if ((rc = lock_room(ch, need, deadline, &woken, &p)) != RB_OK)
         return rc;
-    end = put_record(ch, ch->hdr->sendx, iov, n, len);
-    receivers = publish(ch, end, 1, need);
-    unlock_and_wake(ch, receivers, pass_baton(ch, woken));
+    end = put_record(ch, p.x, iov, n, len);
+    receivers = publish(ch, &p, end, 1, need);
+    p.x = end;
+    p.used += need;
+    p.qcount += 1;
+    unlock_and_wake(ch, receivers, woken && pass_baton(ch, &p));
     return RB_OK;
 }
 
@@ -722,40 +876,38 @@ int rb_send(struct rb_chan *ch, const void *buf, uint64_t len, int64_t deadline)
     return rb_sendv(ch, &one, 1, deadline);
 }
 
-int rb_send_batch(struct rb_chan *ch, const void *data, const uint64_t *lens, uint64_t n, uint64_t *sent_out,
-                  int64_t deadline)
+int rb_send_batch(struct rb_chan *ch, const struct rb_iov *msgs, uint64_t n, uint64_t *sent_out, int64_t deadline)
 {
-    struct rb_hdr *h = ch->hdr;
-    const uint8_t *src = data;
     uint64_t done = 0;
     int rc = RB_OK, woken, receivers;
 
     *sent_out = 0;
     for (uint64_t i = 0; i < n; i++)
-        if (lens[i] > ch->size - RB_REC_HDR)
+        if (msgs[i].len > ch->size - RB_REC_HDR)
             return RB_ETOOBIG;
 
     while (done < n) {
         uint64_t count = 0, bytes = 0, off;
+        struct pos p;
 
         /* Wait for room for the next message, then write as many as fit and
          * publish them together.  The fit test adds what this batch has
-         * written but not yet published to the committed counts. */
-        if ((rc = lock_room(ch, RB_REC_HDR + align8(lens[done]), deadline, &woken)) != RB_OK)
+         * written but not yet published to the checked counts. */
+        if ((rc = lock_room(ch, RB_REC_HDR + align8(msgs[done].len), deadline, &woken, &p)) != RB_OK)
             break;
-        off = h->sendx;
+        off = p.x;
         do {
-            struct rb_iov one = { src, lens[done] };
-
-            off = put_record(ch, off, &one, 1, lens[done]);
-            src += lens[done];
-            bytes += RB_REC_HDR + align8(lens[done]);
+            off = put_record(ch, off, &msgs[done], 1, msgs[done].len);
+            bytes += RB_REC_HDR + align8(msgs[done].len);
             count++;
             done++;
-        } while (done < n && h->qcount + count < ch->dataqsiz &&
-                 h->used + bytes + RB_REC_HDR + align8(lens[done]) <= ch->size);
-        receivers = publish(ch, off, count, bytes);
-        unlock_and_wake(ch, receivers, pass_baton(ch, woken));
+        } while (done < n && p.qcount + count < ch->dataqsiz &&
+                 p.used + bytes + RB_REC_HDR + align8(msgs[done].len) <= ch->size);
+        receivers = publish(ch, &p, off, count, bytes);
+        p.x = off;
+        p.used += bytes;
+        p.qcount += count;
+        unlock_and_wake(ch, receivers, woken && pass_baton(ch, &p));
         *sent_out = done;
     }
     return rc;
@@ -765,18 +917,20 @@ int rb_send_batch(struct rb_chan *ch, const void *data, const uint64_t *lens, ui
 
 int64_t rb_recv(struct rb_chan *ch, void *buf, uint64_t cap, uint64_t *need_out, int64_t deadline)
 {
+    struct pos p;
     uint64_t len;
     int rc;
 
-    if ((rc = lock_head(ch, deadline, &len)) != RB_OK)
+    if ((rc = lock_head(ch, deadline, &p, &len)) != RB_OK)
         return -rc;
     if (len > cap) {
         *need_out = len;
-        rb_unlock(ch);
+        unlock(ch);
         return -RB_ESMALLBUF;
     }
-    ring_get(ch, wrap(ch, ch->hdr->recvx + RB_REC_HDR), buf, len);
-    unlock_and_wake(ch, 0, release_head(ch, len));
+    ring_get(ch, wrap(ch, p.x + RB_REC_HDR), buf, len);
+    release_head(ch, &p, len);
+    unlock_and_wake(ch, 0, owe_sender(ch, &p));
     return (int64_t)len;
 }
 
@@ -784,18 +938,19 @@ int64_t rb_recv_batch(struct rb_chan *ch, void *buf, uint64_t cap, uint64_t *len
                       uint64_t *need_out, int64_t deadline)
 {
     uint64_t count = 0, off = 0, len;
-    int rc, wake = 0;
+    struct pos p;
+    int rc;
 
     if (max_items == 0)
         return 0;
-    if ((rc = lock_nonempty(ch, deadline)) != RB_OK)
+    if ((rc = lock_nonempty(ch, deadline, &p)) != RB_OK)
         return -rc;
     /* Take queued records while they fit the buffer, without waiting for
      * more once the first is in hand. */
-    while (count < max_items && ch->hdr->qcount > 0) {
-        if (head_len(ch, &len) != RB_OK) {
+    while (count < max_items && p.qcount > 0) {
+        if (!record_len(ch, p.x, p.used, &len)) {
             if (count == 0) {
-                rb_unlock(ch);
+                unlock(ch);
                 return -RB_ECORRUPT;
             }
             break;  /* deliver what was good; the next call reports it */
@@ -803,75 +958,77 @@ int64_t rb_recv_batch(struct rb_chan *ch, void *buf, uint64_t cap, uint64_t *len
         if (len > cap - off) {
             if (count == 0) {
                 *need_out = len;
-                rb_unlock(ch);
+                unlock(ch);
                 return -RB_ESMALLBUF;
             }
             break;
         }
-        ring_get(ch, wrap(ch, ch->hdr->recvx + RB_REC_HDR), (uint8_t *)buf + off, len);
-        wake |= release_head(ch, len);
+        ring_get(ch, wrap(ch, p.x + RB_REC_HDR), (uint8_t *)buf + off, len);
+        release_head(ch, &p, len);
         lens[count++] = len;
         off += len;
     }
-    unlock_and_wake(ch, 0, wake);
+    unlock_and_wake(ch, 0, owe_sender(ch, &p));
     return (int64_t)count;
 }
 
 int64_t rb_peek(struct rb_chan *ch, void *buf, uint64_t cap, uint64_t *token_out, int64_t deadline)
 {
+    struct pos p;
     uint64_t len;
     int rc;
 
-    if ((rc = lock_head(ch, deadline, &len)) != RB_OK)
+    if ((rc = lock_head(ch, deadline, &p, &len)) != RB_OK)
         return -rc;
-    ring_get(ch, wrap(ch, ch->hdr->recvx + RB_REC_HDR), buf, len < cap ? len : cap);
+    ring_get(ch, wrap(ch, p.x + RB_REC_HDR), buf, len < cap ? len : cap);
     /* The head message's sequence number: rb_recv_at() checks that the head
      * is still this message. */
-    *token_out = ch->hdr->received;
-    rb_unlock(ch);
+    *token_out = LOAD(ch->hdr->received);
+    unlock(ch);
     return (int64_t)len;
 }
 
 int rb_recv_at(struct rb_chan *ch, uint64_t token, uint64_t skip, void *dst, uint64_t n)
 {
+    struct pos p;
     uint64_t len;
     int rc;
 
-    if ((rc = rb_lock(ch, RB_FOREVER)) != RB_OK)
+    if ((rc = lock(ch, RB_FOREVER)) != RB_OK)
         return rc;
-    if (!hdr_sane(ch, ch->hdr->recvx)) {
-        rb_unlock(ch);
-        return RB_ECORRUPT;
+    if (!read_pos(ch, &ch->hdr->recvx, &p))
+        rc = RB_ECORRUPT;
+    else if (p.qcount == 0 || LOAD(ch->hdr->received) != token)
+        rc = RB_ECHANGED;  /* another receiver took the peeked message first */
+    else if (!record_len(ch, p.x, p.used, &len))
+        rc = RB_ECORRUPT;
+    else if (skip > len || n > len - skip)
+        rc = RB_EINVAL;
+    if (rc != RB_OK) {
+        unlock(ch);
+        return rc;
     }
-    /* Another receiver took the peeked message first. */
-    if (ch->hdr->qcount == 0 || ch->hdr->received != token) {
-        rb_unlock(ch);
-        return RB_ECHANGED;
-    }
-    if (head_len(ch, &len) != RB_OK) {
-        rb_unlock(ch);
-        return RB_ECORRUPT;
-    }
-    if (skip > len || n > len - skip) {
-        rb_unlock(ch);
-        return RB_EINVAL;
-    }
-    /* recvx < size and skip <= len <= size - 8: the sum is below 2 * size. */
-    ring_get(ch, wrap(ch, ch->hdr->recvx + RB_REC_HDR + skip), dst, n);
-    unlock_and_wake(ch, 0, release_head(ch, len));
+    /* p.x < size and skip <= len <= size - 8: the sum is below 2 * size. */
+    ring_get(ch, wrap(ch, p.x + RB_REC_HDR + skip), dst, n);
+    release_head(ch, &p, len);
+    unlock_and_wake(ch, 0, owe_sender(ch, &p));
     return RB_OK;
 }
 
+/* W10. */
 void rb_pass_wake(struct rb_chan *ch)
 {
     struct rb_hdr *h = ch->hdr;
     int wake = 0;
 
-    if (rb_lock(ch, RB_FOREVER) != RB_OK)
+    if (lock(ch, RB_FOREVER) != RB_OK) {
+        /* The lock is held for long, or a signal came: hand it on blind. */
+        hand_on(&h->recv_futex);
         return;
-    if (h->qcount > 0 && LOAD(h->recvq) > 0) {
+    }
+    if (LOAD(h->qcount) > 0 && parked(receivers(h)) > 0) {
         INC(h->recv_futex);
-        h->send_wakes++;
+        h->recvq_wakes++;
         wake = 1;
     }
     unlock_and_wake(ch, wake, 0);
@@ -882,43 +1039,39 @@ int rb_close(struct rb_chan *ch)
     struct rb_hdr *h = ch->hdr;
     int rc;
 
-    if ((rc = rb_lock(ch, RB_FOREVER)) != RB_OK)
+    if ((rc = lock(ch, RB_FOREVER)) != RB_OK)
         return rc;
-    if (!h->closed) {
+    if (!LOAD(h->closed)) {
         STORE(h->closed, 1);
         INC(h->send_futex);
         INC(h->recv_futex);
     }
-    rb_unlock(ch);
-    /* Close is rare: wake both queues whatever the counts say. */
+    unlock(ch);
+    /* W5: close is rare: wake both sides whatever the counts say. */
     rb_futex_wake(&h->send_futex, RB_WAKE_ALL);
     rb_futex_wake(&h->recv_futex, RB_WAKE_ALL);
     return RB_OK;
 }
 
-/* ---- unfinished tasks (JoinableQueue) ------------------------------------ */
+/* ---- unfinished tasks (JoinableQueue, W11) ------------------------------- */
 
-/*
- * No lock: tasks, joinq and tasks_futex are changed with sequentially
- * consistent atomics, and the order is what prevents a lost wake-up.  A
- * joiner reads tasks_futex, counts itself in joinq, then reads tasks; a
- * task_done that takes tasks to zero then reads joinq.  In the single order of
- * these operations either the joiner's count comes first (task_done sees it,
- * bumps tasks_futex and wakes; a joiner not yet asleep finds the word changed)
- * or task_done's read of joinq comes first, and then its decrement precedes
- * the joiner's read of tasks, which sees zero.
- */
-int rb_tasks_add(struct rb_chan *ch, int64_t delta)
+static uint64_t unfinished(struct rb_hdr *h, uint64_t done)
+{
+    uint64_t sent = __atomic_load_n(&h->sent, __ATOMIC_SEQ_CST);
+
+    return sent > done ? sent - done : 0;
+}
+
+int rb_task_done(struct rb_chan *ch)
 {
     struct rb_hdr *h = ch->hdr;
-    uint64_t v = __atomic_load_n(&h->tasks, __ATOMIC_SEQ_CST), nv;
+    uint64_t done = __atomic_load_n(&h->tasks_done, __ATOMIC_SEQ_CST);
 
     do {
-        if (delta < 0 && v < (uint64_t)(-delta))
+        if (unfinished(h, done) == 0)
             return RB_EINVAL;
-        nv = v + (uint64_t)delta;
-    } while (!__atomic_compare_exchange_n(&h->tasks, &v, nv, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST));
-    if (nv == 0 && __atomic_load_n(&h->joinq, __ATOMIC_SEQ_CST) > 0) {
+    } while (!__atomic_compare_exchange_n(&h->tasks_done, &done, done + 1, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST));
+    if (unfinished(h, done + 1) == 0 && __atomic_load_n(&h->joinq, __ATOMIC_SEQ_CST) > 0) {
         __atomic_fetch_add(&h->tasks_futex, 1, __ATOMIC_SEQ_CST);
         rb_futex_wake(&h->tasks_futex, RB_WAKE_ALL);
     }
@@ -931,9 +1084,8 @@ int rb_tasks_join(struct rb_chan *ch, int64_t deadline)
 
     for (;;) {
         uint32_t seq = __atomic_load_n(&h->tasks_futex, __ATOMIC_SEQ_CST);
-        /* As in park(): never sleep more than RB_RECHECK_NS, so that a
-         * task_done() killed between its decrement and its wake costs at
-         * most that. */
+        /* W8: never sleep more than RB_RECHECK_NS, so that a task_done()
+         * killed between its increment and its wake costs at most that. */
         int64_t until = now_ns() + RB_RECHECK_NS;
         struct timespec ts;
         int r;
@@ -943,7 +1095,7 @@ int rb_tasks_join(struct rb_chan *ch, int64_t deadline)
         ts = to_timespec(until);
 
         __atomic_fetch_add(&h->joinq, 1, __ATOMIC_SEQ_CST);
-        if (__atomic_load_n(&h->tasks, __ATOMIC_SEQ_CST) == 0) {
+        if (unfinished(h, __atomic_load_n(&h->tasks_done, __ATOMIC_SEQ_CST)) == 0) {
             __atomic_fetch_sub(&h->joinq, 1, __ATOMIC_SEQ_CST);
             return RB_OK;
         }
@@ -960,44 +1112,19 @@ int rb_tasks_join(struct rb_chan *ch, int64_t deadline)
 
 /* ---- observing ---------------------------------------------------------- */
 
-int rb_stats(struct rb_chan *ch, struct rb_stats *out)
+/* Sum of one side's slot counts, read without the lock (approximate). */
+static uint32_t observe_parked(struct side s)
 {
-    struct rb_hdr *h = ch->hdr;
-    int rc;
+    uint32_t n = 0;
 
-    if ((rc = rb_lock(ch, RB_FOREVER)) != RB_OK)
-        return rc;
-    /* An exact snapshot promises a sound one (rb_observe shows raw values). */
-    if (!hdr_sane(ch, h->sendx) || !hdr_sane(ch, h->recvx)) {
-        rb_unlock(ch);
-        return RB_ECORRUPT;
-    }
-    reap(h, senders(h));
-    reap(h, receivers(h));
-    out->dataqsiz = ch->dataqsiz;
-    out->size = ch->size;
-    out->qcount = h->qcount;
-    out->used = h->used;
-    out->sendx = h->sendx;
-    out->recvx = h->recvx;
-    out->sendq = LOAD(h->sendq);
-    out->recvq = LOAD(h->recvq);
-    out->closed = h->closed;
-    out->lock_owner = 0;    /* we hold it; report the state others saw */
-    out->creator_pid = h->creator_pid;
-    out->sent = h->sent;
-    out->received = h->received;
-    out->send_parks = h->send_parks;
-    out->recv_parks = h->recv_parks;
-    out->send_wakes = h->send_wakes;
-    out->recv_wakes = h->recv_wakes;
-    out->recoveries = h->recoveries;
-    out->waiters_reaped = h->waiters_reaped;
-    rb_unlock(ch);
-    return RB_OK;
+    for (int i = 0; i < RB_WAITER_SLOTS; i++)
+        n += SLOT_COUNT(__atomic_load_n(&s.slots[i].word, __ATOMIC_RELAXED));
+    return n;
 }
 
-void rb_observe(struct rb_chan *ch, struct rb_stats *out)
+/* Every field of a snapshot, each read once; under the lock (rb_stats) the
+ * result is consistent, without it (rb_observe) approximate. */
+static void snapshot(struct rb_chan *ch, struct rb_stats *out)
 {
     struct rb_hdr *h = ch->hdr;
 
@@ -1007,8 +1134,8 @@ void rb_observe(struct rb_chan *ch, struct rb_stats *out)
     out->used = LOAD(h->used);
     out->sendx = LOAD(h->sendx);
     out->recvx = LOAD(h->recvx);
-    out->sendq = LOAD(h->sendq);
-    out->recvq = LOAD(h->recvq);
+    out->sendq = observe_parked(senders(h));
+    out->recvq = observe_parked(receivers(h));
     out->closed = LOAD(h->closed);
     out->lock_owner = LOAD(h->lock_owner);
     out->creator_pid = LOAD(h->creator_pid);
@@ -1016,51 +1143,87 @@ void rb_observe(struct rb_chan *ch, struct rb_stats *out)
     out->received = LOAD(h->received);
     out->send_parks = LOAD(h->send_parks);
     out->recv_parks = LOAD(h->recv_parks);
-    out->send_wakes = LOAD(h->send_wakes);
-    out->recv_wakes = LOAD(h->recv_wakes);
+    out->recvq_wakes = LOAD(h->recvq_wakes);
+    out->sendq_wakes = LOAD(h->sendq_wakes);
+    out->baton_passes = LOAD(h->baton_passes);
     out->recoveries = LOAD(h->recoveries);
     out->waiters_reaped = LOAD(h->waiters_reaped);
+    out->tasks_done = LOAD(h->tasks_done);
 }
 
-int rb_waiter_pids(struct rb_chan *ch, int side, int32_t *pids, int max)
+int rb_stats(struct rb_chan *ch, struct rb_stats *out)
 {
-    struct rb_side s = side == 0 ? senders(ch->hdr) : receivers(ch->hdr);
+    struct rb_hdr *h = ch->hdr;
+    struct pos ps, pr;
+    int rc;
+
+    if ((rc = lock(ch, RB_FOREVER)) != RB_OK)
+        return rc;
+    /* An exact snapshot promises a sound one (rb_observe shows raw values). */
+    if (!read_pos(ch, &h->sendx, &ps) || !read_pos(ch, &h->recvx, &pr)) {
+        unlock(ch);
+        return RB_ECORRUPT;
+    }
+    reap(h, senders(h));
+    reap(h, receivers(h));
+    snapshot(ch, out);
+    out->lock_owner = 0;    /* we hold it; report the state others saw */
+    unlock(ch);
+    return RB_OK;
+}
+
+void rb_observe(struct rb_chan *ch, struct rb_stats *out)
+{
+    snapshot(ch, out);
+}
+
+int rb_parked(struct rb_chan *ch, int side, struct rb_parked *out, int max)
+{
+    struct side s = side == 0 ? senders(ch->hdr) : receivers(ch->hdr);
     int n = 0;
 
     for (int i = 0; i < RB_WAITER_SLOTS && n < max; i++) {
-        uint64_t token = LOAD(s.slots[i].token);
+        uint32_t c = SLOT_COUNT(__atomic_load_n(&s.slots[i].word, __ATOMIC_RELAXED));
 
-        if (token != 0)
-            pids[n++] = (int32_t)(token >> 32);
+        if (c > 0) {
+            out[n].pid = LOAD(s.slots[i].pid);
+            out[n].count = c;
+            n++;
+        }
     }
     return n;
+}
+
+/* I8 for one side (lock held). */
+static int masks_cover(struct side s)
+{
+    uint64_t mask = LOAD(*s.mask);
+
+    for (int i = 0; i < RB_WAITER_SLOTS; i++)
+        if (SLOT_COUNT(__atomic_load_n(&s.slots[i].word, __ATOMIC_RELAXED)) > 0 && !(mask & 1ULL << i))
+            return 0;
+    return 1;
 }
 
 int rb_check(struct rb_chan *ch)
 {
     struct rb_hdr *h = ch->hdr;
-    uint64_t off, seen = 0;
+    uint64_t sendpos, recvpos, sent, received;
+    struct pos ps, pr;
     int rc, ok;
 
-    if ((rc = rb_lock(ch, RB_FOREVER)) != RB_OK)
+    if ((rc = lock(ch, RB_FOREVER)) != RB_OK)
         return rc;
-    ok = hdr_sane(ch, h->sendx) && hdr_sane(ch, h->recvx) &&
-         h->sendx == wrap(ch, h->recvx + h->used) && h->closed <= 1 &&
-         h->sendpos - h->recvpos == h->used && h->sendpos % ch->size == h->sendx &&
-         h->recvpos % ch->size == h->recvx && h->sent - h->received == h->qcount;
-    off = h->recvx;
-    for (uint64_t i = 0; ok && i < h->qcount; i++) {
-        uint64_t len;
-
-        ring_get(ch, off, &len, RB_REC_HDR);
-        ok = len <= ch->size - RB_REC_HDR && seen + RB_REC_HDR + align8(len) <= h->used;
-        if (ok) {
-            seen += RB_REC_HDR + align8(len);
-            off = wrap(ch, off + RB_REC_HDR + align8(len));
-        }
-    }
-    ok = ok && seen == h->used;
-    rb_unlock(ch);
+    sendpos = LOAD(h->sendpos);
+    recvpos = LOAD(h->recvpos);
+    sent = LOAD(h->sent);
+    received = LOAD(h->received);
+    ok = read_pos(ch, &h->sendx, &ps) && read_pos(ch, &h->recvx, &pr) && ps.qcount == pr.qcount &&
+         ps.used == pr.used && ps.x == wrap(ch, pr.x + pr.used) && LOAD(h->closed) <= 1 &&
+         sendpos - recvpos == pr.used && sendpos % ch->size == ps.x && recvpos % ch->size == pr.x &&
+         sent - received == pr.qcount && walk_records(ch, pr.x, pr.used, pr.qcount) == (int64_t)pr.qcount &&
+         masks_cover(senders(h)) && masks_cover(receivers(h));
+    unlock(ch);
     return ok ? RB_OK : RB_ECORRUPT;
 }
 
@@ -1071,12 +1234,16 @@ uint64_t rb_max_message(struct rb_chan *ch)
 
 int rb_debug_hold_lock(struct rb_chan *ch)
 {
-    return rb_lock(ch, RB_FOREVER);
+    int rc;
+
+    while ((rc = lock(ch, RB_FOREVER)) == RB_EINTR)
+        ;
+    return rc;
 }
 
 void rb_debug_crash_at(int point)
 {
-    rb_crash_point = point;
+    crash_point = point;
 }
 
 /* ---- segments ----------------------------------------------------------- */
@@ -1120,7 +1287,7 @@ int rb_create(const char *name, uint64_t capacity, uint64_t size, uint32_t mode,
     size_t map_len;
     int fd, err, rc;
 
-    pthread_once(&rb_pid_once, pid_init);
+    pthread_once(&self_once, self_init);
     if (shm_path(name, path) != RB_OK || capacity < 1 || capacity > RB_MAX_CAPACITY ||
         size < RB_MIN_SIZE || size > RB_MAX_SIZE || size % 8 != 0 || (mode & ~0777u) != 0)
         return RB_EINVAL;
@@ -1146,7 +1313,7 @@ int rb_create(const char *name, uint64_t capacity, uint64_t size, uint32_t mode,
     h->data_off = RB_DATA_OFF;
     h->dataqsiz = capacity;
     h->size = size;
-    h->creator_pid = rb_pid;
+    h->creator_pid = self_pid;
     pthread_mutexattr_init(&attr);
     pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
     pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
@@ -1186,7 +1353,7 @@ int rb_attach(const char *name, struct rb_chan **out)
     size_t map_len;
     int fd, err;
 
-    pthread_once(&rb_pid_once, pid_init);
+    pthread_once(&self_once, self_init);
     if (shm_path(name, path) != RB_OK)
         return RB_EINVAL;
     fd = shm_open(path, O_RDWR, 0);

@@ -10,13 +10,14 @@ import pickle
 import secrets
 import time
 import weakref
-from typing import Any, Callable, Deque, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Deque, Iterable, Iterator, List, Optional, Tuple, TypeVar
 
 import numpy as np
 
 from ringbuf import _codec, errors
 from ringbuf._lowlevel import FOREVER, MAX_CAPACITY, MAX_SIZE, MIN_SIZE, NAME_MAX, Handle
 
+T = TypeVar("T")
 Dumps = Callable[[Any], Any]
 Loads = Callable[[bytes], Any]
 
@@ -38,6 +39,23 @@ _aligned_empty = _codec.aligned_empty
 
 # Longest wait a timeout can ask for (about 146 years); keeps deadlines in int64.
 _MAX_WAIT_NS = 1 << 62
+
+
+# A non-blocking call's deadline: now.  It still waits for the lock (held
+# for one copy), then finds room or data, or not.
+_now = time.monotonic_ns
+
+
+def _retrying(call: Callable[..., T], *args: Any) -> T:
+    """call(*args), again each time it returns early for Python's signal
+    handlers (InterruptedError): they run between the tries, and what one
+    raises (KeyboardInterrupt) propagates.  The arguments, deadline included,
+    stay the same."""
+    while True:
+        try:
+            return call(*args)
+        except InterruptedError:
+            pass
 
 
 def _deadline(timeout: float) -> int:
@@ -95,8 +113,8 @@ class ChannelStats:
     recvx: int
     """Byte offset in the ring of the next message to be read."""
     sendq: int
-    """Senders parked waiting for room (in any process).  One whose process
-    died is still counted for up to a few seconds, until it is reaped."""
+    """Senders parked waiting for room (in any process).  Those of a process
+    that died are still counted for a few seconds, until they are reaped."""
     recvq: int
     """Receivers parked waiting for a message (in any process); as ``sendq``."""
     closed: bool
@@ -111,10 +129,16 @@ class ChannelStats:
     """Times a sender found no room and parked on the futex."""
     recv_parks: int
     """Times a receiver found nothing and parked on the futex."""
-    send_wakes: int
-    """Wake system calls made by senders (only when a receiver was parked)."""
-    recv_wakes: int
-    """Wake system calls made by receivers (only when a sender was parked)."""
+    recvq_wakes: int
+    """Wake system calls made for parked receivers: by sends, and by receivers
+    handing on a wake-up for a message they left queued.  None is made when
+    no receiver is parked."""
+    sendq_wakes: int
+    """Wake system calls made for parked senders by receives that freed room
+    (one sender each; see ``baton_passes``)."""
+    baton_passes: int
+    """Wake-ups a woken sender handed on to the next parked sender: after
+    sending, when room is left, or when its own message did not fit."""
     recoveries: int
     """Times the lock was taken over from a process that died holding it."""
     waiters_reaped: int
@@ -290,7 +314,7 @@ class Channel:
             Closed, MessageTooLarge, TypeError: as :meth:`send_bytes`.
         """
         try:
-            self._h.send(data, 0)
+            _retrying(self._h.send, data, _now())
         except errors.Timeout:
             raise errors.Full(f"channel {self.name!r} has no room for {_nbytes(data)} bytes") from None
 
@@ -329,7 +353,7 @@ class Channel:
             Closed: the channel is closed and drained.
         """
         try:
-            data: bytes = self._h.recv(0)
+            data: bytes = _retrying(self._h.recv, _now())
             return data
         except errors.Timeout:
             raise errors.Empty(f"channel {self.name!r} is empty") from None
@@ -403,10 +427,7 @@ class Channel:
         """
         parts = _encode(obj) if self._dumps is None else self._dumps(obj)
         try:
-            if type(parts) is bytes:
-                self._h.send(parts, 0)
-            else:
-                self._h.send_parts(parts, 0)
+            _retrying(self._h.send if type(parts) is bytes else self._h.send_parts, parts, _now())
         except errors.Timeout:
             raise errors.Full(f"channel {self.name!r} has no room for this object") from None
 
@@ -451,7 +472,7 @@ class Channel:
         if self._undecoded:
             return self._decode(self._undecoded.popleft(), False)
         try:
-            data = self._h.recv(0, _aligned_empty if self._loads is None else None)
+            data = _retrying(self._h.recv, _now(), _aligned_empty if self._loads is None else None)
         except errors.Timeout:
             raise errors.Empty(f"channel {self.name!r} is empty") from None
         return self._decode(data, type(data) is not bytes)
@@ -603,6 +624,41 @@ class Channel:
                 return out
         return out
 
+    # -- tasks ------------------------------------------------------------
+
+    def task_done(self) -> None:
+        """Mark one message as processed, for :meth:`join`.
+
+        Every message sent on the channel counts as a task from the moment
+        its send commits; ``task_done`` marks one done, from any process.
+        :class:`JoinableQueue` is built on this pair.
+
+        Raises:
+            ValueError: every message sent is marked done already.
+        """
+        if not self._h.task_done():
+            raise ValueError("task_done() called too many times")
+
+    def join(self, timeout: Optional[float] = None) -> None:
+        """Wait until every message sent has been marked done with :meth:`task_done`.
+
+        Args:
+            timeout: seconds to wait; ``None`` waits as long as it takes.
+
+        Raises:
+            Timeout: tasks were still unfinished at the deadline.
+            KeyboardInterrupt: Ctrl-C while waiting (signal handlers run, and
+                the wait then resumes with the same deadline unless the
+                handler raised).  ``close`` does not end the wait: tasks are
+                counted whether the channel is open or not.
+        """
+        deadline = FOREVER if timeout is None else _deadline(timeout)
+        while True:
+            try:
+                return self._h.tasks_join(deadline)
+            except InterruptedError:
+                pass
+
     # -- codec ------------------------------------------------------------
 
     def _decode(self, raw: Any, owned: bool) -> Any:
@@ -672,8 +728,9 @@ class Channel:
             received=s.received,
             send_parks=s.send_parks,
             recv_parks=s.recv_parks,
-            send_wakes=s.send_wakes,
-            recv_wakes=s.recv_wakes,
+            recvq_wakes=s.recvq_wakes,
+            sendq_wakes=s.sendq_wakes,
+            baton_passes=s.baton_passes,
             recoveries=s.recoveries,
             waiters_reaped=s.waiters_reaped,
         )

@@ -74,13 +74,13 @@ def ls(out: TextIO = sys.stdout) -> int:
     return 0
 
 
-def render(name: str, s: Any, senders: List[int], receivers: List[int]) -> str:
+def render(name: str, s: Any, senders: List[Tuple[int, int]], receivers: List[Tuple[int, int]]) -> str:
     """The header drawn as the struct it is, with Go's hchan names."""
     lock = f"held by pid {s.lock_owner}" if s.lock_owner else "free"
     pct = 100.0 * s.used / s.size if s.size else 0.0
 
-    def pids(p: List[int]) -> str:
-        return "" if not p else "  pids " + ", ".join(map(str, p))
+    def pids(p: List[Tuple[int, int]]) -> str:
+        return "" if not p else "  pids " + ", ".join(f"{pid} ({n})" if n > 1 else str(pid) for pid, n in p)
 
     lines = [
         f"channel {name}   (/dev/shm/{name}, created by pid {s.creator_pid})",
@@ -97,7 +97,8 @@ def render(name: str, s: Any, senders: List[int], receivers: List[int]) -> str:
         "}",
         f"sent {s.sent}   received {s.received}   "
         f"sender parks {s.send_parks}   receiver parks {s.recv_parks}",
-        f"wake calls by senders {s.send_wakes}   by receivers {s.recv_wakes}   "
+        f"wake calls for receivers {s.recvq_wakes}   for senders {s.sendq_wakes}   "
+        f"baton passes {s.baton_passes}\n"
         f"lock recoveries {s.recoveries}   dead waiters reaped {s.waiters_reaped}",
     ]
     return "\n".join(lines)
@@ -106,7 +107,7 @@ def render(name: str, s: Any, senders: List[int], receivers: List[int]) -> str:
 def inspect(name: str, out: TextIO = sys.stdout) -> int:
     ch = _open(name)
     h = ch._h
-    print(render(name, h.observe(), h.waiter_pids("senders"), h.waiter_pids("receivers")), file=out)
+    print(render(name, h.observe(), h.parked("senders"), h.parked("receivers")), file=out)
     return 0
 
 
@@ -125,7 +126,7 @@ def top(name: str, interval: float = 1.0, count: Optional[int] = None, out: Text
             dt = t - t_prev
             if clear:
                 out.write("\x1b[H\x1b[2J")
-            print(render(name, s, h.waiter_pids("senders"), h.waiter_pids("receivers")), file=out)
+            print(render(name, s, h.parked("senders"), h.parked("receivers")), file=out)
             print(f"rates over {dt:.1f} s: {(s.sent - prev.sent) / dt:,.0f} sent/s   "
                   f"{(s.received - prev.received) / dt:,.0f} received/s", file=out)
             out.flush()

@@ -30,7 +30,8 @@ LAYOUT_VERSION: int = lib.RB_LAYOUT_VERSION
 HEADER_OFFSETS: Dict[str, int] = {
     f: ffi.offsetof("struct rb_hdr", f)
     for f in ("magic", "version", "data_off", "dataqsiz", "size", "closed", "qcount", "used",
-              "sendpos", "sendx", "recvpos", "recvx", "sendq", "recvq", "send_waiters", "recv_waiters")
+              "sendpos", "sendx", "recvpos", "recvx", "send_mask", "recv_mask", "tasks_done",
+              "send_waiters", "recv_waiters")
 }
 
 #: Messages up to this size are received through a per-thread scratch buffer
@@ -42,6 +43,7 @@ _ESMALLBUF = lib.RB_ESMALLBUF
 _ESYS = lib.RB_ESYS
 _ECHANGED = lib.RB_ECHANGED
 _ERECOVERED = lib.RB_ERECOVERED
+_EINTR = lib.RB_EINTR
 # Bound once: looked up on every message of the send and receive hot paths.
 _rb_recv = lib.rb_recv
 _rb_send = lib.rb_send
@@ -220,10 +222,13 @@ class Handle:
             _raise(rc, name)
 
     def _call(self, fn: Callable[..., int], *args: Any) -> None:
-        """fn(self._ch, *args), again after a recovery; raise on failure."""
+        """fn(self._ch, *args) for a call that waits for nothing but the lock:
+        again after a recovery, and again after RB_EINTR (the lock stayed
+        held; signal handlers run between the tries); raise on failure."""
         rc = fn(self._ch, *args)
-        while rc == _ERECOVERED:
-            _note_recovery(self.name)
+        while rc == _ERECOVERED or rc == _EINTR:
+            if rc == _ERECOVERED:
+                _note_recovery(self.name)
             rc = fn(self._ch, *args)
         if rc != _OK:
             _raise(rc, self.name)
@@ -252,32 +257,24 @@ class Handle:
 
     def send_batch(self, msgs: Sequence[Any], deadline: int) -> int:
         """Send bytes-like messages in order; returns how many were sent
-        before any exception, which then carries that count as ``sent``."""
-        try:
-            lens = [len(m) if type(m) is bytes else memoryview(m).nbytes for m in msgs]
-            data = b"".join(msgs)
-        except TypeError:
-            bad = next(m for m in msgs if not isinstance(m, (bytes, bytearray, memoryview)))
-            raise TypeError(
-                f"expected bytes-like objects (bytes, bytearray, memoryview, ...), not {type(bad).__name__!r}"
-            ) from None
-        except BufferError as e:
-            raise ValueError(f"a message must be one C-contiguous buffer: {e}") from None
+        before any exception, which then carries that count as ``sent``.
+
+        Each message is exported once, and that one export gives C both its
+        length and its bytes: a bytearray cannot be resized while exported,
+        so nothing another thread does can make the two disagree."""
+        iov, keep = _iovec(msgs)
         sent = ffi.new("uint64_t *")
-        c_lens, src = ffi.new("uint64_t[]", lens), ffi.from_buffer(data)
-        done, offset = 0, 0
+        done = 0
         while True:  # again from where a recovery left off
-            rc = lib.rb_send_batch(self._ch, src + offset, c_lens + done, len(lens) - done, sent, deadline)
-            now = int(sent[0])
-            offset += sum(lens[done:done + now])
-            done += now
+            rc = lib.rb_send_batch(self._ch, iov + done, len(keep) - done, sent, deadline)
+            done += int(sent[0])
             if rc == _OK:
                 return done
             if rc == _ERECOVERED:
                 _note_recovery(self.name)
                 continue
             try:
-                _raise(rc, self.name, nbytes=max(lens), limit=self.max_message)
+                _raise(rc, self.name, nbytes=max(len(b) for b in keep), limit=self.max_message)
             except BaseException as e:
                 e.sent = done  # type: ignore[attr-defined]
                 raise
@@ -314,17 +311,26 @@ class Handle:
             # take it first; this one then takes whatever comes next.
             while n == -_ESMALLBUF:
                 need = needp[0]
-                if alloc is None:  # bytes: through a kept buffer
-                    big = _take_big(need)
+                try:
+                    if alloc is None:  # bytes: through a kept buffer
+                        big = _take_big(need)
+                    else:  # the result keeps this memory: a buffer of its own
+                        own = alloc(need)
+                        big = ffi.from_buffer(own)
+                except BaseException:
+                    # W10: the message stays queued and this receiver may
+                    # have been woken for it: wake another one.
+                    lib.rb_pass_wake(self._ch)
+                    raise
+                if alloc is None:
                     try:
                         n = lib.rb_recv(self._ch, big, len(big), needp, deadline)
                         if n >= 0:
                             return ffi.unpack(big, n)
                     finally:
                         _give_big(big)
-                else:  # the result keeps this memory: a buffer of its own
-                    own = alloc(need)
-                    n = lib.rb_recv(self._ch, ffi.from_buffer(own), need, needp, deadline)
+                else:
+                    n = lib.rb_recv(self._ch, big, need, needp, deadline)
                     if n >= 0:
                         return memoryview(own)[:n]
             if n != -_ERECOVERED:
@@ -443,11 +449,13 @@ class Handle:
         lib.rb_observe(self._ch, out)
         return out
 
-    def waiter_pids(self, side: str) -> List[int]:
-        """Pids of the parked "senders" or "receivers" that hold a waiter slot."""
-        pids = ffi.new("int32_t[]", lib.RB_WAITER_SLOTS)
-        n = lib.rb_waiter_pids(self._ch, 0 if side == "senders" else 1, pids, lib.RB_WAITER_SLOTS)
-        return list(pids[0:n])
+    def parked(self, side: str) -> List[Tuple[int, int]]:
+        """(pid, count) for each process with "senders" or "receivers" parked
+        (read without the lock).  Processes beyond the slots share the last,
+        shown with the pid of the one that parked there last."""
+        out = ffi.new("struct rb_parked[]", lib.RB_WAITER_SLOTS)
+        n = lib.rb_parked(self._ch, 0 if side == "senders" else 1, out, lib.RB_WAITER_SLOTS)
+        return [(int(out[i].pid), int(out[i].count)) for i in range(n)]
 
     def debug_hold_lock(self) -> None:
         """For tests: take the lock and keep it until this process exits."""
@@ -455,14 +463,17 @@ class Handle:
 
     @staticmethod
     def debug_crash_at(point: str) -> None:
-        """For tests: SIGKILL this process, lock held, at ``point`` of the next
-        send or receive: "send-before-commit", "send-after-commit",
-        "recv-before-commit" or "recv-after-commit"."""
+        """For tests: SIGKILL this process at ``point`` of the next send,
+        receive or park: "send-before-commit", "send-after-commit",
+        "recv-before-commit", "recv-after-commit" (lock held each time),
+        "park-counted" (lock held, counted in) or "park-woken" (no lock,
+        woken, not yet counted out)."""
         lib.rb_debug_crash_at(getattr(lib, "RB_CRASH_" + point.upper().replace("-", "_")))
 
-    def tasks_add(self, delta: int) -> bool:
-        """Change the unfinished-task count; False (unchanged) if it would go below zero."""
-        return bool(lib.rb_tasks_add(self._ch, delta) == _OK)
+    def task_done(self) -> bool:
+        """Mark one task (every message sent is one) done; False, with
+        nothing changed, if every task sent is done already."""
+        return bool(lib.rb_task_done(self._ch) == _OK)
 
     def tasks_join(self, deadline: int) -> None:
         """Wait until the unfinished-task count is zero."""

@@ -7,7 +7,7 @@ from typing import Any, Optional, Tuple
 
 from ringbuf import errors
 from ringbuf._channel import Channel
-from ringbuf._lowlevel import FOREVER, MAX_CAPACITY
+from ringbuf._lowlevel import MAX_CAPACITY
 
 __all__ = ["Queue", "JoinableQueue", "DEFAULT_QUEUE_SIZE"]
 
@@ -172,21 +172,12 @@ class JoinableQueue(Queue):
     """:class:`Queue` with ``task_done()`` and ``join()``, as
     :class:`multiprocessing.JoinableQueue`.
 
-    The count of unfinished tasks lives in the shared header: every ``put``
-    adds one, every ``task_done`` takes one away, and ``join`` parks on a
-    futex until it reaches zero.
+    The count of unfinished tasks lives in the shared header: it is the
+    number of items ever put less the ``task_done`` calls, so an item counts
+    exactly when its ``put`` commits (a producer killed while blocked in
+    ``put`` leaves nothing behind), and ``join`` parks on a futex until the
+    count is zero.
     """
-
-    def put(self, obj: Any, block: bool = True, timeout: Optional[float] = None) -> None:
-        """As :meth:`Queue.put`; the item also counts as an unfinished task."""
-        self._check_open()
-        h = self._ch._h  # the counter is in the channel's header
-        h.tasks_add(1)
-        try:
-            super().put(obj, block, timeout)
-        except BaseException:
-            h.tasks_add(-1)
-            raise
 
     def task_done(self) -> None:
         """Mark one item taken by ``get`` as processed.
@@ -194,17 +185,11 @@ class JoinableQueue(Queue):
         Raises:
             ValueError: called more times than items were put.
         """
-        if not self._ch._h.tasks_add(-1):
-            raise ValueError("task_done() called too many times")
+        self._ch.task_done()
 
     def join(self) -> None:
         """Block until every item put has been marked done with :meth:`task_done`.
 
         Ctrl-C interrupts the wait with KeyboardInterrupt.
         """
-        h = self._ch._h
-        while True:
-            try:
-                return h.tasks_join(FOREVER)
-            except InterruptedError:
-                pass
+        self._ch.join()

@@ -237,3 +237,30 @@ def send_forever(ch: ringbuf.Channel) -> None:
             time.sleep(0.0005)
     except ringbuf.Closed:
         pass
+
+
+def park_many(full: ringbuf.Channel, empty: ringbuf.Channel, n: int, ready: Any) -> None:
+    """Park n threads sending on `full` and n receiving on `empty`, then wait
+    to be killed."""
+    import threading
+    import time
+
+    for _ in range(n):
+        threading.Thread(target=full.send_bytes, args=(b"never",), daemon=True).start()
+        threading.Thread(target=empty.recv_bytes, daemon=True).start()
+    ready.set()
+    time.sleep(120)
+
+
+def recv_with_failing_alloc(ch: ringbuf.Channel, results: Any) -> None:
+    """Receive a long message, but fail to allocate the memory for it."""
+    from ringbuf._lowlevel import FOREVER
+
+    def no_memory(n: int) -> Any:
+        raise MemoryError(n)
+
+    try:
+        ch._h.recv(FOREVER, no_memory)
+        results.put("received")
+    except MemoryError:
+        results.put("MemoryError")

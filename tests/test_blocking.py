@@ -43,7 +43,7 @@ def test_parked_receiver_wakes_when_another_process_sends(make_channel):
     assert results.get(timeout=5) == ("message", b"wake up")
     proc.join(5)
     st = ch.stats()
-    assert (st.recvq, st.recv_parks, st.send_wakes) == (0, 1, 1)
+    assert (st.recvq, st.recv_parks, st.recvq_wakes) == (0, 1, 1)
 
 
 def test_parked_sender_wakes_when_another_process_receives(make_channel):
@@ -57,7 +57,7 @@ def test_parked_sender_wakes_when_another_process_receives(make_channel):
     assert ch.recv_bytes(timeout=5) == b"second"
     proc.join(5)
     st = ch.stats()
-    assert (st.sendq, st.send_parks, st.recv_wakes) == (0, 1, 1)
+    assert (st.sendq, st.send_parks, st.sendq_wakes) == (0, 1, 1)
 
 
 def start_parked_sender(ch, payload, results, parked=1):
@@ -144,11 +144,11 @@ def test_room_too_small_for_every_parked_sender_wakes_nobody(make_channel):
     results = ctx.Queue()
     proc = start_parked_sender(ch, b"B" * 200, results)
     assert ch.recv_bytes() == b"a" * 100  # frees 112 of the 208 bytes it needs
-    assert ch.stats().recv_wakes == 0
+    assert ch.stats().sendq_wakes == 0
     assert ch.recv_bytes() == b"b" * 100  # now it fits
     assert results.get(timeout=5) == ("sent", 200)
     proc.join(5)
-    assert ch.stats().recv_wakes == 1
+    assert ch.stats().sendq_wakes == 1
 
 
 # -- timeouts ----------------------------------------------------------------
@@ -320,3 +320,117 @@ def test_signals_do_not_restart_the_timeout(make_channel):
         os.kill(proc.pid, signal.SIGUSR1)
     assert read_line(proc) == "timed out"
     assert proc.wait(10) == 0
+
+
+# -- waits for the lock --------------------------------------------------------
+
+
+def check_forever(ch, stop):
+    while not stop.is_set():
+        ch.check()
+
+
+def test_non_blocking_calls_wait_for_a_busy_lock_then_decide(make_channel):
+    # Other processes take the lock over and over (check() holds it for a
+    # walk of the ring).  A busy lock is not a full or empty channel: every
+    # non-blocking call must get the lock, then find the room or the data.
+    ch = make_channel(capacity=100_000, size=1 << 22)
+    for _ in range(50_000):
+        ch.send_bytes(b"m")
+    stop = ctx.Event()
+    checkers = [start(check_forever, ch, stop) for _ in range(2)]
+    try:
+        failures = 0
+        for _ in range(1500):
+            for call in (lambda: ch.send_bytes(b"n", timeout=0), lambda: ch.recv_bytes(timeout=0),
+                         lambda: ch.try_send_bytes(b"n"), ch.try_recv_bytes):
+                try:
+                    call()
+                except (ringbuf.Timeout, ringbuf.Full, ringbuf.Empty):
+                    failures += 1
+    finally:
+        stop.set()
+        for c in checkers:
+            c.join(10)
+    assert failures == 0
+
+
+def test_sigint_interrupts_a_wait_for_a_lock_held_by_a_stuck_peer(make_channel):
+    ch = make_channel()
+    ready = ctx.Event()
+    holder = start(_workers.hold_lock_and_wait, ch, ready)
+    assert ready.wait(10)
+    try:
+        for call in ("ch.recv_bytes()", "ch.try_recv_bytes()", "ch.send_bytes(b'x')", "len(ch)"):
+            proc = run_child(f"""
+                import ringbuf
+                ch = ringbuf.Channel.attach({ch.name!r})
+                print("ready", flush=True)
+                try:
+                    {call}
+                    print("not interrupted", flush=True)
+                except KeyboardInterrupt:
+                    print("interrupted", flush=True)
+            """)
+            assert read_line(proc) == "ready"
+            time.sleep(0.2)  # let it reach the wait for the lock
+            os.kill(proc.pid, signal.SIGINT)
+            assert read_line(proc) == "interrupted", call
+            assert proc.wait(10) == 0
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.join(5)
+    # The holder's death frees the lock; the channel works on.
+    ch.send_bytes(b"after", timeout=5)
+    assert ch.recv_bytes(timeout=5) == b"after"
+    assert ch.stats().recoveries == 1
+
+
+def test_a_timed_call_gives_up_on_a_lock_that_stays_held(make_channel):
+    ch = make_channel()
+    ready = ctx.Event()
+    holder = start(_workers.hold_lock_and_wait, ch, ready)
+    assert ready.wait(10)
+    try:
+        with pytest.raises(ringbuf.Timeout):
+            ch.recv_bytes(timeout=0.1)
+        with pytest.raises(ringbuf.Full):
+            ch.try_send_bytes(b"x")
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.join(5)
+
+
+# -- counting wake calls ---------------------------------------------------------
+
+
+def test_a_batch_receive_makes_one_wake_call_and_counts_one(make_channel):
+    ch = make_channel(capacity=100, size=256)
+    for i in range(16):  # 16 x 16 ring bytes: full
+        ch.send_bytes(b"%08d" % i)
+    results = ctx.Queue()
+    proc = start_parked_sender(ch, b"late", results)
+    # Every record released makes room for the parked sender; the batch
+    # still wakes it with one call, and counts one.
+    assert ch.recv_bytes_many(16) == [b"%08d" % i for i in range(16)]
+    assert results.get(timeout=5) == ("sent", 4)
+    proc.join(5)
+    assert ch.stats().sendq_wakes == 1
+
+
+def test_a_receiver_that_cannot_take_its_message_hands_the_wake_up_on(make_channel):
+    # The first parked receiver is woken for a long message but fails to
+    # allocate memory for it; the message stays queued and the second parked
+    # receiver is woken for it at once.
+    ch = make_channel(size=1 << 20)
+    first, second = ctx.Queue(), ctx.Queue()
+    p1 = start(_workers.recv_with_failing_alloc, ch, first)
+    wait_until(lambda: ch.stats().recvq == 1, what="the first receiver parking")
+    p2 = start(_workers.recv_one, ch, 30, second)
+    wait_until(lambda: ch.stats().recvq == 2, what="the second receiver parking")
+    ch.send_bytes(b"L" * 100_000)
+    assert first.get(timeout=5) == "MemoryError"
+    assert second.get(timeout=5) == ("message", b"L" * 100_000)
+    p1.join(5)
+    p2.join(5)
+    assert ch.stats().recvq_wakes == 2  # the send's, and the one handed on

@@ -217,7 +217,7 @@ def test_stats_walk_every_field(make_channel):
     assert st == ringbuf.ChannelStats(
         capacity=4, size=128, qcount=0, used=0, sendx=0, recvx=0, sendq=0, recvq=0,
         closed=False, creator_pid=os.getpid(), sent=0, received=0, send_parks=0,
-        recv_parks=0, send_wakes=0, recv_wakes=0, recoveries=0, waiters_reaped=0,
+        recv_parks=0, recvq_wakes=0, sendq_wakes=0, baton_passes=0, recoveries=0, waiters_reaped=0,
     )
     ch.send_bytes(b"x" * 10)  # 8 + 16 = 24 bytes
     ch.send_bytes(b"y" * 3)  # 8 + 8 = 16 bytes
@@ -240,7 +240,7 @@ def test_stats_walk_every_field(make_channel):
     st = ch.stats()
     assert (st.send_parks, st.sendq, st.qcount) == (1, 0, 4)
     # Nobody was parked while messages moved, so no wake system call was made.
-    assert (st.send_wakes, st.recv_wakes) == (0, 0)
+    assert (st.recvq_wakes, st.sendq_wakes, st.baton_passes) == (0, 0, 0)
     ch.close()
     assert ch.stats().closed is True
     assert dataclasses.fields(ringbuf.ChannelStats)  # a frozen record

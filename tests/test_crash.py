@@ -52,7 +52,7 @@ def test_receivers_killed_while_parked_are_struck_off(make_channel):
     st = ch.stats()
     assert st.waiters_reaped == 3
     ch.send_bytes(b"for whoever comes next")
-    assert ch.stats().send_wakes == 0  # nobody counted as parked: no system call
+    assert ch.stats().recvq_wakes == 0  # nobody counted as parked: no system call
     results = ctx.Queue()
     proc = ctx.Process(target=_workers.recv_one, args=(ch, 5, results))
     proc.start()
@@ -271,3 +271,108 @@ def test_random_kills_never_tear_duplicate_lose_or_hang(make_channel, tmp_path):
     assert st.recoveries >= kills["producer (crash point)"]
     print(f"torture: {len(sent)} sent, {sum(received.values())} received, {len(missing)} unaccounted, "
           f"kills {dict(kills)}, recoveries {st.recoveries}")
+
+
+def test_every_parked_waiter_of_a_killed_process_is_struck_off(make_channel):
+    # 100 sender threads parked on one channel and 100 receiver threads on
+    # another, all in one process that is then killed: the counts must go
+    # back to zero, however many waiters there were.
+    full, empty = make_channel(capacity=1), make_channel()
+    full.send_bytes(b"full")
+    ready = ctx.Event()
+    victim = ctx.Process(target=_workers.park_many, args=(full, empty, 100, ready))
+    victim.start()
+    assert ready.wait(10)
+    wait_until(lambda: full.stats().sendq == 100 and empty.stats().recvq == 100, timeout=15,
+               what="200 threads parking")
+    assert full._h.parked("senders") == [(victim.pid, 100)]
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.join(5)
+    wait_until(lambda: full.stats().sendq == 0 and empty.stats().recvq == 0, timeout=15,
+               what="every dead waiter reaped")
+    assert (full.stats().waiters_reaped, empty.stats().waiters_reaped) == (100, 100)
+    # Nobody is counted any more, so messages move without wake calls.
+    assert full.recv_bytes() == b"full"
+    empty.send_bytes(b"x")
+    assert empty.recv_bytes() == b"x"
+    assert (full.stats().sendq_wakes, empty.stats().recvq_wakes) == (0, 0)
+    full.check()
+    empty.check()
+
+
+def park_and_die_at(ch: Channel, point: str) -> None:
+    ch._h.debug_crash_at(point)
+    ch.recv_bytes(timeout=30)
+    os._exit(3)  # not reached when the crash point fires
+
+
+def test_a_waiter_killed_while_counting_in_leaves_live_waiters_counted(make_channel):
+    # The victim dies holding the lock, counted in but not yet asleep.  The
+    # recovery and the reaper may strike off only what it counted: the live
+    # receiver parked beside it stays counted, and a send wakes it.
+    ch = make_channel()
+    results = ctx.Queue()
+    live = ctx.Process(target=_workers.recv_one, args=(ch, 30, results))
+    live.start()
+    wait_until(lambda: ch.stats().recvq == 1, what="the live receiver parking")
+    victim = ctx.Process(target=park_and_die_at, args=(ch, "park-counted"))
+    victim.start()
+    victim.join(10)
+    assert victim.exitcode == -signal.SIGKILL
+    wait_until(lambda: ch.stats().waiters_reaped == 1, timeout=15, what="the dead receiver reaped")
+    st = ch.stats()
+    assert (st.recoveries, st.recvq) == (1, 1)
+    ch.send_bytes(b"for the live one")
+    assert results.get(timeout=5) == ("message", b"for the live one")
+    live.join(5)
+    assert ch.stats().recvq == 0
+    ch.check()
+
+
+def test_a_waiter_killed_between_waking_and_counting_out_is_struck_off(make_channel):
+    ch = make_channel()
+    victim = ctx.Process(target=park_and_die_at, args=(ch, "park-woken"))
+    victim.start()
+    wait_until(lambda: ch.stats().recvq == 1, what="the victim parking")
+    ch.send_bytes(b"wakes the victim, who dies before counting out")
+    victim.join(10)
+    assert victim.exitcode == -signal.SIGKILL
+    wait_until(lambda: ch.stats().recvq == 0, timeout=15, what="the dead receiver reaped")
+    assert ch.stats().waiters_reaped == 1
+    # The message it was woken for is still there for the next receiver.
+    assert ch.recv_bytes(timeout=5) == b"wakes the victim, who dies before counting out"
+    ch.check()
+
+
+def test_waiters_of_two_pid_namespaces_are_told_apart(make_channel):
+    # Two processes that both have pid 1, each in a pid namespace of its own,
+    # share /dev/shm.  Waiter slots are keyed by a random per-process id, not
+    # by pid, so that killing one strikes off exactly its own waiter.
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("unshare") is None:
+        pytest.skip("needs unshare(1) from util-linux")
+    if subprocess.run(["unshare", "--pid", "--fork", "true"], capture_output=True).returncode != 0:
+        pytest.skip("this machine does not let us make a pid namespace")
+    ch = make_channel()
+    code = ("import os, ringbuf; ch = ringbuf.Channel.attach(%r); print(os.getpid(), flush=True); "
+            "print(ch.recv_bytes(timeout=60).decode(), flush=True)" % ch.name)
+    procs = [subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child", sys.executable, "-c", code],
+                              stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    try:
+        assert [p.stdout.readline().strip() for p in procs] == ["1", "1"]
+        wait_until(lambda: ch.stats().recvq == 2, what="both receivers parking")
+        assert sorted(ch._h.parked("receivers")) == [(1, 1), (1, 1)]
+        procs[0].kill()  # unshare --kill-child takes its pid-1 child with it
+        procs[0].wait(5)
+        wait_until(lambda: ch.stats().recvq == 1, timeout=15, what="the dead receiver struck off")
+        assert ch.stats().waiters_reaped == 1
+        ch.send_bytes(b"for the survivor")
+        assert procs[1].stdout.readline().strip() == "for the survivor"
+        assert procs[1].wait(10) == 0
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait(5)

@@ -217,3 +217,12 @@ def test_record_length_beyond_the_ring_raises_corrupt(make_channel):
         f.write(struct.pack("<Q", 2**63))
     with pytest.raises(ringbuf.CorruptSegment):
         ch.recv_bytes(timeout=0)
+
+
+def test_send_bytes_many_rejects_non_contiguous_buffers_like_send_bytes(make_channel):
+    ch = make_channel()
+    with pytest.raises(ValueError, match="C-contiguous"):
+        ch.send_bytes_many([b"ok", memoryview(b"abcdef")[::2]])
+    with pytest.raises(TypeError, match="expected a bytes-like object"):
+        ch.send_bytes_many([b"ok", "text"])
+    assert len(ch) == 0

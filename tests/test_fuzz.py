@@ -25,7 +25,8 @@ SIZE = 1024
 FIELDS = [
     ("magic", "<Q"), ("version", "<I"), ("dataqsiz", "<Q"), ("size", "<Q"), ("closed", "<I"),
     ("qcount", "<Q"), ("used", "<Q"), ("sendpos", "<Q"), ("sendx", "<Q"), ("recvpos", "<Q"),
-    ("recvx", "<Q"), ("sendq", "<I"), ("recvq", "<I"), ("send_waiters", "<Q"), ("recv_waiters", "<Q"),
+    ("recvx", "<Q"), ("send_mask", "<Q"), ("recv_mask", "<Q"), ("tasks_done", "<Q"), ("send_waiters", "<Q"),
+    ("recv_waiters", "<Q"),
 ]
 
 interesting = st.one_of(

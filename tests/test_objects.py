@@ -424,3 +424,38 @@ def test_one_batch_wakes_several_parked_receivers(make_channel):
     assert sorted(results.get(timeout=5)[1] for _ in procs) == [b"x", b"y", b"z"]
     for p in procs:
         p.join(5)
+
+
+def test_a_batch_message_shrunk_while_the_batch_is_prepared_is_never_read_past_its_end(make_channel):
+    # Python code that runs while send_bytes_many prepares its batch (here a
+    # gc callback, which runs at almost any allocation) shrinks a bytearray
+    # of the batch.  Each message must go out as one consistent buffer:
+    # whole as it was, or as it became, never its old length read from its
+    # new memory.  The shrink is tried at the k-th collection, for each k, so
+    # that it lands at every step of the preparation.
+    import gc
+
+    ch = make_channel(size=1 << 20)
+    threshold = gc.get_threshold()
+    for k in range(1, 12):
+        victim = bytearray(b"v" * 200_000)
+        calls = []
+
+        def shrink(phase, info):
+            calls.append(phase)
+            if len(calls) == k:
+                try:
+                    victim[8:] = b""
+                except BufferError:
+                    pass  # exported for the send: it cannot be resized now
+
+        gc.callbacks.append(shrink)
+        gc.set_threshold(1)
+        try:
+            ch.send_bytes_many([bytearray(b"first"), victim] + [bytearray(b"%d" % i) for i in range(20)])
+        finally:
+            gc.callbacks.remove(shrink)
+            gc.set_threshold(*threshold)
+        assert ch.recv_bytes() == b"first"
+        assert ch.recv_bytes() in (b"v" * 200_000, b"v" * 8)
+        assert ch.recv_bytes_many(100) == [b"%d" % i for i in range(20)]

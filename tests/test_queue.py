@@ -303,3 +303,38 @@ def test_sigint_interrupts_blocking_calls(call):
     finally:
         proc.kill()
         q.channel.unlink()
+
+
+def test_a_producer_killed_while_blocked_in_put_leaves_no_unfinished_task():
+    # Its item never went in, so it must not count: join() returns once the
+    # items that did go in are done.
+    q = ringbuf.JoinableQueue(maxsize=1, size=1 << 16)
+    try:
+        q.put("in")
+        proc = ctx.Process(target=q.put, args=("never in",))
+        proc.start()
+        wait_until(lambda: q.channel.stats().sendq == 1, what="the producer blocking in put")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.join(5)
+        assert q.get(timeout=5) == "in"
+        q.task_done()
+        q.channel.join(timeout=5)  # raises Timeout if the dead put still counted
+        with pytest.raises(queue.Empty):
+            q.get(timeout=0.1)
+    finally:
+        q.channel.unlink()
+
+
+def test_channel_join_times_out_and_close_does_not_end_it(make_channel):
+    ch = make_channel()
+    ch.send_bytes(b"a task")
+    with pytest.raises(ringbuf.Timeout):
+        ch.join(timeout=0.05)
+    ch.close()  # tasks are counted whether the channel is open or not
+    with pytest.raises(ringbuf.Timeout):
+        ch.join(timeout=0.05)
+    assert ch.recv_bytes() == b"a task"
+    ch.task_done()
+    ch.join(timeout=5)
+    with pytest.raises(ValueError, match="too many"):
+        ch.task_done()
