@@ -98,7 +98,7 @@ void rb_detach(struct rb_chan *ch);
 int rb_unlink(const char *name);
 int rb_send(struct rb_chan *ch, const void *buf, uint64_t len, int64_t deadline_ns);
 int rb_sendv(struct rb_chan *ch, const struct rb_iov *iov, uint32_t n, int64_t deadline_ns);
-int rb_send_batch(struct rb_chan *ch, const struct rb_iov *msgs, uint64_t n, uint64_t *sent_out,
+int rb_send_batch(struct rb_chan *ch, const void *data, const uint64_t *lens, uint64_t n, uint64_t *sent_out,
                   int64_t deadline_ns);
 int64_t rb_recv(struct rb_chan *ch, void *buf, uint64_t cap, uint64_t *need_out, int64_t deadline_ns);
 int64_t rb_recv_batch(struct rb_chan *ch, void *buf, uint64_t cap, uint64_t *lens, uint64_t max_items,

@@ -876,14 +876,16 @@ int rb_send(struct rb_chan *ch, const void *buf, uint64_t len, int64_t deadline)
     return rb_sendv(ch, &one, 1, deadline);
 }
 
-int rb_send_batch(struct rb_chan *ch, const struct rb_iov *msgs, uint64_t n, uint64_t *sent_out, int64_t deadline)
+int rb_send_batch(struct rb_chan *ch, const void *data, const uint64_t *lens, uint64_t n, uint64_t *sent_out,
+                  int64_t deadline)
 {
+    const uint8_t *src = data;
     uint64_t done = 0;
     int rc = RB_OK, woken, receivers;
 
     *sent_out = 0;
     for (uint64_t i = 0; i < n; i++)
-        if (msgs[i].len > ch->size - RB_REC_HDR)
+        if (lens[i] > ch->size - RB_REC_HDR)
             return RB_ETOOBIG;
 
     while (done < n) {
@@ -893,16 +895,19 @@ int rb_send_batch(struct rb_chan *ch, const struct rb_iov *msgs, uint64_t n, uin
         /* Wait for room for the next message, then write as many as fit and
          * publish them together.  The fit test adds what this batch has
          * written but not yet published to the checked counts. */
-        if ((rc = lock_room(ch, RB_REC_HDR + align8(msgs[done].len), deadline, &woken, &p)) != RB_OK)
+        if ((rc = lock_room(ch, RB_REC_HDR + align8(lens[done]), deadline, &woken, &p)) != RB_OK)
             break;
         off = p.x;
         do {
-            off = put_record(ch, off, &msgs[done], 1, msgs[done].len);
-            bytes += RB_REC_HDR + align8(msgs[done].len);
+            struct rb_iov one = { src, lens[done] };
+
+            off = put_record(ch, off, &one, 1, lens[done]);
+            src += lens[done];
+            bytes += RB_REC_HDR + align8(lens[done]);
             count++;
             done++;
         } while (done < n && p.qcount + count < ch->dataqsiz &&
-                 p.used + bytes + RB_REC_HDR + align8(msgs[done].len) <= ch->size);
+                 p.used + bytes + RB_REC_HDR + align8(lens[done]) <= ch->size);
         receivers = publish(ch, &p, off, count, bytes);
         p.x = off;
         p.used += bytes;

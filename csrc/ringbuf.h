@@ -70,7 +70,7 @@ enum rb_status {
                          * repaired; nothing else was done: call again */
 };
 
-/* One piece of a message to send (rb_sendv), or one whole message (rb_send_batch). */
+/* One piece of a message to send (rb_sendv). */
 struct rb_iov {
     const void *base;
     uint64_t len;
@@ -331,12 +331,13 @@ int rb_send(struct rb_chan *ch, const void *buf, uint64_t len, int64_t deadline_
 /* Send one message made of the n pieces iov[0..n), copied straight from each
  * piece into the ring under one lock hold. */
 int rb_sendv(struct rb_chan *ch, const struct rb_iov *iov, uint32_t n, int64_t deadline_ns);
-/* Send the n messages msgs[0..n) in order, taking the lock once for as
- * many as fit and waiting for room for the rest.  *sent_out says how many
- * were sent, also when the status is not RB_OK (timeout, close, signal part
- * way through).  RB_ETOOBIG, with nothing sent, if any of them can never
- * fit. */
-int rb_send_batch(struct rb_chan *ch, const struct rb_iov *msgs, uint64_t n, uint64_t *sent_out,
+/* Send n messages in order: message i is the next lens[i] bytes of data.
+ * Takes the lock once for as many as fit and waits for room for the rest.
+ * *sent_out says how many were sent, also when the status is not RB_OK
+ * (timeout, close, signal part way through).  RB_ETOOBIG, with nothing sent,
+ * if any of them can never fit.  data and lens are the caller's memory: the
+ * caller sees to it that data holds the sum of lens bytes. */
+int rb_send_batch(struct rb_chan *ch, const void *data, const uint64_t *lens, uint64_t n, uint64_t *sent_out,
                   int64_t deadline_ns);
 
 /* Receive one message into buf (cap bytes).  Returns its length (>= 0), or

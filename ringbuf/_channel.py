@@ -313,8 +313,12 @@ class Channel:
             Full: no room for this message (count or bytes).
             Closed, MessageTooLarge, TypeError: as :meth:`send_bytes`.
         """
+        deadline = _now()
         try:
-            _retrying(self._h.send, data, _now())
+            try:
+                self._h.send(data, deadline)
+            except InterruptedError:
+                _retrying(self._h.send, data, deadline)
         except errors.Timeout:
             raise errors.Full(f"channel {self.name!r} has no room for {_nbytes(data)} bytes") from None
 
@@ -352,8 +356,12 @@ class Channel:
             Empty: nothing is queued.
             Closed: the channel is closed and drained.
         """
+        deadline = _now()
         try:
-            data: bytes = _retrying(self._h.recv, _now())
+            try:
+                data: bytes = self._h.recv(deadline)
+            except InterruptedError:
+                data = _retrying(self._h.recv, deadline)
             return data
         except errors.Timeout:
             raise errors.Empty(f"channel {self.name!r} is empty") from None
@@ -426,8 +434,13 @@ class Channel:
             Closed, MessageTooLarge, pickling errors: as :meth:`send`.
         """
         parts = _encode(obj) if self._dumps is None else self._dumps(obj)
+        send = self._h.send if type(parts) is bytes else self._h.send_parts
+        deadline = _now()
         try:
-            _retrying(self._h.send if type(parts) is bytes else self._h.send_parts, parts, _now())
+            try:
+                send(parts, deadline)
+            except InterruptedError:
+                _retrying(send, parts, deadline)
         except errors.Timeout:
             raise errors.Full(f"channel {self.name!r} has no room for this object") from None
 

@@ -157,6 +157,19 @@ def _export(data: Any) -> Any:
         raise ValueError(f"a message must be one C-contiguous buffer: {e}") from None
 
 
+def _view(data: Any) -> memoryview:
+    """A memoryview of one C-contiguous bytes-like message, with clear errors."""
+    try:
+        view = memoryview(data)
+    except TypeError:
+        raise TypeError(
+            f"expected a bytes-like object (bytes, bytearray, memoryview, ...), not {type(data).__name__!r}"
+        ) from None
+    if not view.c_contiguous:
+        raise ValueError("a message must be one C-contiguous buffer: this one is not")
+    return view
+
+
 def _iovec(parts: Sequence[Any]) -> Tuple[Any, List[Any]]:
     """A ``struct rb_iov[]`` over parts, and the views that keep them alive."""
     iov = ffi.new("struct rb_iov[]", len(parts))
@@ -259,22 +272,33 @@ class Handle:
         """Send bytes-like messages in order; returns how many were sent
         before any exception, which then carries that count as ``sent``.
 
-        Each message is exported once, and that one export gives C both its
-        length and its bytes: a bytearray cannot be resized while exported,
-        so nothing another thread does can make the two disagree."""
-        iov, keep = _iovec(msgs)
+        Each message is read through one buffer export that gives both its
+        length and its bytes: ``bytes`` as they are (immutable), anything
+        else through a memoryview held until the bytes are joined, so that a
+        bytearray cannot be resized in between."""
+        lens = [len(m) if type(m) is bytes else -1 for m in msgs]
+        if -1 in lens:
+            views: Sequence[Any] = [m if type(m) is bytes else _view(m) for m in msgs]
+            lens = [len(v) if type(v) is bytes else v.nbytes for v in views]
+        else:
+            views = msgs
+        data = b"".join(views)
+        del views
         sent = ffi.new("uint64_t *")
-        done = 0
+        c_lens, src = ffi.new("uint64_t[]", lens), ffi.from_buffer(data)
+        done, offset = 0, 0
         while True:  # again from where a recovery left off
-            rc = lib.rb_send_batch(self._ch, iov + done, len(keep) - done, sent, deadline)
-            done += int(sent[0])
+            rc = lib.rb_send_batch(self._ch, src + offset, c_lens + done, len(lens) - done, sent, deadline)
+            now = int(sent[0])
+            offset += sum(lens[done:done + now])
+            done += now
             if rc == _OK:
                 return done
             if rc == _ERECOVERED:
                 _note_recovery(self.name)
                 continue
             try:
-                _raise(rc, self.name, nbytes=max(len(b) for b in keep), limit=self.max_message)
+                _raise(rc, self.name, nbytes=max(lens), limit=self.max_message)
             except BaseException as e:
                 e.sent = done  # type: ignore[attr-defined]
                 raise

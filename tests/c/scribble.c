@@ -79,6 +79,7 @@ static void *sender(void *arg)
 {
     static uint8_t payload[SIZE];
     struct rb_iov iov[3] = { { payload, 10 }, { payload, 300 }, { payload, 1 } };
+    const uint64_t lens[3] = { 10, 300, 1 };
     uint64_t sent;
     unsigned i = 0;
 
@@ -90,7 +91,7 @@ static void *sender(void *arg)
         switch (i++ % 3) {
         case 0: rc = rb_send(ch, payload, i % 700, soon); break;
         case 1: rc = rb_sendv(ch, iov, 3, soon); break;
-        case 2: rc = rb_send_batch(ch, iov, 3, &sent, soon); break;
+        case 2: rc = rb_send_batch(ch, payload, lens, 3, &sent, soon); break;
         }
         ops[0]++;
         done[0] += rc == RB_OK;
