@@ -299,12 +299,10 @@ class Channel:
                 handler raised).
         """
         deadline = FOREVER if timeout is None else _deadline(timeout)
-        h = self._h
-        while True:
-            try:
-                return h.send(data, deadline)
-            except InterruptedError:
-                pass  # Python runs signal handlers here, then we retry.
+        try:
+            return self._h.send(data, deadline)
+        except InterruptedError:
+            return _retrying(self._h.send, data, deadline)
 
     def try_send_bytes(self, data: Any) -> None:
         """Send one message if there is room now, without waiting.
@@ -341,13 +339,11 @@ class Channel:
                 handler raised).
         """
         deadline = FOREVER if timeout is None else _deadline(timeout)
-        h = self._h
-        while True:
-            try:
-                data: bytes = h.recv(deadline)
-                return data
-            except InterruptedError:
-                pass  # Python runs signal handlers here, then we retry.
+        try:
+            data: bytes = self._h.recv(deadline)
+        except InterruptedError:
+            data = _retrying(self._h.recv, deadline)
+        return data
 
     def try_recv_bytes(self) -> bytes:
         """Receive the oldest message if there is one now, without waiting.
@@ -379,12 +375,7 @@ class Channel:
                 queued, and the exception's ``needed`` says its length.
             Timeout, Closed, KeyboardInterrupt: as :meth:`recv_bytes`.
         """
-        deadline = FOREVER if timeout is None else _deadline(timeout)
-        while True:
-            try:
-                return self._h.recv_into(buffer, deadline)
-            except InterruptedError:
-                pass
+        return _retrying(self._h.recv_into, buffer, FOREVER if timeout is None else _deadline(timeout))
 
     def iter_bytes(self) -> Iterator[bytes]:
         """Yield raw messages until the channel is closed and drained."""
@@ -417,14 +408,11 @@ class Channel:
         """
         deadline = FOREVER if timeout is None else _deadline(timeout)
         parts = _encode(obj) if self._dumps is None else self._dumps(obj)
-        h = self._h
-        while True:
-            try:
-                if type(parts) is bytes:
-                    return h.send(parts, deadline)
-                return h.send_parts(parts, deadline)
-            except InterruptedError:
-                pass
+        send = self._h.send if type(parts) is bytes else self._h.send_parts
+        try:
+            return send(parts, deadline)
+        except InterruptedError:
+            return _retrying(send, parts, deadline)
 
     def try_send(self, obj: Any) -> None:
         """Send an object if there is room now, without waiting.
@@ -458,14 +446,12 @@ class Channel:
         if self._undecoded:
             return self._decode(self._undecoded.popleft(), False)
         deadline = FOREVER if timeout is None else _deadline(timeout)
-        h, loads = self._h, self._loads
+        loads = self._loads
         alloc = _aligned_empty if loads is None else None
-        while True:
-            try:
-                data = h.recv(deadline, alloc)
-                break
-            except InterruptedError:
-                pass
+        try:
+            data = self._h.recv(deadline, alloc)
+        except InterruptedError:
+            data = _retrying(self._h.recv, deadline, alloc)
         if loads is not None:
             return loads(data)
         # _codec.decode, inline: this runs for every message.
@@ -522,22 +508,9 @@ class Channel:
             raise TypeError("recv_into() needs the default pickle codec")
         if self._undecoded:
             raise errors.RingbufError("messages taken by recv_many() are waiting; receive them with recv() first")
-        flat = out.reshape(-1, order="A").view(np.uint8) if out.size else np.empty(0, np.uint8)
-        inband: List[Optional[np.ndarray]] = [None]
-
-        def plan(prefix: Any, n: int) -> Tuple[int, int]:
-            skip, length, inband[0] = _codec.array_target(prefix, n, out)
-            return skip, length
-
-        deadline = FOREVER if timeout is None else _deadline(timeout)
-        while True:
-            try:
-                self._h.recv_planned(flat, plan, deadline)
-                break
-            except InterruptedError:
-                pass
-        if inband[0] is not None:
-            out[...] = inband[0]
+        into = _codec.ArrayInto(out)
+        _retrying(self._h.recv_planned, into.flat, into.plan, FOREVER if timeout is None else _deadline(timeout))
+        into.finish()
         return out
 
     def __iter__(self) -> Iterator[Any]:
@@ -603,12 +576,8 @@ class Channel:
             KeyboardInterrupt: Ctrl-C while waiting.
         """
         _check_int("max_items", max_items, 1, 1 << 62)
-        deadline = FOREVER if timeout is None else _deadline(timeout)
-        while True:
-            try:
-                return self._h.recv_batch(min(max_items, MAX_BATCH), deadline)
-            except InterruptedError:
-                pass
+        return _retrying(self._h.recv_batch, min(max_items, MAX_BATCH),
+                         FOREVER if timeout is None else _deadline(timeout))
 
     def recv_many(self, max_items: int, timeout: Optional[float] = None) -> List[Any]:
         """Receive up to ``max_items`` objects as :meth:`recv_bytes_many` does.
@@ -665,12 +634,7 @@ class Channel:
                 handler raised).  ``close`` does not end the wait: tasks are
                 counted whether the channel is open or not.
         """
-        deadline = FOREVER if timeout is None else _deadline(timeout)
-        while True:
-            try:
-                return self._h.tasks_join(deadline)
-            except InterruptedError:
-                pass
+        _retrying(self._h.tasks_join, FOREVER if timeout is None else _deadline(timeout))
 
     # -- codec ------------------------------------------------------------
 

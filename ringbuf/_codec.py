@@ -177,6 +177,26 @@ def decode_record(view: Any, owned: bool) -> Any:
     return pickle.loads(mv[pstart:pstart + plen], buffers=[mv[o:o + n] for o, n in spans])
 
 
+class ArrayInto:
+    """How Channel.recv_into receives an array straight into ``out``: ``flat``
+    is out's memory as bytes, ``plan`` (for Handle.recv_planned) checks the
+    next message against ``out`` and says which of its bytes to copy, and
+    ``finish`` completes the few arrays numpy pickles in band."""
+
+    def __init__(self, out: np.ndarray) -> None:
+        self.out = out
+        self.flat = out.reshape(-1, order="A").view(np.uint8) if out.size else np.empty(0, np.uint8)
+        self.inband: Optional[np.ndarray] = None
+
+    def plan(self, prefix: Any, total: int) -> Tuple[int, int]:
+        skip, length, self.inband = array_target(prefix, total, self.out)
+        return skip, length
+
+    def finish(self) -> None:
+        if self.inband is not None:
+            self.out[...] = self.inband
+
+
 def array_target(prefix: Any, total: int, out: np.ndarray) -> Tuple[int, int, Optional[np.ndarray]]:
     """Check that the message whose first bytes are ``prefix`` holds one array
     that fits ``out``; return (offset, length, inband).

@@ -12,10 +12,10 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import threading
 from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Tuple
 
 from ringbuf import errors
+from ringbuf._buffers import SCRATCH_SIZE, give_big, new_scratch, scratch as _scratch, take_big, take_scratch
 from ringbuf._rb import ffi, lib
 
 FOREVER: int = lib.RB_FOREVER
@@ -33,10 +33,6 @@ HEADER_OFFSETS: Dict[str, int] = {
               "sendpos", "sendx", "recvpos", "recvx", "send_mask", "recv_mask", "tasks_done",
               "send_waiters", "recv_waiters")
 }
-
-#: Messages up to this size are received through a per-thread scratch buffer
-#: in one C call; longer ones take a second call into a buffer of their size.
-SCRATCH_SIZE = 64 * 1024
 
 _OK = lib.RB_OK
 _ESMALLBUF = lib.RB_ESMALLBUF
@@ -81,68 +77,6 @@ def _raise(rc: int, name: str, **details: object) -> NoReturn:
         raise cls(err, template.format(name=name, strerror=os.strerror(err)))
     cls_, template = _ERRORS[rc]
     raise cls_(template.format(name=name, **details))
-
-
-# Receive scratch buffers, each a (buffer, length cell) pair.  Threads of one
-# process may receive at once, each with the GIL released, so a buffer is
-# taken off this list for the length of a call (list.pop and list.append are
-# atomic under the GIL) and a new one is made when the list is empty.
-_scratch: List[Tuple[Any, Any]] = []
-# Buffers for long messages need not be zeroed: they are overwritten at once.
-_alloc_raw = ffi.new_allocator(should_clear_after_alloc=False)
-
-
-# Buffers for messages longer than SCRATCH_SIZE, received as bytes: the
-# message is copied from the ring into one of these, then into the bytes
-# object.  Memory fresh from the allocator costs a page fault per page on
-# first touch, which made a 256 KiB receive take 300 us instead of 36; so up
-# to _BIG_POOL buffers of up to _BIG_KEEP bytes are kept for reuse.  Threads
-# share them under a lock (cheap next to a copy of 64 KiB or more).
-_big: List[Any] = []
-_big_lock = threading.Lock()
-_BIG_POOL = 4
-_BIG_KEEP = 16 << 20
-
-
-def _take_big(need: int) -> Any:
-    """A buffer of at least need bytes: a kept one if one is large enough."""
-    with _big_lock:
-        for i, buf in enumerate(_big):
-            if len(buf) >= need:
-                return _big.pop(i)
-    return _alloc_raw("char[]", need)
-
-
-def _give_big(buf: Any) -> None:
-    if len(buf) > _BIG_KEEP:
-        return
-    with _big_lock:
-        _big.append(buf)
-        if len(_big) > _BIG_POOL:
-            _big.remove(min(_big, key=len))
-
-
-def _big_after_fork() -> None:
-    # Another thread may have held the lock when this process forked: start
-    # the child with a fresh lock and pool.
-    global _big_lock
-    _big_lock = threading.Lock()
-    _big.clear()
-
-
-os.register_at_fork(after_in_child=_big_after_fork)
-
-
-def _new_scratch() -> Tuple[Any, Any]:
-    return _alloc_raw("char[]", SCRATCH_SIZE), ffi.new("uint64_t *")
-
-
-def _take_scratch() -> Tuple[Any, Any]:
-    """A scratch pair off the list, or a new one; give it back with append."""
-    try:
-        return _scratch.pop()
-    except IndexError:
-        return _new_scratch()
 
 
 def _export(data: Any) -> Any:
@@ -234,17 +168,23 @@ class Handle:
         if rc != _OK:
             _raise(rc, name)
 
+    def _failed(self, rc: int, **details: object) -> None:
+        """A call answered ``rc`` (not RB_OK).  Return after a recovery, which
+        is logged, for the caller to make the call again; raise for anything
+        else (InterruptedError for RB_EINTR: the caller's caller retries)."""
+        if rc != _ERECOVERED:
+            _raise(rc, self.name, **details)
+        _note_recovery(self.name)
+
     def _call(self, fn: Callable[..., int], *args: Any) -> None:
         """fn(self._ch, *args) for a call that waits for nothing but the lock:
         again after a recovery, and again after RB_EINTR (the lock stayed
         held; signal handlers run between the tries); raise on failure."""
         rc = fn(self._ch, *args)
-        while rc == _ERECOVERED or rc == _EINTR:
-            if rc == _ERECOVERED:
-                _note_recovery(self.name)
+        while rc != _OK:
+            if rc != _EINTR:
+                self._failed(rc)
             rc = fn(self._ch, *args)
-        if rc != _OK:
-            _raise(rc, self.name)
 
     def send(self, data: Any, deadline: int) -> None:
         """Send one bytes-like message.  ``bytes`` go to C as they are; other
@@ -252,10 +192,8 @@ class Handle:
         buf = data if type(data) is bytes else _export(data)
         rc = _rb_send(self._ch, buf, len(buf), deadline)
         while rc != _OK:
-            if rc != _ERECOVERED:
-                _raise(rc, self.name, nbytes=len(buf), limit=self.max_message)
-            _note_recovery(self.name)
-            rc = lib.rb_send(self._ch, buf, len(buf), deadline)
+            self._failed(rc, nbytes=len(buf), limit=self.max_message)
+            rc = _rb_send(self._ch, buf, len(buf), deadline)
 
     def send_parts(self, parts: Sequence[Any], deadline: int) -> None:
         """Send one message made of the bytes-like ``parts``, each copied
@@ -263,9 +201,7 @@ class Handle:
         iov, keep = _iovec(parts)
         rc = lib.rb_sendv(self._ch, iov, len(parts), deadline)
         while rc != _OK:
-            if rc != _ERECOVERED:
-                _raise(rc, self.name, nbytes=sum(len(b) for b in keep), limit=self.max_message)
-            _note_recovery(self.name)
+            self._failed(rc, nbytes=sum(len(b) for b in keep), limit=self.max_message)
             rc = lib.rb_sendv(self._ch, iov, len(parts), deadline)
 
     def send_batch(self, msgs: Sequence[Any], deadline: int) -> int:
@@ -294,11 +230,8 @@ class Handle:
             done += now
             if rc == _OK:
                 return done
-            if rc == _ERECOVERED:
-                _note_recovery(self.name)
-                continue
             try:
-                _raise(rc, self.name, nbytes=max(lens), limit=self.max_message)
+                self._failed(rc, nbytes=max(lens), limit=self.max_message)
             except BaseException as e:
                 e.sent = done  # type: ignore[attr-defined]
                 raise
@@ -313,7 +246,7 @@ class Handle:
         try:
             scratch = _scratch.pop()
         except IndexError:
-            scratch = _new_scratch()
+            scratch = new_scratch()
         n = _rb_recv(self._ch, scratch[0], SCRATCH_SIZE, scratch[1], deadline)
         if n >= 0:
             data: bytes = _unpack(scratch[0], n)
@@ -337,7 +270,7 @@ class Handle:
                 need = needp[0]
                 try:
                     if alloc is None:  # bytes: through a kept buffer
-                        big = _take_big(need)
+                        big = take_big(need)
                     else:  # the result keeps this memory: a buffer of its own
                         own = alloc(need)
                         big = ffi.from_buffer(own)
@@ -352,14 +285,12 @@ class Handle:
                         if n >= 0:
                             return ffi.unpack(big, n)
                     finally:
-                        _give_big(big)
+                        give_big(big)
                 else:
                     n = lib.rb_recv(self._ch, big, need, needp, deadline)
                     if n >= 0:
                         return memoryview(own)[:n]
-            if n != -_ERECOVERED:
-                _raise(-n, self.name)
-            _note_recovery(self.name)
+            self._failed(-n)
             n = lib.rb_recv(self._ch, buf, SCRATCH_SIZE, needp, deadline)
             if n >= 0:
                 return ffi.unpack(buf, n)
@@ -389,13 +320,11 @@ class Handle:
                     f"the next message on channel {self.name!r} is {needp[0]} bytes; the buffer holds {len(dst)}",
                     needp[0],
                 )
-            if n != -_ERECOVERED:
-                _raise(-n, self.name)
-            _note_recovery(self.name)
+            self._failed(-n)
 
     def recv_batch(self, max_items: int, deadline: int) -> List[bytes]:
         """Wait for a message, then receive up to max_items of those queued."""
-        scratch = _take_scratch()
+        scratch = take_scratch()
         try:
             buf, needp = scratch
             lens = ffi.new("uint64_t[]", max_items)
@@ -406,9 +335,7 @@ class Handle:
                 if n == -_ESMALLBUF:
                     # Not even the first fits the scratch buffer: take it alone.
                     return [self.recv(deadline)]
-                if n != -_ERECOVERED:
-                    _raise(-n, self.name)
-                _note_recovery(self.name)
+                self._failed(-n)
             sizes = ffi.unpack(lens, n)
             blob = ffi.unpack(buf, sum(sizes))
             out, off = [], 0
@@ -428,16 +355,14 @@ class Handle:
         part.  If plan raises, the message stays queued.
         """
         dst_buf = ffi.from_buffer(dst, require_writable=True)
-        scratch = _take_scratch()
+        scratch = take_scratch()
         try:
             buf, tokenp = scratch
             while True:
                 n = lib.rb_peek(self._ch, buf, SCRATCH_SIZE, tokenp, deadline)
-                if n == -_ERECOVERED:
-                    _note_recovery(self.name)
-                    continue
                 if n < 0:
-                    _raise(-n, self.name)
+                    self._failed(-n)
+                    continue
                 try:
                     skip, length = plan(ffi.buffer(buf, min(n, SCRATCH_SIZE)), n)
                     if length > len(dst_buf):
@@ -448,10 +373,8 @@ class Handle:
                 rc = lib.rb_recv_at(self._ch, tokenp[0], skip, dst_buf, length)
                 if rc == _OK:
                     return
-                if rc == _ERECOVERED:
-                    _note_recovery(self.name)
-                elif rc != _ECHANGED:  # ECHANGED: another receiver took it; look again
-                    _raise(rc, self.name)
+                if rc != _ECHANGED:  # ECHANGED: another receiver took it; look again
+                    self._failed(rc)
         finally:
             _scratch.append(scratch)
 
