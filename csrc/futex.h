@@ -25,7 +25,7 @@
  * Returns 0 when woken (or spuriously), else an errno: EAGAIN when the word
  * had already changed, ETIMEDOUT, EINTR.
  */
-static inline int rb_futex_wait(uint32_t *word, uint32_t expected, const struct timespec *abs)
+static inline int futex_wait(uint32_t *word, uint32_t expected, const struct timespec *abs)
 {
     long r = syscall(SYS_futex, word, FUTEX_WAIT_BITSET, expected, abs, NULL,
                      FUTEX_BITSET_MATCH_ANY);
@@ -33,12 +33,12 @@ static inline int rb_futex_wait(uint32_t *word, uint32_t expected, const struct 
 }
 
 /* Wake at most n sleepers on word; returns how many were woken. */
-static inline int rb_futex_wake(uint32_t *word, int n)
+static inline int futex_wake(uint32_t *word, int n)
 {
     long r = syscall(SYS_futex, word, FUTEX_WAKE, n, NULL, NULL, 0);
     return r < 0 ? 0 : (int)r;
 }
 
-#define RB_WAKE_ALL INT_MAX
+#define WAKE_ALL INT_MAX
 
 #endif

@@ -207,8 +207,8 @@ static int lock(struct rb_chan *ch, int64_t deadline)
         STORE(h->lock_owner, self_pid);
         rc = recover(ch);
         unlock(ch);
-        rb_futex_wake(&h->send_futex, RB_WAKE_ALL);
-        rb_futex_wake(&h->recv_futex, RB_WAKE_ALL);
+        futex_wake(&h->send_futex, WAKE_ALL);
+        futex_wake(&h->recv_futex, WAKE_ALL);
         return rc;
     }
     if (r == 0) {
@@ -521,7 +521,7 @@ static void spin(const uint64_t *counter, uint64_t seen, const uint32_t *futex, 
 static void hand_on(uint32_t *futex)
 {
     INC(*futex);
-    rb_futex_wake(futex, 1);
+    futex_wake(futex, 1);
 }
 
 /*
@@ -549,12 +549,12 @@ static int park(struct rb_chan *ch, struct side s, int pass, int64_t deadline)
     CRASH_POINT(RB_CRASH_PARK_COUNTED);
     unlock(ch);
     if (pass)
-        rb_futex_wake(s.futex, 1);
+        futex_wake(s.futex, 1);
 
     if (deadline >= 0 && deadline < until)
         until = deadline;
     ts = to_timespec(until);
-    r = rb_futex_wait(s.futex, seq, &ts);
+    r = futex_wait(s.futex, seq, &ts);
     CRASH_POINT(RB_CRASH_PARK_WOKEN);
     count_out(s, t);
     /* 0: woken.  EAGAIN: the word moved before we slept, so a wake-up was
@@ -616,7 +616,7 @@ static void unlock_and_pass(struct rb_chan *ch, int wake)
 {
     unlock(ch);
     if (wake)
-        rb_futex_wake(&ch->hdr->send_futex, 1);
+        futex_wake(&ch->hdr->send_futex, 1);
 }
 
 /*
@@ -837,9 +837,9 @@ static void unlock_and_wake(struct rb_chan *ch, int receivers, int sender)
 {
     unlock(ch);
     if (receivers > 0)
-        rb_futex_wake(&ch->hdr->recv_futex, receivers);
+        futex_wake(&ch->hdr->recv_futex, receivers);
     if (sender)
-        rb_futex_wake(&ch->hdr->send_futex, 1);
+        futex_wake(&ch->hdr->send_futex, 1);
     if (receivers > 0 || sender)
         sched_yield();
 }
@@ -1053,8 +1053,8 @@ int rb_close(struct rb_chan *ch)
     }
     unlock(ch);
     /* W5: close is rare: wake both sides whatever the counts say. */
-    rb_futex_wake(&h->send_futex, RB_WAKE_ALL);
-    rb_futex_wake(&h->recv_futex, RB_WAKE_ALL);
+    futex_wake(&h->send_futex, WAKE_ALL);
+    futex_wake(&h->recv_futex, WAKE_ALL);
     return RB_OK;
 }
 
@@ -1078,7 +1078,7 @@ int rb_task_done(struct rb_chan *ch)
     } while (!__atomic_compare_exchange_n(&h->tasks_done, &done, done + 1, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST));
     if (unfinished(h, done + 1) == 0 && __atomic_load_n(&h->joinq, __ATOMIC_SEQ_CST) > 0) {
         __atomic_fetch_add(&h->tasks_futex, 1, __ATOMIC_SEQ_CST);
-        rb_futex_wake(&h->tasks_futex, RB_WAKE_ALL);
+        futex_wake(&h->tasks_futex, WAKE_ALL);
     }
     return RB_OK;
 }
@@ -1108,7 +1108,7 @@ int rb_tasks_join(struct rb_chan *ch, int64_t deadline)
             __atomic_fetch_sub(&h->joinq, 1, __ATOMIC_SEQ_CST);
             return RB_ETIMEDOUT;
         }
-        r = rb_futex_wait(&h->tasks_futex, seq, &ts);
+        r = futex_wait(&h->tasks_futex, seq, &ts);
         __atomic_fetch_sub(&h->joinq, 1, __ATOMIC_SEQ_CST);
         if (r == EINTR)
             return RB_EINTR;
@@ -1237,6 +1237,28 @@ uint64_t rb_max_message(struct rb_chan *ch)
     return ch->size - RB_REC_HDR;
 }
 
+#define FIELD(f) { #f, offsetof(struct rb_hdr, f), sizeof(((struct rb_hdr *)0)->f) }
+#define SLOT0(f) { #f, offsetof(struct rb_hdr, f), sizeof(((struct rb_hdr *)0)->f[0].word) }
+static const struct rb_field header_fields[] = {
+    FIELD(magic), FIELD(version), FIELD(data_off), FIELD(dataqsiz), FIELD(size), FIELD(creator_pid),
+    FIELD(lock_owner), FIELD(closed), FIELD(qcount), FIELD(used),
+    FIELD(sendpos), FIELD(sendx), FIELD(sent), FIELD(send_parks), FIELD(recvq_wakes), FIELD(baton_passes),
+    FIELD(recvpos), FIELD(recvx), FIELD(received), FIELD(recv_parks), FIELD(sendq_wakes),
+    FIELD(send_mask), FIELD(recv_mask), FIELD(send_futex), FIELD(recv_futex), FIELD(recoveries),
+    FIELD(waiters_reaped), FIELD(send_min_need), FIELD(send_baton),
+    FIELD(tasks_done), FIELD(joinq), FIELD(tasks_futex),
+    SLOT0(send_waiters), SLOT0(recv_waiters),
+};
+
+int rb_header_fields(struct rb_field *out, int max)
+{
+    int n = 0;
+
+    for (size_t i = 0; i < sizeof header_fields / sizeof header_fields[0] && n < max; i++)
+        out[n++] = header_fields[i];
+    return n;
+}
+
 int rb_debug_hold_lock(struct rb_chan *ch)
 {
     int rc;
@@ -1268,35 +1290,37 @@ static int shm_path(const char *name, char path[RB_NAME_MAX + 2])
 
 /* The bounds are passed in, already validated, rather than read again from
  * the shared header, which a peer could change in between. */
-static int new_handle(struct rb_hdr *h, size_t map_len, uint64_t capacity, uint64_t size,
-                      struct rb_chan **out)
+static struct rb_chan *new_handle(struct rb_hdr *h, size_t map_len, uint64_t capacity, uint64_t size)
 {
     struct rb_chan *ch = malloc(sizeof *ch);
 
-    if (!ch)
-        return RB_ESYS;
-    ch->hdr = h;
-    ch->data = (uint8_t *)h + RB_DATA_OFF;
-    ch->map_len = map_len;
-    ch->dataqsiz = capacity;
-    ch->size = size;
-    *out = ch;
-    return RB_OK;
+    if (ch) {
+        ch->hdr = h;
+        ch->data = (uint8_t *)h + RB_DATA_OFF;
+        ch->map_len = map_len;
+        ch->dataqsiz = capacity;
+        ch->size = size;
+    }
+    return ch;
 }
 
+/*
+ * rb_create and rb_attach share one error exit: each step that fails sets
+ * rc (and errno, for RB_ESYS) and jumps to `fail`, which undoes what was
+ * done (unmap, close, and for a create the name) and keeps errno.
+ */
 int rb_create(const char *name, uint64_t capacity, uint64_t size, uint32_t mode, struct rb_chan **out)
 {
     char path[RB_NAME_MAX + 2];
     pthread_mutexattr_t attr;
-    struct rb_hdr *h;
-    size_t map_len;
-    int fd, err, rc;
+    struct rb_hdr *h = MAP_FAILED;
+    size_t map_len = RB_DATA_OFF + size;
+    int fd, err, rc = RB_ESYS;
 
     pthread_once(&self_once, self_init);
     if (shm_path(name, path) != RB_OK || capacity < 1 || capacity > RB_MAX_CAPACITY ||
         size < RB_MIN_SIZE || size > RB_MAX_SIZE || size % 8 != 0 || (mode & ~0777u) != 0)
         return RB_EINVAL;
-    map_len = RB_DATA_OFF + size;
 
     /* Created owner-only, then given the mode asked for (fchmod, unlike the
      * open, ignores the umask). */
@@ -1304,15 +1328,14 @@ int rb_create(const char *name, uint64_t capacity, uint64_t size, uint32_t mode,
     if (fd < 0)
         return RB_ESYS;
     if (mode != 0600 && fchmod(fd, mode) != 0)
-        goto fail_fd;
+        goto fail;
     /* Reserve the pages now: on a full /dev/shm this fails here with ENOSPC
      * instead of killing a later sender with SIGBUS. */
     if (ftruncate(fd, (off_t)map_len) != 0 || (errno = posix_fallocate(fd, 0, (off_t)map_len)) != 0)
-        goto fail_fd;
+        goto fail;
     h = mmap(NULL, map_len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (h == MAP_FAILED)
-        goto fail_fd;
-    close(fd);
+        goto fail;
 
     h->version = RB_LAYOUT_VERSION;
     h->data_off = RB_DATA_OFF;
@@ -1326,37 +1349,33 @@ int rb_create(const char *name, uint64_t capacity, uint64_t size, uint32_t mode,
     pthread_mutexattr_destroy(&attr);
     if (err != 0) {
         errno = err;
-        goto fail_map;
+        goto fail;
     }
     /* Publish: pairs with the acquire load of magic in rb_attach. */
     __atomic_store_n(&h->magic, RB_MAGIC, __ATOMIC_RELEASE);
-
-    if ((rc = new_handle(h, map_len, capacity, size, out)) != RB_OK)
-        goto fail_map;
+    if ((*out = new_handle(h, map_len, capacity, size)) == NULL)
+        goto fail;
+    close(fd);
     return RB_OK;
 
-fail_map:
+fail:
     err = errno;
-    munmap(h, map_len);
-    shm_unlink(path);
-    errno = err;
-    return RB_ESYS;
-fail_fd:
-    err = errno;
+    if (h != MAP_FAILED)
+        munmap(h, map_len);
     close(fd);
     shm_unlink(path);
     errno = err;
-    return RB_ESYS;
+    return rc;
 }
 
 int rb_attach(const char *name, struct rb_chan **out)
 {
     char path[RB_NAME_MAX + 2];
-    struct rb_hdr *h;
+    struct rb_hdr *h = MAP_FAILED;
     struct stat st;
     uint64_t size, cap;
-    size_t map_len;
-    int fd, err;
+    size_t map_len = 0;
+    int fd, err, rc = RB_ESYS;
 
     pthread_once(&self_once, self_init);
     if (shm_path(name, path) != RB_OK)
@@ -1364,45 +1383,42 @@ int rb_attach(const char *name, struct rb_chan **out)
     fd = shm_open(path, O_RDWR, 0);
     if (fd < 0)
         return RB_ESYS;
-    if (fstat(fd, &st) != 0) {
-        err = errno;
-        close(fd);
-        errno = err;
-        return RB_ESYS;
-    }
-    if (st.st_size < RB_DATA_OFF) {
-        close(fd);
-        return RB_EINCOMPAT;
-    }
+    if (fstat(fd, &st) != 0)
+        goto fail;
+    rc = RB_EINCOMPAT;
+    if (st.st_size < RB_DATA_OFF)
+        goto fail;
     map_len = (size_t)st.st_size;
+    rc = RB_ESYS;
     h = mmap(NULL, map_len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    err = errno;
-    close(fd);
-    if (h == MAP_FAILED) {
-        errno = err;
-        return RB_ESYS;
-    }
+    if (h == MAP_FAILED)
+        goto fail;
 
     /* Pairs with the release store in rb_create: seeing the magic means
      * seeing the fields written before it.  Each field is read once. */
-    if (__atomic_load_n(&h->magic, __ATOMIC_ACQUIRE) != RB_MAGIC ||
-        h->version != RB_LAYOUT_VERSION || h->data_off != RB_DATA_OFF) {
-        munmap(h, map_len);
-        return RB_EINCOMPAT;
-    }
-    size = h->size;
-    cap = h->dataqsiz;
-    if (size < RB_MIN_SIZE || size > RB_MAX_SIZE || size % 8 != 0 ||
-        cap < 1 || cap > RB_MAX_CAPACITY || map_len < RB_DATA_OFF + size) {
-        munmap(h, map_len);
-        return RB_EINCOMPAT;
-    }
-    if (new_handle(h, map_len, cap, size, out) != RB_OK) {
-        munmap(h, map_len);
-        errno = ENOMEM;
-        return RB_ESYS;
-    }
+    rc = RB_EINCOMPAT;
+    if (__atomic_load_n(&h->magic, __ATOMIC_ACQUIRE) != RB_MAGIC || LOAD(h->version) != RB_LAYOUT_VERSION ||
+        LOAD(h->data_off) != RB_DATA_OFF)
+        goto fail;
+    size = LOAD(h->size);
+    cap = LOAD(h->dataqsiz);
+    if (size < RB_MIN_SIZE || size > RB_MAX_SIZE || size % 8 != 0 || cap < 1 || cap > RB_MAX_CAPACITY ||
+        map_len < RB_DATA_OFF + size)
+        goto fail;
+    rc = RB_ESYS;
+    errno = ENOMEM;
+    if ((*out = new_handle(h, map_len, cap, size)) == NULL)
+        goto fail;
+    close(fd);
     return RB_OK;
+
+fail:
+    err = errno;
+    if (h != MAP_FAILED)
+        munmap(h, map_len);
+    close(fd);
+    errno = err;
+    return rc;
 }
 
 void rb_detach(struct rb_chan *ch)

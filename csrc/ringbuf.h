@@ -11,7 +11,7 @@
  * Segment layout (an ABI between processes, pinned by the static asserts in
  * ringbuf.c and versioned by RB_LAYOUT_VERSION):
  *
- *   offset 0             struct rb_hdr (four cache lines)
+ *   offset 0             struct rb_hdr (six cache lines, then the waiter slots)
  *   offset RB_DATA_OFF   the ring: `size` bytes of records
  *
  * A record is an 8-byte length followed by the payload, padded to a multiple
@@ -19,9 +19,8 @@
  * position are multiples of 8); a payload may be, and is then copied in two
  * pieces.
  *
- * This header is the whole C API Python sees.  C returns status codes and never
- * touches Python objects; Python owns timeouts in seconds, retries after
- * signals and exceptions.
+ * This header holds the struct, its invariants and the wait/wake rules; the
+ * functions Python calls are declared in ringbuf_api.h, which it includes.
  */
 #ifndef RINGBUF_H
 #define RINGBUF_H
@@ -31,50 +30,11 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include "ringbuf_api.h"
+
 #define RB_MAGIC          0x31465542474e4952ULL /* the bytes "RINGBUF1" on little-endian */
-#define RB_LAYOUT_VERSION 3
 #define RB_CACHELINE      64
-#define RB_DATA_OFF       4096  /* the ring starts page-aligned */
 #define RB_REC_HDR        8     /* bytes of length before each payload */
-
-#define RB_MIN_SIZE       64ULL
-#define RB_MAX_SIZE       (1ULL << 40)
-#define RB_MAX_CAPACITY   (1ULL << 32)
-#define RB_NAME_MAX       200   /* without the leading '/' shm_open wants */
-#define RB_WAITER_SLOTS   64    /* waiter slots per side: one per process with
-                                 * waiters parked there, the last one shared */
-
-/* Deadlines are absolute CLOCK_MONOTONIC nanoseconds.  RB_FOREVER never
- * expires; a deadline that has passed makes the call non-blocking: it still
- * waits for the lock (held only for one message's copy), then decides on
- * room or data.  A held lock delays a call at most RB_LOCK_GRACE_NS past its
- * deadline (see lock() in ringbuf.c). */
-#define RB_FOREVER        (-1LL)
-
-/* Status codes.  Python maps each one to an exception through one table. */
-enum rb_status {
-    RB_OK = 0,
-    RB_ETIMEDOUT = 1,   /* deadline passed (also: non-blocking call found no room / no data) */
-    RB_EINTR = 2,       /* returned early so that Python can run signal handlers (a signal
-                         * arrived, or the lock stayed held for a while); nothing was done:
-                         * retry with the same deadline */
-    RB_ECLOSED = 3,     /* send on a closed channel, or receive on a closed, drained one */
-    RB_ETOOBIG = 4,     /* the message can never fit in this ring */
-    RB_ESMALLBUF = 5,   /* the next message is longer than the buffer given; it stays queued */
-    RB_ECORRUPT = 6,    /* a header field or record failed its bounds check */
-    RB_EINCOMPAT = 7,   /* not a ringbuf segment, another layout version, or too small */
-    RB_EINVAL = 8,      /* bad argument (name, capacity, size) */
-    RB_ESYS = 9,        /* a system call failed; errno says why */
-    RB_ECHANGED = 10,   /* rb_recv_at: the peeked message was taken by another receiver */
-    RB_ERECOVERED = 11  /* the lock was taken over from a dead owner and the header
-                         * repaired; nothing else was done: call again */
-};
-
-/* One piece of a message to send (rb_sendv). */
-struct rb_iov {
-    const void *base;
-    uint64_t len;
-};
 
 /* The parked waiters of one process on one side (see W1-W3 below).  `word`
  * is the whole truth about them, changed only by single atomic operations:
@@ -281,121 +241,5 @@ struct rb_chan {
     uint64_t dataqsiz;
     uint64_t size;
 };
-
-/* A snapshot of the header: consistent when taken under the lock
- * (rb_stats), approximate when not (rb_observe).  sendq and recvq are the
- * sums of the waiter slots' counts (W3). */
-struct rb_stats {
-    uint64_t dataqsiz;
-    uint64_t size;
-    uint64_t qcount;
-    uint64_t used;
-    uint64_t sendx;
-    uint64_t recvx;
-    uint32_t sendq;
-    uint32_t recvq;
-    uint32_t closed;
-    int32_t lock_owner;
-    int32_t creator_pid;
-    uint64_t sent;
-    uint64_t received;
-    uint64_t send_parks;
-    uint64_t recv_parks;
-    uint64_t recvq_wakes;
-    uint64_t sendq_wakes;
-    uint64_t baton_passes;
-    uint64_t recoveries;
-    uint64_t waiters_reaped;
-    uint64_t tasks_done;
-};
-
-/* Who is parked on one side: one entry per waiter slot in use. */
-struct rb_parked {
-    int32_t pid;                /* the process (the last to park, for the shared slot) */
-    uint32_t count;             /* its waiters parked there */
-};
-
-/* Create the segment /NAME exclusively with permissions `mode` (exactly:
- * the umask does not apply) and map it.  `size` must be a multiple of 8 in
- * [RB_MIN_SIZE, RB_MAX_SIZE]; capacity in [1, RB_MAX_CAPACITY]. */
-int rb_create(const char *name, uint64_t capacity, uint64_t size, uint32_t mode, struct rb_chan **out);
-/* Map an existing segment and validate its header. */
-int rb_attach(const char *name, struct rb_chan **out);
-/* Unmap; the handle is freed.  Never call it while another thread uses ch. */
-void rb_detach(struct rb_chan *ch);
-/* Remove the name; processes that have it mapped keep using it. */
-int rb_unlink(const char *name);
-
-/* Send one message of len bytes. */
-int rb_send(struct rb_chan *ch, const void *buf, uint64_t len, int64_t deadline_ns);
-/* Send one message made of the n pieces iov[0..n), copied straight from each
- * piece into the ring under one lock hold. */
-int rb_sendv(struct rb_chan *ch, const struct rb_iov *iov, uint32_t n, int64_t deadline_ns);
-/* Send n messages in order: message i is the next lens[i] bytes of data.
- * Takes the lock once for as many as fit and waits for room for the rest.
- * *sent_out says how many were sent, also when the status is not RB_OK
- * (timeout, close, signal part way through).  RB_ETOOBIG, with nothing sent,
- * if any of them can never fit.  data and lens are the caller's memory: the
- * caller sees to it that data holds the sum of lens bytes. */
-int rb_send_batch(struct rb_chan *ch, const void *data, const uint64_t *lens, uint64_t n, uint64_t *sent_out,
-                  int64_t deadline_ns);
-
-/* Receive one message into buf (cap bytes).  Returns its length (>= 0), or
- * minus a status.  If the message is longer than cap, returns -RB_ESMALLBUF,
- * stores the length in *need_out and leaves the message queued. */
-int64_t rb_recv(struct rb_chan *ch, void *buf, uint64_t cap, uint64_t *need_out, int64_t deadline_ns);
-/* Wait for at least one message, then receive up to max_items of those
- * queued, packed one after another into buf, lengths into lens[].  Returns
- * how many, or minus a status; -RB_ESMALLBUF (with *need_out) when not even
- * the first one fits. */
-int64_t rb_recv_batch(struct rb_chan *ch, void *buf, uint64_t cap, uint64_t *lens, uint64_t max_items,
-                      uint64_t *need_out, int64_t deadline_ns);
-/* Wait for a message and copy up to cap bytes of it into buf without
- * receiving it.  Returns its full length, or minus a status; *token_out
- * identifies it for rb_recv_at(). */
-int64_t rb_peek(struct rb_chan *ch, void *buf, uint64_t cap, uint64_t *token_out, int64_t deadline_ns);
-/* Receive the peeked message `token`, copying only its bytes [skip, skip+n)
- * into dst.  RB_ECHANGED if another receiver took it first; never waits. */
-int rb_recv_at(struct rb_chan *ch, uint64_t token, uint64_t skip, void *dst, uint64_t n);
-/* JoinableQueue: every message sent is a task; mark one done.  RB_EINVAL,
- * with nothing changed, if every task sent is done already. */
-int rb_task_done(struct rb_chan *ch);
-/* Wait until every task sent is done. */
-int rb_tasks_join(struct rb_chan *ch, int64_t deadline_ns);
-/* A receiver leaves a queued message it was woken for (it raised instead):
- * wake another parked receiver, if any, so that the message is not stranded. */
-void rb_pass_wake(struct rb_chan *ch);
-/* Go's close: later sends fail, receivers drain then fail; wakes everyone. */
-int rb_close(struct rb_chan *ch);
-/* A snapshot of the header under the lock; RB_ECORRUPT if it is not sound. */
-int rb_stats(struct rb_chan *ch, struct rb_stats *out);
-/* The same snapshot read without the lock, for observers that must not
- * disturb the channel (inspect, top).  Approximate: fields are read one by
- * one while others may change them.  lock_owner tells who holds the lock. */
-void rb_observe(struct rb_chan *ch, struct rb_stats *out);
-/* Who is parked on the senders' (side 0) or receivers' (side 1) side: up to
- * max entries, one per waiter slot in use, read without the lock.  Returns
- * how many were written. */
-int rb_parked(struct rb_chan *ch, int side, struct rb_parked *out, int max);
-/* Assert the invariants under the lock: RB_OK or RB_ECORRUPT. */
-int rb_check(struct rb_chan *ch);
-/* Largest payload this ring can ever hold. */
-uint64_t rb_max_message(struct rb_chan *ch);
-
-/* For tests: take the lock and return still holding it, as a process that is
- * killed inside a critical section would.  The only way to release it is to
- * exit. */
-int rb_debug_hold_lock(struct rb_chan *ch);
-/* For tests: make this process SIGKILL itself at one point of the next
- * send, receive or park (RB_CRASH_*), or never (0). */
-enum rb_crash_point {
-    RB_CRASH_SEND_BEFORE_COMMIT = 1,  /* lock held: record written, sendpos not yet stored */
-    RB_CRASH_SEND_AFTER_COMMIT = 2,   /* lock held: sendpos stored, the rest not yet */
-    RB_CRASH_RECV_BEFORE_COMMIT = 3,  /* lock held: payload copied out, recvpos not yet stored */
-    RB_CRASH_RECV_AFTER_COMMIT = 4,   /* lock held: recvpos stored, the rest not yet */
-    RB_CRASH_PARK_COUNTED = 5,        /* lock held: counted in (W1), lock not yet dropped */
-    RB_CRASH_PARK_WOKEN = 6           /* no lock: woken, not yet counted out (W3) */
-};
-void rb_debug_crash_at(int point);
 
 #endif

@@ -26,13 +26,18 @@ NAME_MAX: int = lib.RB_NAME_MAX
 DATA_OFFSET: int = lib.RB_DATA_OFF
 LAYOUT_VERSION: int = lib.RB_LAYOUT_VERSION
 
-#: Byte offsets of the shared header's fields, as the compiler laid them out.
-HEADER_OFFSETS: Dict[str, int] = {
-    f: ffi.offsetof("struct rb_hdr", f)
-    for f in ("magic", "version", "data_off", "dataqsiz", "size", "closed", "qcount", "used",
-              "sendpos", "sendx", "recvpos", "recvx", "send_mask", "recv_mask", "tasks_done",
-              "send_waiters", "recv_waiters")
-}
+
+
+def _header_fields() -> Dict[str, Tuple[int, int]]:
+    out = ffi.new("struct rb_field[]", 64)
+    n = lib.rb_header_fields(out, 64)
+    return {ffi.string(out[i].name).decode(): (int(out[i].offset), int(out[i].size)) for i in range(n)}
+
+
+#: The shared header's fields, as the compiler laid them out: name ->
+#: (byte offset, size).  For observers and tests that read the segment
+#: directly; the waiter slot arrays are given by their first slot's word.
+HEADER_FIELDS: Dict[str, Tuple[int, int]] = _header_fields()
 
 _OK = lib.RB_OK
 _ESMALLBUF = lib.RB_ESMALLBUF
