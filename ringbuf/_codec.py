@@ -53,10 +53,9 @@ def _pad(n: int) -> int:
 
 #: Buffers smaller than this travel inside the pickle: for them the
 #: bookkeeping of a separate part, on both sides, costs more than copying
-#: their bytes twice (4 KiB float32 arrays, in two runs: 137 MB/s out of
-#: band against mp.Queue's 207; 328 MB/s in band against its 113).  It must stay well below the
-#: receive scratch size (64 KiB): recv_into() unpickles such a message from
-#: the prefix it peeks at.
+#: their bytes twice (figures in docs/performance.md).  It must stay well
+#: below the receive scratch size (64 KiB): recv_into() unpickles such a
+#: message from the prefix it peeks at.
 INBAND_MAX = 32 * 1024
 
 
@@ -76,10 +75,10 @@ class _Split:
         return False
 
 
-# Idle _Split objects.  Making a fresh callback for every message cost a
-# fifth of pickling a small dict (about 0.2 us), so encode() takes one off
-# this list and puts it back, empty, when pickling succeeded (list.pop and
-# list.append are atomic, so threads never share one).
+# Idle _Split objects.  A fresh callback for every message is a measurable
+# part of pickling a small dict, so encode() takes one off this list and puts
+# it back, empty, when pickling succeeded (list.pop and list.append are
+# atomic, so threads never share one).
 _splits: List[_Split] = []
 _dumps = pickle.dumps
 

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import time
 from typing import Callable, Iterator, List
 
 import pytest
@@ -44,12 +43,3 @@ def make_channel() -> Iterator[Callable[..., ringbuf.Channel]]:
 @pytest.fixture(params=["fork", "spawn", "forkserver"])
 def mp_context(request: pytest.FixtureRequest) -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context(request.param)
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
-    """Liveness helper: poll until predicate() holds, failing after timeout seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not happen within {timeout} s")
-        time.sleep(0.005)

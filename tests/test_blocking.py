@@ -20,7 +20,7 @@ import pytest
 
 import ringbuf
 from tests import _workers
-from tests.conftest import wait_until
+from tests._helpers import park_receivers, wait_until
 
 ctx = multiprocessing.get_context("fork")
 
@@ -87,8 +87,7 @@ def test_sender_waiting_for_bytes_wakes_when_enough_room_frees(make_channel):
 def test_one_send_wakes_one_of_several_parked_receivers(make_channel):
     ch = make_channel()
     results = ctx.Queue()
-    procs = [start(_workers.recv_one, ch, None, results) for _ in range(3)]
-    wait_until(lambda: ch.stats().recvq == 3, what="three receivers parking")
+    procs = park_receivers(ctx, ch, 3, results)
     for i in range(3):
         ch.send_bytes(str(i).encode())
     got = sorted(results.get(timeout=5) for _ in procs)
@@ -188,8 +187,7 @@ def test_timeout_in_another_process_is_reported(make_channel):
 def test_close_wakes_parked_receivers_in_other_processes(make_channel):
     ch = make_channel()
     results = ctx.Queue()
-    procs = [start(_workers.recv_one, ch, None, results) for _ in range(2)]
-    wait_until(lambda: ch.stats().recvq == 2, what="receivers parking")
+    procs = park_receivers(ctx, ch, 2, results)
     ch.close()
     assert [results.get(timeout=5)[0] for _ in procs] == ["Closed", "Closed"]
     for p in procs:

@@ -12,11 +12,6 @@ import ringbuf
 from ringbuf import Channel
 
 
-def record_bytes(n: int) -> int:
-    """Ring bytes one message of n bytes occupies: 8-byte header, padded to 8."""
-    return 8 + (n + 7) // 8 * 8
-
-
 def test_fifo_order_and_contents(make_channel):
     ch = make_channel(capacity=100, size=1 << 16)
     msgs = [bytes([i]) * i for i in range(50)]

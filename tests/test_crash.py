@@ -8,7 +8,7 @@ import signal
 
 from ringbuf import Channel
 from tests import _workers
-from tests.conftest import wait_until
+from tests._helpers import park_receivers, wait_until
 
 ctx = multiprocessing.get_context("fork")
 
@@ -39,10 +39,7 @@ def test_a_process_killed_holding_the_lock_does_not_deadlock_the_others(make_cha
 
 def test_receivers_killed_while_parked_are_struck_off(make_channel):
     ch = make_channel()
-    victims = [ctx.Process(target=_workers.recv_one, args=(ch, None, ctx.Queue())) for _ in range(3)]
-    for v in victims:
-        v.start()
-    wait_until(lambda: ch.stats().recvq == 3, what="receivers parking")
+    victims = park_receivers(ctx, ch, 3, ctx.Queue())
     for v in victims:
         os.kill(v.pid, signal.SIGKILL)
         v.join(5)
@@ -149,18 +146,12 @@ def test_a_receiver_killed_at_its_commit(make_channel, point, consumed, wrapped)
 
 
 def test_recovery_finds_a_scribbled_commit_word(make_channel):
-    import mmap
-    import struct
-
-    from ringbuf._lowlevel import DATA_OFFSET, HEADER_OFFSETS
+    from tests._helpers import mapped, write_header
 
     ch = make_channel(capacity=8, size=4096)
     ch.send_bytes(b"x")
-    fd = os.open(f"/dev/shm/{ch.name}", os.O_RDWR)
-    m = mmap.mmap(fd, DATA_OFFSET)
-    os.close(fd)
-    struct.pack_into("<Q", m, HEADER_OFFSETS["sendpos"], 12345)  # not a record boundary
-    m.close()
+    with mapped(ch) as m:
+        write_header(m, "sendpos", 12345)  # not a record boundary
     crash(ch, "send-before-commit", "send", b"y")
     with pytest.raises(ringbuf.CorruptSegment):
         ch.recv_bytes(timeout=1)

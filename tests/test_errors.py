@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import mmap
 import os
 import struct
 
@@ -11,7 +10,8 @@ import pytest
 
 import ringbuf
 from ringbuf import Channel
-from ringbuf._lowlevel import DATA_OFFSET, HEADER_OFFSETS, LAYOUT_VERSION
+from ringbuf._lowlevel import DATA_OFFSET, LAYOUT_VERSION
+from tests._helpers import mapped, write_header
 
 
 @pytest.mark.parametrize("capacity", [0, -1, 2**32 + 1])
@@ -130,22 +130,22 @@ def test_attach_to_a_segment_with_a_wrong_magic(raw_segment):
         Channel.attach(raw_segment(os.urandom(DATA_OFFSET + 4096)))
 
 
-def _patched_copy(ch: Channel, raw_segment, field: str, fmt: str, value: int) -> str:
+def _patched_copy(ch: Channel, raw_segment, field: str, value: int) -> str:
     with open(f"/dev/shm/{ch.name}", "rb") as f:
         content = bytearray(f.read())
-    struct.pack_into(fmt, content, HEADER_OFFSETS[field], value)
+    write_header(content, field, value)
     return raw_segment(bytes(content))
 
 
 def test_attach_to_another_layout_version(make_channel, raw_segment):
-    name = _patched_copy(make_channel(), raw_segment, "version", "<I", LAYOUT_VERSION + 1)
+    name = _patched_copy(make_channel(), raw_segment, "version", LAYOUT_VERSION + 1)
     with pytest.raises(ringbuf.IncompatibleSegment):
         Channel.attach(name)
 
 
 def test_attach_to_a_segment_shorter_than_its_declared_ring(make_channel, raw_segment):
     ch = make_channel(size=4096)
-    name = _patched_copy(ch, raw_segment, "size", "<Q", 1 << 20)
+    name = _patched_copy(ch, raw_segment, "size", 1 << 20)
     with pytest.raises(ringbuf.IncompatibleSegment, match="too small"):
         Channel.attach(name)
 
@@ -153,28 +153,15 @@ def test_attach_to_a_segment_shorter_than_its_declared_ring(make_channel, raw_se
 @pytest.mark.parametrize("field,value", [("capacity", 0), ("size", 12)])
 def test_attach_with_header_bounds_out_of_range(make_channel, raw_segment, field, value):
     ch = make_channel()
-    name = _patched_copy(ch, raw_segment, "dataqsiz" if field == "capacity" else "size", "<Q", value)
+    name = _patched_copy(ch, raw_segment, "dataqsiz" if field == "capacity" else "size", value)
     with pytest.raises(ringbuf.IncompatibleSegment):
         Channel.attach(name)
 
 
-@pytest.fixture
-def scribble():
-    """Overwrite header fields of a live channel, as a buggy or hostile peer would."""
-    maps = []
-
-    def write(ch: Channel, field: str, fmt: str, value: int) -> None:
-        fd = os.open(f"/dev/shm/{ch.name}", os.O_RDWR)
-        try:
-            m = mmap.mmap(fd, DATA_OFFSET)
-        finally:
-            os.close(fd)
-        struct.pack_into(fmt, m, HEADER_OFFSETS[field], value)
-        maps.append(m)
-
-    yield write
-    for m in maps:
-        m.close()
+def scribble(ch: Channel, field: str, value: int) -> None:
+    """Overwrite a header field of a live channel, as a buggy or hostile peer would."""
+    with mapped(ch) as m:
+        write_header(m, field, value)
 
 
 @pytest.mark.parametrize(
@@ -187,17 +174,17 @@ def scribble():
         ("qcount", 1 << 33),
     ],
 )
-def test_out_of_range_positions_raise_corrupt(make_channel, scribble, field, value):
+def test_out_of_range_positions_raise_corrupt(make_channel, field, value):
     ch = make_channel(capacity=8, size=4096)
     ch.send_bytes(b"payload")
-    scribble(ch, field, "<Q", value)
+    scribble(ch, field, value)
     with pytest.raises(ringbuf.CorruptSegment):
         ch.check()
     with pytest.raises(ringbuf.CorruptSegment):
         ch.send_bytes(b"more") if field == "sendx" else ch.recv_bytes()
 
 
-def test_record_length_past_the_used_bytes_raises_corrupt(make_channel, scribble):
+def test_record_length_past_the_used_bytes_raises_corrupt(make_channel):
     ch = make_channel(capacity=8, size=4096)
     ch.send_bytes(b"payload")
     with open(f"/dev/shm/{ch.name}", "r+b") as f:

@@ -12,7 +12,7 @@ import sys
 
 from ringbuf import _inspect
 from tests import _workers
-from tests.conftest import wait_until
+from tests._helpers import wait_until
 
 ctx = multiprocessing.get_context("fork")
 

@@ -9,10 +9,7 @@ from hypothesis import settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 import ringbuf
-
-
-def record_bytes(n: int) -> int:
-    return 8 + (n + 7) // 8 * 8
+from tests._helpers import record_bytes
 
 
 class ChannelModel(RuleBasedStateMachine):

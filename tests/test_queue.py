@@ -16,7 +16,7 @@ import pytest
 
 import ringbuf
 from tests import _workers
-from tests.conftest import wait_until
+from tests._helpers import wait_until
 
 ctx = multiprocessing.get_context("fork")
 
