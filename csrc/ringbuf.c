@@ -35,6 +35,7 @@
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 
 /* Pin the layout: it is an ABI between every process that maps a segment. */
 _Static_assert(offsetof(struct rb_hdr, magic) == 0, "magic first");
@@ -86,6 +87,9 @@ _Static_assert(RB_DATA_OFF % 4096 == 0 && RB_REC_HDR == 8, "ring page-aligned, 8
 /* W9: a slot not stamped for this long belongs to a dead (or stopped)
  * process: a live one re-stamps it at least every RB_RECHECK_NS. */
 #define RB_REAP_NS (3 * RB_RECHECK_NS)
+
+/* park_select's private answer: a case turned out ready while counting in. */
+#define RB_EAGAIN_INTERNAL (-1)
 
 /* Test hook (rb_debug_crash_at): where this process should die, or 0. */
 static int crash_point;
@@ -209,6 +213,7 @@ static int lock(struct rb_chan *ch, int64_t deadline)
         unlock(ch);
         futex_wake(&h->send_futex, WAKE_ALL);
         futex_wake(&h->recv_futex, WAKE_ALL);
+        futex_wake(&h->ack_futex, WAKE_ALL);
         return rc;
     }
     if (r == 0) {
@@ -481,6 +486,7 @@ static int recover(struct rb_chan *ch)
     remask(receivers(h));
     INC(h->send_futex);
     INC(h->recv_futex);
+    INC(h->ack_futex);
     STORE(h->recoveries, h->recoveries + 1);
     return RB_ERECOVERED;
 }
@@ -526,14 +532,16 @@ static void hand_on(uint32_t *futex)
 
 /*
  * Park the caller on side `s` (lock held on entry, dropped here): W9 reap,
- * W1 count in and read the word, drop the lock, hand on a wake-up if `pass`
- * (W6: the caller bumped the word under the lock before we read it, so that
- * wake cannot be meant for us), W2 sleep, W3 count out.
+ * W1 count in and read the word, drop the lock, wake one sleeper on `wake`
+ * if it is not NULL (the caller bumped that word under the lock: W6 hands a
+ * wake-up on, W13 calls a sender to a receiver; when it is our own word the
+ * bump came before we read it, so that wake cannot be meant for us), W2
+ * sleep, W3 count out.
  *
  * Returns RB_OK when woken, RB_ETIMEDOUT when the sleep ran out (the
  * deadline, or a W8 re-check), RB_EINTR on a signal.
  */
-static int park(struct rb_chan *ch, struct side s, int pass, int64_t deadline)
+static int park(struct rb_chan *ch, struct side s, uint32_t *wake, int64_t deadline)
 {
     struct rb_hdr *h = ch->hdr;
     int64_t until = now_ns() + RB_RECHECK_NS;
@@ -548,8 +556,8 @@ static int park(struct rb_chan *ch, struct side s, int pass, int64_t deadline)
     seq = LOAD(*s.futex);
     CRASH_POINT(RB_CRASH_PARK_COUNTED);
     unlock(ch);
-    if (pass)
-        futex_wake(s.futex, 1);
+    if (wake)
+        futex_wake(wake, 1);
 
     if (deadline >= 0 && deadline < until)
         until = deadline;
@@ -679,7 +687,7 @@ static int lock_room(struct rb_chan *ch, uint64_t need, int64_t deadline, int *w
         }
         note_need(ch, need);
         h->send_parks++;
-        rc = park(ch, senders(h), wake, deadline);
+        rc = park(ch, senders(h), wake ? &h->send_futex : NULL, deadline);
         wake = 0;
         if (rc == RB_EINTR)
             return rc;
@@ -687,6 +695,19 @@ static int lock_room(struct rb_chan *ch, uint64_t need, int64_t deadline, int *w
     }
     unlock_and_pass(ch, wake);
     return rc;
+}
+
+/* W13, lock held: a receiver about to park on an unbuffered channel calls a
+ * parked sender, which may be a selector whose send case waits for a
+ * receiver to come.  Returns the word to wake one sleeper on, or NULL. */
+static uint32_t *call_sender(struct rb_chan *ch)
+{
+    struct rb_hdr *h = ch->hdr;
+
+    if (!ch->unbuffered || parked(senders(h)) == 0)
+        return NULL;
+    INC(h->send_futex);
+    return &h->send_futex;
 }
 
 /* The mirror image: return RB_OK holding the lock once a message is queued,
@@ -730,7 +751,7 @@ static int lock_nonempty(struct rb_chan *ch, int64_t deadline, struct pos *p)
             continue;
         }
         h->recv_parks++;
-        if ((rc = park(ch, receivers(h), 0, deadline)) == RB_EINTR)
+        if ((rc = park(ch, receivers(h), call_sender(ch), deadline)) == RB_EINTR)
             return rc;
     }
     unlock(ch);
@@ -795,8 +816,9 @@ static int lock_head(struct rb_chan *ch, int64_t deadline, struct pos *p, uint64
 }
 
 /* Release the head record (of payload length len): the commit point of a
- * receive.  Advances *p past it. */
-static void release_head(struct rb_chan *ch, struct pos *p, uint64_t len)
+ * receive, or of a send taken back (W13: then it counts as never sent).
+ * Advances *p past it. */
+static void release_head(struct rb_chan *ch, struct pos *p, uint64_t len, int received)
 {
     struct rb_hdr *h = ch->hdr;
     uint64_t bytes = RB_REC_HDR + align8(len);
@@ -812,7 +834,10 @@ static void release_head(struct rb_chan *ch, struct pos *p, uint64_t len)
     STORE(h->recvx, p->x);
     STORE(h->used, p->used);
     STORE(h->qcount, p->qcount);
-    STORE(h->received, LOAD(h->received) + 1);
+    if (received)
+        STORE(h->received, LOAD(h->received) + 1);
+    else
+        STORE(h->sent, LOAD(h->sent) - 1);
 }
 
 /* W5, lock held, after a receive freed room: whether to wake one sender, who
@@ -844,29 +869,159 @@ static void unlock_and_wake(struct rb_chan *ch, int receivers, int sender)
         sched_yield();
 }
 
+/* After a receive released records (lock held): W5 wakes a sender for the
+ * room, W13 acknowledges the sender of an unbuffered channel's message;
+ * then the lock is dropped and the wake calls made. */
+static void after_receive(struct rb_chan *ch, const struct pos *p)
+{
+    struct rb_hdr *h = ch->hdr;
+    int acker = 0;
+
+    if (ch->unbuffered && parked(senders(h)) > 0) {
+        INC(h->ack_futex);
+        h->sendq_wakes++;
+        acker = 1;
+    }
+    unlock_and_wake(ch, 0, owe_sender(ch, p));
+    if (acker)
+        futex_wake(&h->ack_futex, WAKE_ALL);
+}
+
 /* ---- send ---------------------------------------------------------------- */
 
-int rb_sendv(struct rb_chan *ch, const struct rb_iov *iov, uint32_t n, int64_t deadline)
+/* The length of the message made of iov[0..n), or RB_ETOOBIG's marker
+ * UINT64_MAX if it can never fit this ring. */
+static uint64_t message_len(const struct rb_chan *ch, const struct rb_iov *iov, uint32_t n)
 {
-    uint64_t len = 0, max = ch->size - RB_REC_HDR, need, end;
-    struct pos p;
-    int rc, woken, receivers;
+    uint64_t len = 0, max = ch->size - RB_REC_HDR;
 
     for (uint32_t i = 0; i < n; i++) {
         if (iov[i].len > max - len)
-            return RB_ETOOBIG;
+            return UINT64_MAX;
         len += iov[i].len;
     }
-    need = RB_REC_HDR + align8(len);
-    if ((rc = lock_room(ch, need, deadline, &woken, &p)) != RB_OK)
+    return len;
+}
+
+/* Lock held, room checked (*p): write and publish one record, drop the lock
+ * and wake.  Returns the message's number (the new `sent`), which W13 waits
+ * on for an unbuffered channel. */
+static uint64_t send_locked(struct rb_chan *ch, struct pos *p, const struct rb_iov *iov, uint32_t n, uint64_t len,
+                            int woken)
+{
+    uint64_t need = RB_REC_HDR + align8(len), end = put_record(ch, p->x, iov, n, len), seq;
+    int receivers = publish(ch, p, end, 1, need);
+
+    seq = LOAD(ch->hdr->sent);
+    p->x = end;
+    p->used += need;
+    p->qcount += 1;
+    unlock_and_wake(ch, receivers, woken && pass_baton(ch, p));
+    return seq;
+}
+
+/* W13, lock held: take back message `seq` of an unbuffered channel, unless a
+ * receiver took it already (then the send succeeded: RB_OK).  Otherwise it is
+ * the one record queued; it is released as never sent, and `why` returned. */
+static int take_back(struct rb_chan *ch, uint64_t seq, int why)
+{
+    struct rb_hdr *h = ch->hdr;
+    struct pos p;
+    uint64_t len;
+
+    if (LOAD(h->received) >= seq) {
+        unlock(ch);
+        return RB_OK;
+    }
+    if (!read_pos(ch, &h->recvx, &p) || p.qcount != 1 || LOAD(h->sent) != seq || !record_len(ch, p.x, p.used, &len)) {
+        unlock(ch);
+        return RB_ECORRUPT;
+    }
+    release_head(ch, &p, len, 0);
+    unlock_and_wake(ch, 0, owe_sender(ch, &p));
+    return why;
+}
+
+/*
+ * W13: wait until a receiver takes message `seq` of an unbuffered channel.
+ * RB_OK once it is taken.  A sender that gives up takes the message back
+ * (take_back) and returns why: RB_ECLOSED, RB_ETIMEDOUT at the deadline or at
+ * `offer` (a select's send case offers its message for at most a re-check
+ * period, -1: no such limit), RB_EINTR on a signal.  Taking it back needs
+ * the lock, so that wait does not return early for signals.
+ */
+static int await_taken(struct rb_chan *ch, uint64_t seq, int64_t deadline, int64_t offer)
+{
+    struct rb_hdr *h = ch->hdr;
+    int64_t until;
+    int spun = 0, rc, why = RB_OK;
+
+    for (;;) {
+        uint64_t seen = LOAD(h->received);
+
+        if (seen >= seq)
+            return RB_OK;
+        if (!spun) {
+            spin(&h->received, seen, &h->ack_futex, deadline);
+            spun = 1;
+            continue;
+        }
+        if (why == RB_OK && (rc = lock(ch, deadline)) != RB_OK) {
+            if (rc == RB_ERECOVERED)
+                continue;
+            why = rc;  /* RB_EINTR or RB_ETIMEDOUT: take it back below */
+        }
+        if (why != RB_OK) {
+            while ((rc = lock(ch, RB_FOREVER)) == RB_EINTR || rc == RB_ERECOVERED)
+                ;
+            if (rc != RB_OK)
+                return rc;
+            return take_back(ch, seq, why);
+        }
+        if (LOAD(h->received) >= seq) {
+            unlock(ch);
+            return RB_OK;
+        }
+        if (LOAD(h->closed))
+            return take_back(ch, seq, RB_ECLOSED);
+        if (expired(deadline) || (offer >= 0 && now_ns() >= offer))
+            return take_back(ch, seq, RB_ETIMEDOUT);
+        {
+            struct ticket t;
+            struct timespec ts;
+            uint32_t word;
+            int r;
+
+            reap(h, senders(h));
+            t = count_in(senders(h));
+            word = LOAD(h->ack_futex);
+            unlock(ch);
+            until = now_ns() + RB_RECHECK_NS;
+            if (deadline >= 0 && deadline < until)
+                until = deadline;
+            if (offer >= 0 && offer < until)
+                until = offer;
+            ts = to_timespec(until);
+            r = futex_wait(&h->ack_futex, word, &ts);
+            count_out(senders(h), t);
+            if (r == EINTR)
+                why = RB_EINTR;
+        }
+    }
+}
+
+int rb_sendv(struct rb_chan *ch, const struct rb_iov *iov, uint32_t n, int64_t deadline)
+{
+    uint64_t len = message_len(ch, iov, n), seq;
+    struct pos p;
+    int rc, woken;
+
+    if (len == UINT64_MAX)
+        return RB_ETOOBIG;
+    if ((rc = lock_room(ch, RB_REC_HDR + align8(len), deadline, &woken, &p)) != RB_OK)
         return rc;
-    end = put_record(ch, p.x, iov, n, len);
-    receivers = publish(ch, &p, end, 1, need);
-    p.x = end;
-    p.used += need;
-    p.qcount += 1;
-    unlock_and_wake(ch, receivers, woken && pass_baton(ch, &p));
-    return RB_OK;
+    seq = send_locked(ch, &p, iov, n, len, woken);
+    return ch->unbuffered ? await_taken(ch, seq, deadline, -1) : RB_OK;
 }
 
 int rb_send(struct rb_chan *ch, const void *buf, uint64_t len, int64_t deadline)
@@ -887,6 +1042,14 @@ int rb_send_batch(struct rb_chan *ch, const void *data, const uint64_t *lens, ui
     for (uint64_t i = 0; i < n; i++)
         if (lens[i] > ch->size - RB_REC_HDR)
             return RB_ETOOBIG;
+    if (ch->unbuffered) {  /* W13: each one is a rendezvous of its own */
+        for (; done < n && rc == RB_OK; done += rc == RB_OK) {
+            rc = rb_send(ch, src, lens[done], deadline);
+            src += lens[done];
+        }
+        *sent_out = done;
+        return rc;
+    }
 
     while (done < n) {
         uint64_t count = 0, bytes = 0, off;
@@ -934,8 +1097,8 @@ int64_t rb_recv(struct rb_chan *ch, void *buf, uint64_t cap, uint64_t *need_out,
         return -RB_ESMALLBUF;
     }
     ring_get(ch, wrap(ch, p.x + RB_REC_HDR), buf, len);
-    release_head(ch, &p, len);
-    unlock_and_wake(ch, 0, owe_sender(ch, &p));
+    release_head(ch, &p, len, 1);
+    after_receive(ch, &p);
     return (int64_t)len;
 }
 
@@ -969,11 +1132,11 @@ int64_t rb_recv_batch(struct rb_chan *ch, void *buf, uint64_t cap, uint64_t *len
             break;
         }
         ring_get(ch, wrap(ch, p.x + RB_REC_HDR), (uint8_t *)buf + off, len);
-        release_head(ch, &p, len);
+        release_head(ch, &p, len, 1);
         lens[count++] = len;
         off += len;
     }
-    unlock_and_wake(ch, 0, owe_sender(ch, &p));
+    after_receive(ch, &p);
     return (int64_t)count;
 }
 
@@ -1015,9 +1178,281 @@ int rb_recv_at(struct rb_chan *ch, uint64_t token, uint64_t skip, void *dst, uin
     }
     /* p.x < size and skip <= len <= size - 8: the sum is below 2 * size. */
     ring_get(ch, wrap(ch, p.x + RB_REC_HDR + skip), dst, n);
-    release_head(ch, &p, len);
-    unlock_and_wake(ch, 0, owe_sender(ch, &p));
+    release_head(ch, &p, len, 1);
+    after_receive(ch, &p);
     return RB_OK;
+}
+
+/* ---- select (W12) --------------------------------------------------------- */
+
+/* futex_waitv(2), Linux 5.16 and later: sleep on several words at once. */
+#ifndef SYS_futex_waitv
+#define SYS_futex_waitv 449
+#endif
+struct waitv {
+    uint64_t val;
+    uint64_t uaddr;
+    uint32_t flags;
+    uint32_t reserved;
+};
+#define WAITV_U32 2             /* FUTEX_32; no FUTEX_PRIVATE_FLAG: the words are shared */
+
+/* A uniformly random number below n, from a per-thread xorshift generator. */
+static uint32_t random_below(uint32_t n)
+{
+    static __thread uint64_t state;
+    uint64_t x = state;
+
+    if (x == 0 && (getrandom(&x, sizeof x, 0) != (ssize_t)sizeof x || x == 0))
+        x = (uint64_t)now_ns() | 1;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    state = x;
+    return (uint32_t)(((x >> 32) * (uint64_t)n) >> 32);
+}
+
+/* Lock held, positions checked: can case c proceed now?  A send case on a
+ * closed channel "proceeds" to fail; one on an unbuffered channel needs a
+ * receiver parked to take its message (W13). */
+static int case_ready(struct rb_chan *ch, int send, const struct pos *p, uint64_t need)
+{
+    if (!send)
+        return p->qcount > 0 || LOAD(ch->hdr->closed);
+    if (LOAD(ch->hdr->closed))
+        return 1;
+    return room_for(ch, p, need) && (!ch->unbuffered || parked(receivers(ch->hdr)) > 0);
+}
+
+/* The same question without the lock, to skip channels that are plainly not
+ * ready without taking their locks.  A wrong answer costs a lock or a round:
+ * the park that follows asks again under each lock. */
+static int case_hint(const struct rb_chan *ch, int send, uint64_t need)
+{
+    const struct rb_hdr *h = ch->hdr;
+
+    if (LOAD(h->closed))
+        return 1;
+    if (!send)
+        return LOAD(h->qcount) > 0;
+    return LOAD(h->qcount) < ch->dataqsiz && LOAD(h->used) + need <= ch->size;
+}
+
+/* Try case c: RB_ETIMEDOUT if it cannot proceed now, else what doing it
+ * gave (see rb_select). */
+static int try_case(const struct rb_case *c, uint64_t len, void *buf, uint64_t cap, uint64_t *len_out,
+                    int64_t deadline)
+{
+    struct rb_chan *ch = c->ch;
+    struct rb_hdr *h = ch->hdr;
+    uint64_t need = RB_REC_HDR + align8(len), n, seq;
+    struct pos p;
+    int rc;
+
+    if (!case_hint(ch, c->send, need))
+        return RB_ETIMEDOUT;
+    if ((rc = lock(ch, deadline)) != RB_OK)
+        return rc;
+    if (!read_pos(ch, c->send ? &h->sendx : &h->recvx, &p)) {
+        unlock(ch);
+        return RB_ECORRUPT;
+    }
+    if (!case_ready(ch, c->send, &p, need)) {
+        unlock(ch);
+        return RB_ETIMEDOUT;
+    }
+    if (c->send) {
+        if (LOAD(h->closed)) {
+            unlock(ch);
+            return RB_ECLOSED;
+        }
+        seq = send_locked(ch, &p, c->iov, c->niov, len, 0);
+        return ch->unbuffered ? await_taken(ch, seq, deadline, now_ns() + RB_RECHECK_NS) : RB_OK;
+    }
+    if (p.qcount == 0) {  /* closed and drained */
+        unlock(ch);
+        return RB_ECLOSED;
+    }
+    if (!record_len(ch, p.x, p.used, &n)) {
+        unlock(ch);
+        return RB_ECORRUPT;
+    }
+    *len_out = n;
+    if (n > cap) {
+        unlock(ch);
+        return RB_ESMALLBUF;
+    }
+    ring_get(ch, wrap(ch, p.x + RB_REC_HDR), buf, n);
+    release_head(ch, &p, n, 1);
+    after_receive(ch, &p);
+    return RB_OK;
+}
+
+/* One side a selector sleeps on. */
+struct select_wait {
+    struct rb_chan *ch;
+    int send;
+    struct ticket t;
+    uint32_t seen;
+};
+
+static struct side side_of(struct rb_chan *ch, int send)
+{
+    return send ? senders(ch->hdr) : receivers(ch->hdr);
+}
+
+/* W12: hand on the wake-up a selector may have taken from one side. */
+static void hand_on_side(struct rb_chan *ch, int send)
+{
+    struct rb_hdr *h = ch->hdr;
+    struct pos p;
+    int wake = 0;
+
+    if (lock(ch, RB_FOREVER) != RB_OK) {
+        hand_on(send ? &h->send_futex : &h->recv_futex);
+        return;
+    }
+    if (send) {
+        wake = read_pos(ch, &h->sendx, &p) && spend_baton(ch, &p);
+    } else if (LOAD(h->qcount) > 0 && parked(receivers(h)) > 0) {
+        INC(h->recv_futex);
+        h->recvq_wakes++;
+        wake = 1;
+    }
+    if (send)
+        unlock_and_pass(ch, wake);
+    else
+        unlock_and_wake(ch, wake, 0);
+}
+
+/* W12: hand on every moved side but the one served (skip_ch, skip_send). */
+static void hand_on_moved(struct select_wait *w, int n, const struct rb_chan *skip_ch, int skip_send)
+{
+    for (int i = 0; i < n; i++)
+        if (w[i].seen != LOAD(*side_of(w[i].ch, w[i].send).futex) && !(w[i].ch == skip_ch && w[i].send == skip_send))
+            hand_on_side(w[i].ch, w[i].send);
+}
+
+/* W12: count in on every case's side (once per side), each under its own
+ * lock, unless one turns out to be ready; sleep on all their words; count
+ * out.  RB_OK to poll again (woken, ready, or the sleep ran out), or a
+ * status with every count undone.  *nw says how many sides are in w. */
+static int park_select(const struct rb_case *cases, const uint64_t *lens, uint32_t n, int64_t deadline,
+                       struct select_wait *w, int *nw)
+{
+    struct waitv v[RB_SELECT_MAX];
+    int64_t until = now_ns() + RB_RECHECK_NS;
+    struct timespec ts;
+    int rc = RB_OK;
+    long r;
+
+    *nw = 0;
+    for (uint32_t i = 0; i < n && rc == RB_OK; i++) {
+        struct rb_chan *ch = cases[i].ch;
+        struct rb_hdr *h = ch->hdr;
+        int send = cases[i].send != 0, dup = 0;
+        uint64_t need = RB_REC_HDR + align8(lens[i]);
+        struct pos p;
+
+        for (int k = 0; k < *nw; k++)
+            dup |= w[k].ch->hdr == h && w[k].send == send;
+        if ((rc = lock(ch, deadline)) != RB_OK)
+            break;
+        if (!read_pos(ch, send ? &h->sendx : &h->recvx, &p))
+            rc = RB_ECORRUPT;
+        else if (case_ready(ch, send, &p, need))
+            rc = RB_EAGAIN_INTERNAL;
+        if (rc != RB_OK) {
+            unlock(ch);
+            break;
+        }
+        if (send) {
+            note_need(ch, need);
+            h->send_parks++;
+        } else {
+            h->recv_parks++;
+        }
+        if (!dup) {
+            struct side s = side_of(ch, send);
+
+            reap(h, senders(h));
+            reap(h, receivers(h));
+            w[*nw].ch = ch;
+            w[*nw].send = send;
+            w[*nw].t = count_in(s);
+            w[*nw].seen = LOAD(*s.futex);
+            v[*nw] = (struct waitv){ .val = w[*nw].seen, .uaddr = (uint64_t)(uintptr_t)s.futex, .flags = WAITV_U32 };
+            (*nw)++;
+        }
+        unlock(ch);
+    }
+    if (rc == RB_OK) {
+        if (deadline >= 0 && deadline < until)
+            until = deadline;
+        ts = to_timespec(until);
+        r = syscall(SYS_futex_waitv, v, (unsigned)*nw, 0, &ts, CLOCK_MONOTONIC);
+        if (r < 0 && errno == ENOSYS)
+            rc = RB_ENOSYS;
+        else if (r < 0 && errno == EINTR)
+            rc = RB_EINTR;
+    }
+    for (int k = 0; k < *nw; k++)
+        count_out(side_of(w[k].ch, w[k].send), w[k].t);
+    return rc == RB_EAGAIN_INTERNAL ? RB_OK : rc;
+}
+
+int rb_select(const struct rb_case *cases, uint32_t n, void *buf, uint64_t cap, uint32_t *chosen, uint64_t *len_out,
+              int64_t deadline)
+{
+    struct select_wait w[RB_SELECT_MAX];
+    uint64_t lens[RB_SELECT_MAX];
+    uint32_t order[RB_SELECT_MAX];
+    int nw = 0, rc;
+
+    if (n == 0 || n > RB_SELECT_MAX)
+        return RB_EINVAL;
+    for (uint32_t i = 0; i < n; i++) {
+        lens[i] = cases[i].send ? message_len(cases[i].ch, cases[i].iov, cases[i].niov) : 0;
+        if (lens[i] == UINT64_MAX) {
+            *chosen = i;
+            return RB_ETOOBIG;
+        }
+    }
+    for (;;) {
+        /* Poll every case in a random order (a shuffle): the first that can
+         * proceed is done, so each ready case is equally likely. */
+        for (uint32_t i = 0; i < n; i++) {
+            uint32_t j = random_below(i + 1);
+
+            order[i] = order[j];
+            order[j] = i;
+        }
+        for (uint32_t k = 0; k < n; k++) {
+            const struct rb_case *c = &cases[order[k]];
+
+            rc = try_case(c, lens[order[k]], buf, cap, len_out, deadline);
+            if (rc == RB_ETIMEDOUT)
+                continue;
+            if (rc == RB_EINTR || rc == RB_ERECOVERED) {
+                hand_on_moved(w, nw, NULL, 0);
+                return rc;
+            }
+            *chosen = order[k];
+            hand_on_moved(w, nw, c->ch, c->send != 0);
+            return rc;
+        }
+        /* Nothing could proceed: pass on what the last sleep was woken for. */
+        hand_on_moved(w, nw, NULL, 0);
+        nw = 0;
+        if (expired(deadline))
+            return RB_ETIMEDOUT;
+        if ((rc = park_select(cases, lens, n, deadline, w, &nw)) != RB_OK) {
+            if (rc == RB_ERECOVERED)
+                continue;
+            hand_on_moved(w, nw, NULL, 0);
+            return rc;
+        }
+    }
 }
 
 /* W10. */
@@ -1050,11 +1485,13 @@ int rb_close(struct rb_chan *ch)
         STORE(h->closed, 1);
         INC(h->send_futex);
         INC(h->recv_futex);
+        INC(h->ack_futex);
     }
     unlock(ch);
     /* W5: close is rare: wake both sides whatever the counts say. */
     futex_wake(&h->send_futex, WAKE_ALL);
     futex_wake(&h->recv_futex, WAKE_ALL);
+    futex_wake(&h->ack_futex, WAKE_ALL);
     return RB_OK;
 }
 
@@ -1133,7 +1570,7 @@ static void snapshot(struct rb_chan *ch, struct rb_stats *out)
 {
     struct rb_hdr *h = ch->hdr;
 
-    out->dataqsiz = ch->dataqsiz;
+    out->dataqsiz = ch->unbuffered ? 0 : ch->dataqsiz;
     out->size = ch->size;
     out->qcount = LOAD(h->qcount);
     out->used = LOAD(h->used);
@@ -1240,12 +1677,12 @@ uint64_t rb_max_message(struct rb_chan *ch)
 #define FIELD(f) { #f, offsetof(struct rb_hdr, f), sizeof(((struct rb_hdr *)0)->f) }
 #define SLOT0(f) { #f, offsetof(struct rb_hdr, f), sizeof(((struct rb_hdr *)0)->f[0].word) }
 static const struct rb_field header_fields[] = {
-    FIELD(magic), FIELD(version), FIELD(data_off), FIELD(dataqsiz), FIELD(size), FIELD(creator_pid),
+    FIELD(magic), FIELD(version), FIELD(data_off), FIELD(dataqsiz), FIELD(size), FIELD(creator_pid), FIELD(flags),
     FIELD(lock_owner), FIELD(closed), FIELD(qcount), FIELD(used),
     FIELD(sendpos), FIELD(sendx), FIELD(sent), FIELD(send_parks), FIELD(recvq_wakes), FIELD(baton_passes),
     FIELD(recvpos), FIELD(recvx), FIELD(received), FIELD(recv_parks), FIELD(sendq_wakes),
     FIELD(send_mask), FIELD(recv_mask), FIELD(send_futex), FIELD(recv_futex), FIELD(recoveries),
-    FIELD(waiters_reaped), FIELD(send_min_need), FIELD(send_baton),
+    FIELD(waiters_reaped), FIELD(send_min_need), FIELD(send_baton), FIELD(ack_futex),
     FIELD(tasks_done), FIELD(joinq), FIELD(tasks_futex),
     SLOT0(send_waiters), SLOT0(recv_waiters),
 };
@@ -1290,7 +1727,7 @@ static int shm_path(const char *name, char path[RB_NAME_MAX + 2])
 
 /* The bounds are passed in, already validated, rather than read again from
  * the shared header, which a peer could change in between. */
-static struct rb_chan *new_handle(struct rb_hdr *h, size_t map_len, uint64_t capacity, uint64_t size)
+static struct rb_chan *new_handle(struct rb_hdr *h, size_t map_len, uint64_t capacity, uint64_t size, uint32_t flags)
 {
     struct rb_chan *ch = malloc(sizeof *ch);
 
@@ -1300,6 +1737,7 @@ static struct rb_chan *new_handle(struct rb_hdr *h, size_t map_len, uint64_t cap
         ch->map_len = map_len;
         ch->dataqsiz = capacity;
         ch->size = size;
+        ch->unbuffered = (flags & RB_UNBUFFERED) != 0;
     }
     return ch;
 }
@@ -1315,10 +1753,11 @@ int rb_create(const char *name, uint64_t capacity, uint64_t size, uint32_t mode,
     pthread_mutexattr_t attr;
     struct rb_hdr *h = MAP_FAILED;
     size_t map_len = RB_DATA_OFF + size;
+    uint32_t flags;
     int fd, err, rc = RB_ESYS;
 
     pthread_once(&self_once, self_init);
-    if (shm_path(name, path) != RB_OK || capacity < 1 || capacity > RB_MAX_CAPACITY ||
+    if (shm_path(name, path) != RB_OK || capacity > RB_MAX_CAPACITY ||
         size < RB_MIN_SIZE || size > RB_MAX_SIZE || size % 8 != 0 || (mode & ~0777u) != 0)
         return RB_EINVAL;
 
@@ -1337,8 +1776,12 @@ int rb_create(const char *name, uint64_t capacity, uint64_t size, uint32_t mode,
     if (h == MAP_FAILED)
         goto fail;
 
+    /* W13: an unbuffered channel is a ring for one message in flight. */
+    flags = capacity == 0 ? RB_UNBUFFERED : 0;
+    capacity = capacity == 0 ? 1 : capacity;
     h->version = RB_LAYOUT_VERSION;
     h->data_off = RB_DATA_OFF;
+    h->flags = flags;
     h->dataqsiz = capacity;
     h->size = size;
     h->creator_pid = self_pid;
@@ -1353,7 +1796,7 @@ int rb_create(const char *name, uint64_t capacity, uint64_t size, uint32_t mode,
     }
     /* Publish: pairs with the acquire load of magic in rb_attach. */
     __atomic_store_n(&h->magic, RB_MAGIC, __ATOMIC_RELEASE);
-    if ((*out = new_handle(h, map_len, capacity, size)) == NULL)
+    if ((*out = new_handle(h, map_len, capacity, size, flags)) == NULL)
         goto fail;
     close(fd);
     return RB_OK;
@@ -1374,6 +1817,7 @@ int rb_attach(const char *name, struct rb_chan **out)
     struct rb_hdr *h = MAP_FAILED;
     struct stat st;
     uint64_t size, cap;
+    uint32_t flags;
     size_t map_len = 0;
     int fd, err, rc = RB_ESYS;
 
@@ -1402,12 +1846,14 @@ int rb_attach(const char *name, struct rb_chan **out)
         goto fail;
     size = LOAD(h->size);
     cap = LOAD(h->dataqsiz);
+    flags = LOAD(h->flags);
     if (size < RB_MIN_SIZE || size > RB_MAX_SIZE || size % 8 != 0 || cap < 1 || cap > RB_MAX_CAPACITY ||
-        map_len < RB_DATA_OFF + size)
+        map_len < RB_DATA_OFF + size || (flags & ~(uint32_t)RB_UNBUFFERED) != 0 ||
+        ((flags & RB_UNBUFFERED) && cap != 1))
         goto fail;
     rc = RB_ESYS;
     errno = ENOMEM;
-    if ((*out = new_handle(h, map_len, cap, size)) == NULL)
+    if ((*out = new_handle(h, map_len, cap, size, flags)) == NULL)
         goto fail;
     close(fd);
     return RB_OK;

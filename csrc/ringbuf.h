@@ -134,6 +134,23 @@ struct rb_waiter {
  *       resumes finds the generation changed and does not count out twice.
  *   W10 A receiver that leaves a message it was woken for (its buffer was too
  *       small and it gave up) wakes another parked receiver (rb_pass_wake).
+ *   W12 A selector (rb_select) is a waiter on every side its cases name at
+ *       once: it counts itself in on each (W1, one lock at a time, never
+ *       two), reads each futex word, and sleeps on all of them with
+ *       futex_waitv.  A wake-up on any side may have been meant for it and no
+ *       one else, so after it wakes, whatever case it then performs (or none:
+ *       timeout, signal), it hands on the wake-up of every side whose word
+ *       moved and that it did not serve: to a receiver if a message is still
+ *       queued and one is parked (as W10), to a sender through the baton's
+ *       budget (W6, W7), so selectors that cannot use a room cannot pass it
+ *       back and forth forever.
+ *   W13 Unbuffered channels hold one message in flight.  Its sender, having
+ *       published it, counts itself in on the senders' side and sleeps on
+ *       ack_futex until `received` passes its message; every receive on an
+ *       unbuffered channel that finds a sender counted bumps ack_futex and
+ *       wakes all its sleepers (there is at most one in flight to ack).  A
+ *       sender that gives up (deadline, signal, close) takes its message back
+ *       under the lock unless a receiver took it first: then it succeeded.
  *   W11 Joiners (no lock): a joiner reads tasks_futex, counts itself in
  *       joinq, then reads the unfinished count (sent - tasks_done); a
  *       task_done that makes it 0 then reads joinq and, if a joiner is
@@ -160,6 +177,7 @@ struct rb_hdr {
     uint64_t dataqsiz;          /* capacity: the bound on queued messages */
     uint64_t size;              /* bytes in the ring */
     int32_t  creator_pid;
+    uint32_t flags;             /* RB_UNBUFFERED, or 0 */
 
     /* Line 1: the lock and the state both sides change under it. */
     _Alignas(RB_CACHELINE)
@@ -215,6 +233,8 @@ struct rb_hdr {
     uint64_t waiters_reaped;    /* parked waiters struck off because they died (W9) */
     uint64_t send_min_need;     /* W7 */
     uint32_t send_baton;        /* W6: how many more unfitting passes */
+    uint32_t ack_futex;         /* W13: an unbuffered channel's sender waits on
+                                 * it for a receiver to take its message */
 
     /* Line 5: unfinished tasks, for ringbuf.JoinableQueue only.  Every message
      * sent counts as a task, so the unfinished count is sent - tasks_done and
@@ -238,8 +258,9 @@ struct rb_chan {
     struct rb_hdr *hdr;
     uint8_t *data;              /* hdr + RB_DATA_OFF */
     size_t map_len;
-    uint64_t dataqsiz;
+    uint64_t dataqsiz;          /* 1 for an unbuffered channel: one message in flight */
     uint64_t size;
+    int unbuffered;             /* flags & RB_UNBUFFERED */
 };
 
 #endif

@@ -23,6 +23,8 @@
 #define RB_NAME_MAX       200   /* without the leading '/' shm_open wants */
 #define RB_WAITER_SLOTS   64    /* waiter slots per side: one per process with
                                  * waiters parked there, the last one shared */
+#define RB_SELECT_MAX     64    /* cases in one rb_select */
+#define RB_UNBUFFERED     1     /* rb_create flag: capacity 0, Go's rendezvous */
 
 /* Deadlines are absolute CLOCK_MONOTONIC nanoseconds.  RB_FOREVER never
  * expires; a deadline that has passed makes the call non-blocking: it still
@@ -46,14 +48,25 @@ enum rb_status {
     RB_EINVAL = 8,      /* bad argument (name, capacity, size) */
     RB_ESYS = 9,        /* a system call failed; errno says why */
     RB_ECHANGED = 10,   /* rb_recv_at: the peeked message was taken by another receiver */
-    RB_ERECOVERED = 11  /* the lock was taken over from a dead owner and the header
+    RB_ERECOVERED = 11, /* the lock was taken over from a dead owner and the header
                          * repaired; nothing else was done: call again */
+    RB_ENOSYS = 12      /* rb_select would have to park, and the kernel has no
+                         * futex_waitv (Linux 5.16 or later) */
 };
 
 /* One piece of a message to send (rb_sendv). */
 struct rb_iov {
     const void *base;
     uint64_t len;
+};
+
+/* One case of rb_select: receive one message from ch, or send the message
+ * made of iov[0..niov) on it. */
+struct rb_case {
+    struct rb_chan *ch;
+    uint32_t send;
+    uint32_t niov;
+    const struct rb_iov *iov;
 };
 
 /* This process's handle on one channel (defined in ringbuf.h). */
@@ -103,7 +116,8 @@ struct rb_field {
 
 /* Create the segment /NAME exclusively with permissions `mode` (exactly:
  * the umask does not apply) and map it.  `size` must be a multiple of 8 in
- * [RB_MIN_SIZE, RB_MAX_SIZE]; capacity in [1, RB_MAX_CAPACITY]. */
+ * [RB_MIN_SIZE, RB_MAX_SIZE]; capacity in [0, RB_MAX_CAPACITY], 0 making an
+ * unbuffered channel (W13): a send returns once a receiver took it. */
 int rb_create(const char *name, uint64_t capacity, uint64_t size, uint32_t mode, struct rb_chan **out);
 /* Map an existing segment and validate its header. */
 int rb_attach(const char *name, struct rb_chan **out);
@@ -130,6 +144,18 @@ int rb_send_batch(struct rb_chan *ch, const void *data, const uint64_t *lens, ui
  * minus a status.  If the message is longer than cap, returns -RB_ESMALLBUF,
  * stores the length in *need_out and leaves the message queued. */
 int64_t rb_recv(struct rb_chan *ch, void *buf, uint64_t cap, uint64_t *need_out, int64_t deadline_ns);
+/* Go's select: perform exactly one of the n cases, one that can proceed
+ * (chosen uniformly at random among those that can), waiting for one until
+ * the deadline.  *chosen names the case for every status but RB_ETIMEDOUT,
+ * RB_EINTR and RB_ERECOVERED (then nothing was done).  RB_OK: done; for a
+ * receive case the message is in buf[0..*len_out).  RB_ECLOSED: a receive
+ * case's channel is closed and drained (a case that proceeds), or a send
+ * case's channel is closed.  RB_ESMALLBUF: a receive case's next message is
+ * *len_out bytes, longer than cap; it stays queued.  RB_ETOOBIG: a send case
+ * can never fit (checked before anything else).  A send case on an
+ * unbuffered channel proceeds only once a receiver takes its message. */
+int rb_select(const struct rb_case *cases, uint32_t n, void *buf, uint64_t cap, uint32_t *chosen,
+              uint64_t *len_out, int64_t deadline_ns);
 /* Wait for at least one message, then receive up to max_items of those
  * queued, packed one after another into buf, lengths into lens[].  Returns
  * how many, or minus a status; -RB_ESMALLBUF (with *need_out) when not even

@@ -7,7 +7,7 @@ receive from it.  Blocked senders and receivers sleep on futexes in the
 segment; nothing polls.
 """
 
-from ringbuf._channel import DEFAULT_CAPACITY, DEFAULT_SIZE, Channel, ChannelStats
+from ringbuf._channel import CLOSED, DEFAULT_CAPACITY, DEFAULT_SIZE, Channel, ChannelStats, select, select_bytes
 from ringbuf._queue import DEFAULT_QUEUE_SIZE, JoinableQueue, Queue
 from ringbuf import errors
 from ringbuf.errors import (
@@ -22,6 +22,7 @@ from ringbuf.errors import (
     MessageTooLarge,
     RingbufError,
     SegmentError,
+    SelectUnsupported,
     Timeout,
     WouldBlock,
 )
@@ -30,6 +31,9 @@ from ringbuf.errors import (
 __all__ = [
     "Channel",
     "ChannelStats",
+    "CLOSED",
+    "select",
+    "select_bytes",
     "DEFAULT_CAPACITY",
     "DEFAULT_SIZE",
     "Queue",
@@ -49,6 +53,7 @@ __all__ = [
     "SegmentError",
     "IncompatibleSegment",
     "CorruptSegment",
+    "SelectUnsupported",
 ]
 
 __version__ = "0.1.0"

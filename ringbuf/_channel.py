@@ -15,7 +15,8 @@ from typing import Any, Callable, Deque, Iterable, Iterator, List, Optional, Tup
 import numpy as np
 
 from ringbuf import _codec, errors
-from ringbuf._lowlevel import FOREVER, MAX_CAPACITY, MAX_SIZE, MIN_SIZE, NAME_MAX, Handle
+from ringbuf import _lowlevel
+from ringbuf._lowlevel import FOREVER, MAX_CAPACITY, MAX_SIZE, MIN_SIZE, NAME_MAX, SELECT_MAX, Handle
 
 T = TypeVar("T")
 Dumps = Callable[[Any], Any]
@@ -24,7 +25,7 @@ Loads = Callable[[bytes], Any]
 #: The most messages one recv_many()/recv_bytes_many() call returns.
 MAX_BATCH = 8192
 
-__all__ = ["Channel", "ChannelStats", "DEFAULT_CAPACITY", "DEFAULT_SIZE"]
+__all__ = ["Channel", "ChannelStats", "DEFAULT_CAPACITY", "DEFAULT_SIZE", "CLOSED", "select", "select_bytes"]
 
 #: Messages a channel holds when ``capacity`` is not given.
 DEFAULT_CAPACITY = 1024
@@ -101,7 +102,7 @@ class ChannelStats:
     """
 
     capacity: int
-    """The bound on queued messages (Go's ``dataqsiz``)."""
+    """The bound on queued messages (Go's ``dataqsiz``); 0 for an unbuffered channel."""
     size: int
     """Bytes in the ring."""
     qcount: int
@@ -165,8 +166,12 @@ class Channel:
     (:meth:`send_bytes`, :meth:`recv_bytes`).
 
     Args:
-        capacity: most messages queued at once (1 to 2**32).  Go's buffer size;
-            there is no unbuffered (capacity 0) form.
+        capacity: most messages queued at once (0 to 2**32), Go's buffer size.
+            0 makes an unbuffered channel, Go's rendezvous: a send returns
+            only once a receiver has taken its message, and a send that gives
+            up (timeout, signal, Ctrl-C, close) takes its message back, so it
+            is never delivered later.  ``len()`` is then the message in
+            flight (0 or 1).
         size: bytes in the ring (64 to 2**40), rounded up to a multiple of 8.
             The largest message is ``size - 8`` bytes.
         name: the segment's name, without a leading ``/``; a unique one is made
@@ -212,7 +217,7 @@ class Channel:
         dumps: Optional[Dumps] = None,
         loads: Optional[Loads] = None,
     ) -> None:
-        _check_int("capacity", capacity, 1, MAX_CAPACITY)
+        _check_int("capacity", capacity, 0, MAX_CAPACITY)
         _check_int("mode", mode, 0, 0o777)
         size = (_check_int("size", size, MIN_SIZE, MAX_SIZE) + 7) & ~7
         if name is None:
@@ -258,7 +263,7 @@ class Channel:
 
     @property
     def capacity(self) -> int:
-        """The most messages the channel holds at once."""
+        """The most messages the channel holds at once (0: unbuffered)."""
         return self._h.capacity
 
     @property
@@ -745,3 +750,132 @@ def _nbytes(data: Any) -> int:
 
 def _attach(name: str, dumps: Optional[Dumps], loads: Optional[Loads]) -> Channel:
     return Channel.attach(name, dumps=dumps, loads=loads)
+
+
+class _ClosedType:
+    """The type of :data:`CLOSED`; there is only the one."""
+
+    _instance: Optional["_ClosedType"] = None
+
+    def __new__(cls) -> "_ClosedType":
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "ringbuf.CLOSED"
+
+    def __reduce__(self) -> str:
+        return "CLOSED"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+#: What :func:`select` gives for a receive case whose channel is closed and
+#: drained: Go's ``v, ok := <-ch`` with ``ok`` false.  It is falsy, and the
+#: same object in every process.
+CLOSED = _ClosedType()
+
+Case = Any  # a Channel (receive), or a (Channel, value) pair (send)
+
+
+def select(*cases: Case, timeout: Optional[float] = None) -> Tuple[Channel, Any]:
+    """Go's ``select``: wait until one of the cases can proceed, do exactly
+    that one, and say which.
+
+    A case is a :class:`Channel` (receive one object from it) or a pair
+    ``(channel, obj)`` (send ``obj`` on it).  Each channel uses its own codec
+    (pickle unless it was made with ``dumps``/``loads``).
+
+    Returns:
+        ``(channel, value)``: the channel object of the case that happened,
+        so that ``if ch is done:`` works; for a receive case the object
+        received, or :data:`CLOSED` if the channel is closed and drained;
+        for a send case ``None``.
+
+    Among cases that can proceed at the same time, each is equally likely to
+    be chosen, as in Go, so that no channel starves.  Exactly one case
+    happens: no message is taken, and none is sent, for the others.  The
+    same channel may appear in several cases.  A send case on an unbuffered
+    channel proceeds only once a receiver takes its value.
+
+    A closed channel is a receive case that is always ready, in every process
+    at once: closing a ``done`` channel is how one process tells any number
+    of others to stop, as Go's ``ctx.Done()``::
+
+        ch, value = ringbuf.select((events, event), done)
+        if ch is done:
+            return
+
+    While nothing can proceed, the caller sleeps on every channel's futex at
+    once (Linux's futex_waitv, 5.16 or later), counted as a parked sender or
+    receiver on each; nothing polls.
+
+    Args:
+        timeout: seconds to wait; ``None`` waits as long as it takes, ``0``
+            does not wait (Go's ``default``).  A deadline on the monotonic
+            clock, kept across signals.
+
+    Raises:
+        Timeout: no case could proceed before the timeout; nothing happened.
+        Closed: the chosen case sends on a closed channel.
+        MessageTooLarge: a send case's message can never fit its channel
+            (checked before anything waits or happens).
+        TypeError, ValueError: no cases, a case that is neither a channel nor
+            a (channel, value) pair, more than 64 cases, or a bad timeout;
+            raised before anything waits.  A value that cannot be pickled
+            raises too, before anything happens.
+        SelectUnsupported: it had to wait, and the kernel has no futex_waitv.
+        KeyboardInterrupt: Ctrl-C while waiting (signal handlers run, and the
+            wait resumes with the same deadline unless the handler raised).
+    """
+    return _select(cases, timeout, raw=False)
+
+
+def select_bytes(*cases: Case, timeout: Optional[float] = None) -> Tuple[Channel, Any]:
+    """:func:`select` for raw messages: a send case's value is a bytes-like
+    object, sent as :meth:`Channel.send_bytes` does, and a receive case gives
+    ``bytes`` (or :data:`CLOSED`), as :meth:`Channel.recv_bytes`.  The
+    channels' codecs are not used."""
+    return _select(cases, timeout, raw=True)
+
+
+def _select(cases: Tuple[Case, ...], timeout: Optional[float], raw: bool) -> Tuple[Channel, Any]:
+    if not cases:
+        raise ValueError("select() needs at least one case")
+    if len(cases) > SELECT_MAX:
+        raise ValueError(f"select() takes at most {SELECT_MAX} cases, got {len(cases)}")
+    deadline = FOREVER if timeout is None else _deadline(timeout)
+    chans: List[Channel] = []
+    sends: List[Optional[List[Any]]] = []
+    for n, case in enumerate(cases):
+        if isinstance(case, Channel):
+            chans.append(case)
+            sends.append(None)
+        elif isinstance(case, tuple) and len(case) == 2 and isinstance(case[0], Channel):
+            ch, value = case
+            chans.append(ch)
+            if raw:
+                sends.append([value])
+            else:
+                parts = _encode(value) if ch._dumps is None else ch._dumps(value)
+                sends.append([parts] if type(parts) is bytes or not isinstance(parts, list) else parts)
+        else:
+            raise TypeError(
+                f"select() case {n}: expected a Channel (receive) or a (channel, value) pair (send), "
+                f"not {type(case).__name__!r}"
+            )
+    # Messages recv_many() left undecoded on a handle are ready at once.
+    waiting = [i for i, ch in enumerate(chans) if sends[i] is None and ch._undecoded and not raw]
+    if waiting:
+        ch = chans[waiting[secrets.randbelow(len(waiting))]]
+        return ch, ch._decode(ch._undecoded.popleft(), False)
+    alloc = None if raw else _aligned_empty
+    i, what, data = _retrying(_lowlevel.select, [ch._h for ch in chans], sends, deadline, alloc)
+    ch = chans[i]
+    if what == _lowlevel.DRAINED:
+        return ch, CLOSED
+    if what == _lowlevel.SENT or raw:
+        return ch, data if raw else None
+    return ch, ch._decode(data, type(data) is not bytes)

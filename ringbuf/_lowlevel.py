@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import time
 from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Tuple
 
 from ringbuf import errors
@@ -45,6 +46,11 @@ _ESYS = lib.RB_ESYS
 _ECHANGED = lib.RB_ECHANGED
 _ERECOVERED = lib.RB_ERECOVERED
 _EINTR = lib.RB_EINTR
+_ECLOSED = lib.RB_ECLOSED
+_ENOSYS = lib.RB_ENOSYS
+
+#: The most cases one select may have.
+SELECT_MAX: int = lib.RB_SELECT_MAX
 # Bound once: looked up on every message of the send and receive hot paths.
 _rb_recv = lib.rb_recv
 _rb_send = lib.rb_send
@@ -66,6 +72,11 @@ _ERRORS: Dict[int, Tuple[Callable[[str], BaseException], str]] = {
         "{name!r} is not a ringbuf channel of this layout version, or is too small for its header",
     ),
     lib.RB_EINVAL: (ValueError, "invalid argument for channel {name!r}"),
+    lib.RB_ENOSYS: (
+        errors.SelectUnsupported,
+        "select() has to wait on several channels at once ({name!r} among them), which needs the futex_waitv "
+        "system call of Linux 5.16 or later; this kernel does not have it",
+    ),
 }
 
 # RB_ESYS: errno -> (exception class, message template).
@@ -432,3 +443,67 @@ class Handle:
         rc = lib.rb_tasks_join(self._ch, deadline)
         if rc != _OK:
             _raise(rc, self.name)
+
+
+#: What select() reports for a case: a message received (bytes, or a
+#: memoryview from ``alloc`` for a long one), a message sent, or a receive
+#: case whose channel is closed and drained.
+RECEIVED, SENT, DRAINED = "received", "sent", "drained"
+
+
+def select(handles: Sequence[Handle], sends: Sequence[Optional[Sequence[Any]]], deadline: int,
+           alloc: Optional[Callable[[int], Any]] = None) -> Tuple[int, str, Any]:
+    """Go's select: perform exactly one case that can proceed, waiting until
+    one can.  Case i receives from handles[i] when sends[i] is None, else
+    sends the message made of the bytes-like parts sends[i].  Returns (i,
+    RECEIVED, data), (i, SENT, None) or (i, DRAINED, None).
+
+    Raises as the single-channel calls do (Closed for a send case on a
+    closed channel, MessageTooLarge, Timeout, InterruptedError for the
+    caller to retry), and SelectUnsupported when it would have to wait and
+    the kernel has no futex_waitv."""
+    n = len(handles)
+    cases = ffi.new("struct rb_case[]", n)
+    keep: Dict[int, Any] = {}  # the send cases' iovecs and views, alive for the call
+    for i, (h, parts) in enumerate(zip(handles, sends)):
+        cases[i].ch = h._ch
+        if parts is not None:
+            keep[i] = iov, views = _iovec(parts)
+            cases[i].send = 1
+            cases[i].niov = len(parts)
+            cases[i].iov = iov
+    scratch = take_scratch()
+    try:
+        buf, lenp = scratch
+        chosen = ffi.new("uint32_t *")
+        while True:
+            rc = lib.rb_select(cases, n, buf, SCRATCH_SIZE, chosen, lenp, deadline)
+            if rc == lib.RB_ETIMEDOUT:
+                raise errors.Timeout("select timed out: no case could proceed")
+            if rc == _EINTR:
+                raise InterruptedError("select interrupted by a signal")
+            if rc == _ERECOVERED:
+                _note_recovery("(one of a select's channels)")
+                continue
+            i = int(chosen[0])
+            if rc == _OK:
+                if sends[i] is not None:
+                    return i, SENT, None
+                return i, RECEIVED, ffi.unpack(buf, int(lenp[0]))
+            if rc == _ECLOSED and sends[i] is None:
+                return i, DRAINED, None
+            if rc == _ESMALLBUF:
+                # A long message on a receive case: take it from that channel
+                # alone, without waiting.  If another receiver took it
+                # meanwhile, select again.
+                try:
+                    return i, RECEIVED, handles[i].recv(time.monotonic_ns(), alloc)
+                except errors.Timeout:
+                    continue
+                except errors.Closed:
+                    return i, DRAINED, None
+            h = handles[i]
+            nbytes = sum(len(v) for v in keep[i][1]) if i in keep else 0
+            _raise(rc, h.name, nbytes=nbytes, limit=h.max_message)
+    finally:
+        _scratch.append(scratch)

@@ -25,6 +25,7 @@ __all__ = [
     "SegmentError",
     "IncompatibleSegment",
     "CorruptSegment",
+    "SelectUnsupported",
 ]
 
 
@@ -89,3 +90,8 @@ class IncompatibleSegment(SegmentError):
 
 class CorruptSegment(SegmentError):
     """A header field or record in the segment failed its bounds check."""
+
+
+class SelectUnsupported(RingbufError, OSError):
+    """select() had to wait on several channels at once, and the kernel lacks
+    the futex_waitv system call it needs (Linux 5.16 or later)."""

@@ -264,3 +264,39 @@ def recv_with_failing_alloc(ch: ringbuf.Channel, results: Any) -> None:
         results.put("received")
     except MemoryError:
         results.put("MemoryError")
+
+
+def produce_and_close(ch: ringbuf.Channel, n: int) -> None:
+    """Send 0..n-1, then close: the last sender closes its channel."""
+    for i in range(n):
+        ch.send(i)
+    ch.close()
+
+
+def select_producer(chans: List[ringbuf.Channel], producer: int, count: int) -> None:
+    """Send (producer, seq) numbered messages, each through a select over
+    sends on two of the channels."""
+    mine = [chans[producer % len(chans)], chans[(producer + 1) % len(chans)]]
+    for seq in range(count):
+        ringbuf.select(*[(ch, (producer, seq)) for ch in mine], timeout=60)
+
+
+def select_consumer(chans: List[ringbuf.Channel], results: Any) -> None:
+    """Receive through selects over every channel until all are closed and
+    drained; report (channel index, producer, seq) in the order received."""
+    got: List[Tuple[int, int, int]] = []
+    open_chans = list(chans)
+    while open_chans:
+        ch, value = ringbuf.select(*open_chans, timeout=60)
+        if value is ringbuf.CLOSED:
+            open_chans.remove(ch)
+            continue
+        got.append((chans.index(ch), value[0], value[1]))
+    results.put(got)
+
+
+def send_then_report_received(ch: ringbuf.Channel, obj: Any, results: Any) -> None:
+    """Send obj, then report how many messages the channel had received
+    by the moment the send returned."""
+    ch.send(obj)
+    results.put(("sent", ch.stats().received))
