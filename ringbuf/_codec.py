@@ -32,6 +32,7 @@ import struct
 from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
+import numpy.typing as npt
 
 
 class ObjectRecord:
@@ -143,7 +144,7 @@ def _layout(view: Any, total: int) -> Tuple[int, int, List[Tuple[int, int]]]:
     return table_end, plen, spans
 
 
-def aligned_empty(n: int) -> np.ndarray:
+def aligned_empty(n: int) -> npt.NDArray[np.uint8]:
     """An uninitialised, writable uint8 array of n bytes starting on a 64-byte boundary."""
     raw = np.empty(n + ALIGN, dtype=np.uint8)
     start = -raw.ctypes.data % ALIGN
@@ -177,7 +178,7 @@ def decode_record(view: Any, owned: bool) -> Any:
     return pickle.loads(mv[pstart:pstart + plen], buffers=[mv[o:o + n] for o, n in spans])
 
 
-def array_target(prefix: Any, total: int, out: np.ndarray) -> Tuple[int, int, Optional[np.ndarray]]:
+def array_target(prefix: Any, total: int, out: npt.NDArray[Any]) -> Tuple[int, int, Optional[npt.NDArray[Any]]]:
     """Check that the message whose first bytes are ``prefix`` holds one array
     that fits ``out``; return (offset, length, inband).
 
@@ -219,7 +220,7 @@ def array_target(prefix: Any, total: int, out: np.ndarray) -> Tuple[int, int, Op
     return off, n, None
 
 
-def _check_like(sent: Any, out: np.ndarray, order: bool) -> None:
+def _check_like(sent: Any, out: npt.NDArray[Any], order: bool) -> None:
     if not isinstance(sent, np.ndarray):
         raise TypeError(f"the next message is a {type(sent).__name__}, not a numpy array")
     for what in ("dtype", "shape"):
