@@ -54,6 +54,7 @@ def make_channel() -> Iterator[Callable[..., ringbuf.Channel]]:
 
 @pytest.fixture(params=["fork", "spawn", "forkserver"])
 def mp_context(request: pytest.FixtureRequest) -> multiprocessing.context.BaseContext:
+    """Each start method: fork, spawn, and forkserver (the default on Linux from Python 3.14)."""
     return multiprocessing.get_context(request.param)
 
 
