@@ -99,13 +99,14 @@ def users_of(wanted: Set[_FileId]) -> Tuple[Dict[_FileId, List[int]], int]:
         if not entry.isdigit():
             continue
         pid = int(entry)
+        found: Set[_FileId] = set()
         try:
-            found = _maps(pid, wanted) | _fds(pid, wanted)
+            found |= _maps(pid, wanted)
+            found |= _fds(pid, wanted)  # what the maps showed counts even if this fails
         except (FileNotFoundError, ProcessLookupError):
-            continue  # exited meanwhile
+            pass  # exited meanwhile
         except PermissionError:
             unsearched += 1
-            continue
         for file_id in found:
             users[file_id].append(pid)
     return users, unsearched
