@@ -1,4 +1,4 @@
-"""Command line: ``python -m ringbuf demo | bench | ls | inspect NAME | top NAME``."""
+"""Command line: ``python -m ringbuf demo | bench | ls | inspect NAME | top NAME | gc``."""
 
 from __future__ import annotations
 
@@ -27,6 +27,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     t.add_argument("name")
     t.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes (default 1)")
     t.add_argument("--count", type=int, default=None, help="stop after this many refreshes")
+    g = sub.add_parser("gc", help="remove this user's channels whose creator is gone and that no process uses")
+    g.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
+    g.add_argument("--prefix", default="", help="only channels whose names start with PREFIX")
     args = parser.parse_args(argv)
 
     from ringbuf import errors
@@ -50,6 +53,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                 _bench.plot(results, args.plot)
                 print(f"plot written to {args.plot}", file=sys.stderr)
             return 0
+        if args.command == "gc":
+            from ringbuf import _gc
+
+            return _gc.gc(args.dry_run, args.prefix)
         from ringbuf import _inspect
 
         if args.command == "ls":

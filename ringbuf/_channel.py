@@ -13,6 +13,7 @@ import weakref
 from typing import Any, Callable, Deque, Iterable, Iterator, List, Optional, Tuple, TypeVar
 
 import numpy as np
+import numpy.typing as npt
 
 from ringbuf import _codec, errors
 from ringbuf import _lowlevel
@@ -68,7 +69,7 @@ def _deadline(timeout: float) -> int:
     return time.monotonic_ns() + int(min(float(timeout) * 1e9, _MAX_WAIT_NS))
 
 
-def _check_int(param: str, value: Any, low: int, high: int) -> int:
+def _check_int(param: str, value: object, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{param} must be an int, not {type(value).__name__!r}")
     if not low <= value <= high:
@@ -481,7 +482,7 @@ class Channel:
             raise errors.Empty(f"channel {self.name!r} is empty") from None
         return self._decode(data, type(data) is not bytes)
 
-    def recv_into(self, out: np.ndarray, timeout: Optional[float] = None) -> np.ndarray:
+    def recv_into(self, out: npt.NDArray[Any], timeout: Optional[float] = None) -> npt.NDArray[Any]:
         """Receive an array sent with :meth:`send` straight into ``out``.
 
         The array's data is copied from the ring into ``out``'s memory and

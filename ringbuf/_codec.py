@@ -32,6 +32,7 @@ import struct
 from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
+import numpy.typing as npt
 
 
 class ObjectRecord:
@@ -142,7 +143,7 @@ def _layout(view: Any, total: int) -> Tuple[int, int, List[Tuple[int, int]]]:
     return table_end, plen, spans
 
 
-def aligned_empty(n: int) -> np.ndarray:
+def aligned_empty(n: int) -> npt.NDArray[np.uint8]:
     """An uninitialised, writable uint8 array of n bytes starting on a 64-byte boundary."""
     raw = np.empty(n + ALIGN, dtype=np.uint8)
     start = -raw.ctypes.data % ALIGN
@@ -182,10 +183,10 @@ class ArrayInto:
     next message against ``out`` and says which of its bytes to copy, and
     ``finish`` completes the few arrays numpy pickles in band."""
 
-    def __init__(self, out: np.ndarray) -> None:
+    def __init__(self, out: npt.NDArray[Any]) -> None:
         self.out = out
         self.flat = out.reshape(-1, order="A").view(np.uint8) if out.size else np.empty(0, np.uint8)
-        self.inband: Optional[np.ndarray] = None
+        self.inband: Optional[npt.NDArray[Any]] = None
 
     def plan(self, prefix: Any, total: int) -> Tuple[int, int]:
         skip, length, self.inband = array_target(prefix, total, self.out)
@@ -196,7 +197,7 @@ class ArrayInto:
             self.out[...] = self.inband
 
 
-def array_target(prefix: Any, total: int, out: np.ndarray) -> Tuple[int, int, Optional[np.ndarray]]:
+def array_target(prefix: Any, total: int, out: npt.NDArray[Any]) -> Tuple[int, int, Optional[npt.NDArray[Any]]]:
     """Check that the message whose first bytes are ``prefix`` holds one array
     that fits ``out``; return (offset, length, inband).
 
@@ -238,7 +239,7 @@ def array_target(prefix: Any, total: int, out: np.ndarray) -> Tuple[int, int, Op
     return off, n, None
 
 
-def _check_like(sent: Any, out: np.ndarray, order: bool) -> None:
+def _check_like(sent: Any, out: npt.NDArray[Any], order: bool) -> None:
     if not isinstance(sent, np.ndarray):
         raise TypeError(f"the next message is a {type(sent).__name__}, not a numpy array")
     for what in ("dtype", "shape"):

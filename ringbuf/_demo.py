@@ -275,7 +275,7 @@ def plot(results: Dict[str, List[Sample]], path: str) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise RuntimeError("--plot needs matplotlib: pip install 'ringbuf[peers]'") from None
+        raise RuntimeError("--plot needs matplotlib (pip install matplotlib)") from None
     fig, (mem, parked) = plt.subplots(1, 2, figsize=(10, 4))
     for variant, rows in results.items():
         xs = [r.elapsed for r in rows]

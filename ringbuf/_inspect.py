@@ -23,10 +23,13 @@ def _open(name: str) -> Channel:
     return Channel.attach(name)
 
 
-def list_channels() -> List[Tuple[str, Any]]:
-    """(name, header snapshot) of every ringbuf channel of this user in /dev/shm."""
+def list_channels(prefix: str = "") -> List[Tuple[str, Any]]:
+    """(name, header snapshot) of every ringbuf channel of this user in
+    /dev/shm whose name starts with ``prefix``."""
     found = []
     for name in sorted(os.listdir(SHM)):
+        if not name.startswith(prefix):
+            continue
         try:
             st = os.stat(os.path.join(SHM, name))
         except OSError:
@@ -70,7 +73,7 @@ def ls(out: TextIO = sys.stdout) -> int:
               f"{s.recvq:>5} {'closed' if s.closed else 'open':>6} {creator:>14}", file=out)
     if orphans:
         print(f"\n{orphans} channel(s) outlived the process that created them (killed before it could unlink "
-              f"them).\nNothing else removes a name; once no process uses it, `rm {SHM}/NAME` does.", file=out)
+              f"them).\n`python -m ringbuf gc` removes those that no process uses any more.", file=out)
     return 0
 
 

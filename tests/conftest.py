@@ -9,6 +9,17 @@ import pytest
 import ringbuf
 
 SHM = "/dev/shm"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# .ci/test sets this: the suite must then test the installed package, not the
+# checkout it was run from.
+if os.environ.get("RINGBUF_TEST_INSTALLED") == "1" and os.path.dirname(os.path.abspath(ringbuf.__file__)) == \
+        os.path.join(ROOT, "ringbuf"):
+    raise pytest.UsageError(f"RINGBUF_TEST_INSTALLED=1, but ringbuf was imported from the checkout: {ringbuf.__file__}")
+
+
+def pytest_report_header() -> str:
+    return f"ringbuf {ringbuf.__version__} from {os.path.dirname(os.path.abspath(ringbuf.__file__))}"
 
 
 def _ours() -> set:
@@ -42,4 +53,5 @@ def make_channel() -> Iterator[Callable[..., ringbuf.Channel]]:
 
 @pytest.fixture(params=["fork", "spawn", "forkserver"])
 def mp_context(request: pytest.FixtureRequest) -> multiprocessing.context.BaseContext:
+    """Each start method: fork, spawn, and forkserver (the default on Linux from Python 3.14)."""
     return multiprocessing.get_context(request.param)

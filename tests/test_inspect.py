@@ -81,6 +81,7 @@ def test_ls_marks_channels_whose_creator_was_killed():
         line = next(line for line in out.stdout.splitlines() if line.startswith(name))
         assert line.endswith("(gone)")
         assert "outlived the process that created them" in out.stdout
+        assert "python -m ringbuf gc" in out.stdout
     finally:
         os.unlink(os.path.join(_inspect.SHM, name))
 

@@ -120,11 +120,10 @@ def test_close_in_this_process(make_queue):
     q.cancel_join_thread()
 
 
-@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
-def test_producers_in_child_processes(make_queue, method):
-    context = multiprocessing.get_context(method)
-    q = make_queue(context=context)
-    procs = [context.Process(target=_workers.queue_put_all, args=(q, [(p, i) for i in range(50)])) for p in range(3)]
+def test_producers_in_child_processes(make_queue, mp_context):
+    q = make_queue(context=mp_context)
+    procs = [mp_context.Process(target=_workers.queue_put_all, args=(q, [(p, i) for i in range(50)]))
+             for p in range(3)]
     for p in procs:
         p.start()
     got = [q.get(timeout=30) for _ in range(150)]
@@ -142,20 +141,19 @@ def test_pool_initializer(make_queue):
     assert sorted(q.get(timeout=10) for _ in range(20)) == list(range(20))
 
 
-def test_process_pool_executor_initializer(make_queue):
-    spawn = multiprocessing.get_context("spawn")
-    q = make_queue(context=spawn)  # mp.Queue must come from the context the pool uses
-    with concurrent.futures.ProcessPoolExecutor(2, mp_context=spawn, initializer=_workers.pool_init,
+def test_process_pool_executor_initializer(make_queue, mp_context):
+    q = make_queue(context=mp_context)  # mp.Queue must come from the context the pool uses
+    with concurrent.futures.ProcessPoolExecutor(2, mp_context=mp_context, initializer=_workers.pool_init,
                                                 initargs=(q,)) as ex:
         assert sorted(ex.map(_workers.pool_put, range(10))) == list(range(10))
     assert sorted(q.get(timeout=10) for _ in range(10)) == list(range(10))
 
 
-def test_joinable_queue(make_queue):
+def test_joinable_queue(make_queue, mp_context):
     # (join() has no timeout in multiprocessing's API; its Ctrl-C test is below.)
-    q = make_queue(joinable=True)
-    results = ctx.Queue()
-    workers = [ctx.Process(target=_workers.joinable_worker, args=(q, results)) for _ in range(2)]
+    q = make_queue(joinable=True, context=mp_context)
+    results = mp_context.Queue()
+    workers = [mp_context.Process(target=_workers.joinable_worker, args=(q, results)) for _ in range(2)]
     for w in workers:
         w.start()
     for i in range(20):
