@@ -191,7 +191,8 @@ static int lock(struct rb_chan *ch, int64_t deadline)
             cpu_relax();
     }
     if (r == EBUSY) {
-        int64_t now = now_ns(), until = now + RB_LOCK_SLICE_NS, limit = deadline + RB_LOCK_GRACE_NS;
+        int64_t now = now_ns(), until = now + RB_LOCK_SLICE_NS;
+        int64_t limit = deadline > INT64_MAX - RB_LOCK_GRACE_NS ? INT64_MAX : deadline + RB_LOCK_GRACE_NS;
         struct timespec ts;
 
         if (deadline >= 0 && now >= limit)
@@ -313,10 +314,10 @@ static int64_t walk_records(const struct rb_chan *ch, uint64_t off, uint64_t use
 /* ---- waiter slots (W1, W3, W4, W9) -------------------------------------- */
 
 #define SLOT_OWNER(w)  ((uint32_t)((w) >> 32))
-#define SLOT_GEN(w)    ((uint32_t)((w) >> 24) & 0xffu)
-#define SLOT_COUNT(w)  ((uint32_t)(w) & 0xffffffu)
-#define SLOT_FREE(gen) ((uint64_t)((gen) & 0xffu) << 24)
-#define SLOT_MAX_COUNT 0xffffffu
+#define SLOT_GEN(w)    ((uint32_t)((w) >> 16) & 0xffffu)
+#define SLOT_COUNT(w)  ((uint32_t)(w) & 0xffffu)
+#define SLOT_FREE(gen) ((uint64_t)((gen) & 0xffffu) << 16)
+#define SLOT_MAX_COUNT 0xffffu
 
 /* One side of the channel, as parking sees it. */
 struct side {
@@ -368,7 +369,7 @@ static struct ticket count_in(struct side s)
         else if (SLOT_COUNT(w) < SLOT_MAX_COUNT)
             nw = w + 1;
         else
-            nw = w;  /* the shared slot is full (2^24 waiters): share the count */
+            nw = w;  /* the shared slot is full (65535 waiters): this one goes uncounted */
         /* Others only ever count out (W3) or, under this lock, reap: retry
          * with what they left. */
         if (__atomic_compare_exchange_n(&s.slots[t.slot].word, &w, nw, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
@@ -376,7 +377,11 @@ static struct ticket count_in(struct side s)
             break;
         }
     }
-    STORE(s.slots[t.slot].since_ns, now_ns());
+    /* W9: a process's slot is stamped at every count-in; the shared slot only
+     * when it is taken, so that a dead sharer's count cannot outlive it by
+     * more than RB_REAP_NS however often live sharers park. */
+    if (t.slot != shared || SLOT_COUNT(__atomic_load_n(&s.slots[t.slot].word, __ATOMIC_RELAXED)) == 1)
+        STORE(s.slots[t.slot].since_ns, now_ns());
     STORE(s.slots[t.slot].pid, self_pid);
     STORE(*s.mask, LOAD(*s.mask) | 1ULL << t.slot);
     return t;
@@ -394,16 +399,27 @@ static void count_out(struct side s, struct ticket t)
     } while (!__atomic_compare_exchange_n(&s.slots[t.slot].word, &w, nw, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED));
 }
 
+static void reap(struct rb_hdr *h, struct side s);
+
 /* W4, lock held: how many waiters are counted on this side.  Clears the mask
  * bits of slots found empty; none can be refilled meanwhile, since only a
- * lock holder counts in. */
-static uint32_t parked(struct side s)
+ * lock holder counts in.  While any waiter is counted, it also runs W9's
+ * reap, at most once per RB_RECHECK_NS, so that a dead waiter's count does
+ * not outlive it when nobody parks. */
+static uint32_t parked(struct rb_hdr *h, struct side s)
 {
     uint64_t mask = LOAD(*s.mask), keep = 0;
     uint32_t n = 0;
+    int64_t now;
 
     if (mask == 0)
         return 0;
+    if ((now = now_ns()) >= LOAD(h->next_reap_ns)) {
+        STORE(h->next_reap_ns, now + RB_RECHECK_NS);
+        reap(h, senders(h));
+        reap(h, receivers(h));
+        mask = LOAD(*s.mask);
+    }
     for (int i = 0; i < RB_WAITER_SLOTS; i++) {
         uint32_t c;
 
@@ -582,7 +598,7 @@ static int room_for_parked_sender(struct rb_chan *ch, const struct pos *p)
 {
     struct rb_hdr *h = ch->hdr;
 
-    return LOAD(h->send_mask) != 0 && room_for(ch, p, h->send_min_need) && parked(senders(h)) > 0;
+    return LOAD(h->send_mask) != 0 && room_for(ch, p, h->send_min_need) && parked(h, senders(h)) > 0;
 }
 
 /* W6, lock held: a woken sender hands its wake-up on if there is room for a
@@ -615,7 +631,7 @@ static void note_need(struct rb_chan *ch, uint64_t need)
 {
     struct rb_hdr *h = ch->hdr;
 
-    if (parked(senders(h)) == 0 || need < h->send_min_need)
+    if (parked(h, senders(h)) == 0 || need < h->send_min_need)
         h->send_min_need = need;
 }
 
@@ -704,7 +720,7 @@ static uint32_t *call_sender(struct rb_chan *ch)
 {
     struct rb_hdr *h = ch->hdr;
 
-    if (!ch->unbuffered || parked(senders(h)) == 0)
+    if (!ch->unbuffered || parked(h, senders(h)) == 0)
         return NULL;
     INC(h->send_futex);
     return &h->send_futex;
@@ -715,11 +731,14 @@ static uint32_t *call_sender(struct rb_chan *ch)
 static int lock_nonempty(struct rb_chan *ch, int64_t deadline, struct pos *p)
 {
     struct rb_hdr *h = ch->hdr;
-    int spun = 0, rc;
+    int spun = 0, woken = 0, rc;
 
     for (;;) {
-        if ((rc = lock(ch, deadline)) != RB_OK)
+        if ((rc = lock(ch, deadline)) != RB_OK) {
+            if (woken)  /* W10: leaving with a wake-up that may be for a message */
+                hand_on(&h->recv_futex);
             return rc;
+        }
         if (!read_pos(ch, &h->recvx, p)) {
             rc = RB_ECORRUPT;
             break;
@@ -753,6 +772,7 @@ static int lock_nonempty(struct rb_chan *ch, int64_t deadline, struct pos *p)
         h->recv_parks++;
         if ((rc = park(ch, receivers(h), call_sender(ch), deadline)) == RB_EINTR)
             return rc;
+        woken = rc == RB_OK;
     }
     unlock(ch);
     return rc;
@@ -793,7 +813,7 @@ static int publish(struct rb_chan *ch, const struct pos *p, uint64_t end, uint64
     STORE(h->used, p->used + bytes);
     STORE(h->qcount, p->qcount + count);
     STORE(h->sent, LOAD(h->sent) + count);
-    if ((waiting = parked(receivers(h))) == 0)  /* W4 */
+    if ((waiting = parked(h, receivers(h))) == 0)  /* W4 */
         return 0;
     INC(h->recv_futex);
     h->recvq_wakes++;
@@ -849,7 +869,7 @@ static int owe_sender(struct rb_chan *ch, const struct pos *p)
     if (!room_for_parked_sender(ch, p))
         return 0;
     INC(h->send_futex);
-    h->send_baton = parked(senders(h));
+    h->send_baton = parked(h, senders(h));
     h->sendq_wakes++;
     return 1;
 }
@@ -877,7 +897,7 @@ static void after_receive(struct rb_chan *ch, const struct pos *p)
     struct rb_hdr *h = ch->hdr;
     int acker = 0;
 
-    if (ch->unbuffered && parked(senders(h)) > 0) {
+    if (ch->unbuffered && parked(h, senders(h)) > 0) {
         INC(h->ack_futex);
         h->sendq_wakes++;
         acker = 1;
@@ -1221,7 +1241,7 @@ static int case_ready(struct rb_chan *ch, int send, const struct pos *p, uint64_
         return p->qcount > 0 || LOAD(ch->hdr->closed);
     if (LOAD(ch->hdr->closed))
         return 1;
-    return room_for(ch, p, need) && (!ch->unbuffered || parked(receivers(ch->hdr)) > 0);
+    return room_for(ch, p, need) && (!ch->unbuffered || parked(ch->hdr, receivers(ch->hdr)) > 0);
 }
 
 /* The same question without the lock, to skip channels that are plainly not
@@ -1314,7 +1334,7 @@ static void hand_on_side(struct rb_chan *ch, int send)
     }
     if (send) {
         wake = read_pos(ch, &h->sendx, &p) && spend_baton(ch, &p);
-    } else if (LOAD(h->qcount) > 0 && parked(receivers(h)) > 0) {
+    } else if (LOAD(h->qcount) > 0 && parked(h, receivers(h)) > 0) {
         INC(h->recv_futex);
         h->recvq_wakes++;
         wake = 1;
@@ -1466,7 +1486,7 @@ void rb_pass_wake(struct rb_chan *ch)
         hand_on(&h->recv_futex);
         return;
     }
-    if (LOAD(h->qcount) > 0 && parked(receivers(h)) > 0) {
+    if (LOAD(h->qcount) > 0 && parked(h, receivers(h)) > 0) {
         INC(h->recv_futex);
         h->recvq_wakes++;
         wake = 1;
@@ -1609,6 +1629,11 @@ int rb_stats(struct rb_chan *ch, struct rb_stats *out)
     reap(h, senders(h));
     reap(h, receivers(h));
     snapshot(ch, out);
+    /* The fields checked above, as checked, not read a second time. */
+    out->qcount = pr.qcount;
+    out->used = pr.used;
+    out->sendx = ps.x;
+    out->recvx = pr.x;
     out->lock_owner = 0;    /* we hold it; report the state others saw */
     unlock(ch);
     return RB_OK;

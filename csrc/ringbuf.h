@@ -41,10 +41,11 @@
  *   bits 63..32  owner: a random id of the process (RB_SHARED_OWNER for the
  *                last slot, which every process that finds no free slot shares;
  *                0 when the slot is free)
- *   bits 31..24  generation: bumped each time the slot is taken, so that a
+ *   bits 31..16  generation: bumped each time the slot is taken, so that a
  *                waiter struck off by a reaper cannot count itself out of a
  *                later owner's count
- *   bits 23..0   count: parked waiters of that owner */
+ *   bits 15..0   count: parked waiters of that owner (a process with more
+ *                takes another slot) */
 struct rb_waiter {
     uint64_t word;
     int64_t since_ns;           /* CLOCK_MONOTONIC time a waiter last counted in */
@@ -111,13 +112,14 @@ struct rb_waiter {
  *       smallest record a parked sender holds (W7).  Close, and a recovery
  *       from a dead lock owner, wake every waiter on both sides.
  *   W6  The baton.  The sender woken by W5 owes the wake-up to the others: if
- *       it sends and room is left that fits a parked sender, it wakes the
- *       next one; if its own record does not fit, it wakes the next one
- *       before parking again, while send_baton (set to the number of parked
- *       senders by each receive that frees room, less one per such pass)
- *       lasts, so two senders that both do not fit cannot wake each other
- *       forever.  A woken sender that gives up instead (deadline, signal,
- *       an error) hands the wake-up on too, bumping the word first.
+ *       it sends and room is left that fits a parked sender (W7), it wakes
+ *       the next one; if its own record does not fit, it wakes the next one
+ *       before parking again, if the room fits a parked sender and while
+ *       send_baton (set to the number of parked senders by each receive that
+ *       frees room, less one per such pass) lasts, so two senders that both
+ *       do not fit cannot wake each other forever.  A woken sender whose
+ *       wait for the lock fails (a stuck peer, a signal) hands the wake-up
+ *       on unconditionally, bumping the word first, since it cannot look.
  *   W7  send_min_need is a lower bound on the ring bytes any parked sender
  *       needs: each sender lowers it as it parks, and the first one to park
  *       when no sender is counted resets it.  Nobody is woken, or handed the
@@ -127,13 +129,20 @@ struct rb_waiter {
  *       its commit and before its wake call, or after being woken and before
  *       acting on it; the re-check bounds what that costs the sleepers.  It
  *       is not how waiters normally wake.
- *   W9  Reap.  Under the lock, at every park and snapshot, a slot whose stamp
- *       is older than RB_REAP_NS (a live waiter re-stamps at least every
- *       RB_RECHECK_NS) is struck off: freed with a compare-and-swap, its
- *       count added to waiters_reaped.  A waiter of a stopped process that
- *       resumes finds the generation changed and does not count out twice.
+ *   W9  Reap.  Under the lock, at every park and snapshot, and from W4's
+ *       count at most once per RB_RECHECK_NS while anyone is counted, a slot
+ *       whose stamp is older than RB_REAP_NS is struck off: freed with a
+ *       compare-and-swap, its count added to waiters_reaped.  A process's
+ *       slot is stamped at every count-in, and a live waiter counts in at
+ *       least every RB_RECHECK_NS.  The shared slot is stamped only when
+ *       taken: it is struck off RB_REAP_NS later whoever still shares it, so
+ *       that a dead sharer's count cannot outlive it; live sharers then go
+ *       uncounted (a wake may miss them) until their next re-check counts
+ *       them in again.  A waiter of a stopped process that resumes finds
+ *       the generation changed and does not count out twice.
  *   W10 A receiver that leaves a message it was woken for (its buffer was too
- *       small and it gave up) wakes another parked receiver (rb_pass_wake).
+ *       small and it gave up, or its wait for the lock failed) wakes another
+ *       parked receiver (rb_pass_wake, hand_on).
  *   W12 A selector (rb_select) is a waiter on every side its cases name at
  *       once: it counts itself in on each (W1, one lock at a time, never
  *       two), reads each futex word, and sleeps on all of them with
@@ -156,6 +165,9 @@ struct rb_waiter {
  *       task_done that makes it 0 then reads joinq and, if a joiner is
  *       counted, bumps tasks_futex and wakes them all.  All with sequential
  *       consistency, so either the joiner sees 0 or task_done sees the joiner.
+ *       joinq is a plain count: a joiner killed while parked leaves it one
+ *       too high for good, which costs each later task_done that reaches 0 a
+ *       wake system call that wakes nobody, never a lost wake-up.
  *
  * Memory order.  The lock orders everything written under it.  The commit
  * words are stored with release order and loaded with acquire order where
@@ -235,6 +247,7 @@ struct rb_hdr {
     uint32_t send_baton;        /* W6: how many more unfitting passes */
     uint32_t ack_futex;         /* W13: an unbuffered channel's sender waits on
                                  * it for a receiver to take its message */
+    int64_t  next_reap_ns;      /* W9: when W4's count next runs a reap */
 
     /* Line 5: unfinished tasks, for ringbuf.JoinableQueue only.  Every message
      * sent counts as a task, so the unfinished count is sent - tasks_done and

@@ -389,7 +389,10 @@ class Handle:
                 rc = lib.rb_recv_at(self._ch, tokenp[0], skip, dst_buf, length)
                 if rc == _OK:
                     return
-                if rc != _ECHANGED:  # ECHANGED: another receiver took it; look again
+                if rc == _ERECOVERED:
+                    _note_recovery(self.name)
+                elif rc != _ECHANGED:  # ECHANGED: another receiver took it; look again
+                    lib.rb_pass_wake(self._ch)  # W10: the message stays for another receiver
                     self._failed(rc)
         finally:
             _scratch.append(scratch)

@@ -367,3 +367,25 @@ def test_waiters_of_two_pid_namespaces_are_told_apart(make_channel):
         for p in procs:
             p.kill()
             p.wait(5)
+
+
+def test_a_dead_waiters_count_is_reaped_even_when_nobody_parks_again(make_channel):
+    # The victim dies parked; afterwards messages only flow, nobody parks and
+    # nobody asks for stats() (both of which reap).  The sends themselves
+    # must strike the dead count off, or each would make a wake call forever.
+    ch = make_channel()
+    victims = park_receivers(ctx, ch, 1, ctx.Queue())
+    os.kill(victims[0].pid, signal.SIGKILL)
+    victims[0].join(5)
+
+    def one_message_then_look() -> bool:
+        ch.send_bytes(b"x")
+        assert ch.recv_bytes() == b"x"
+        return ch._h.observe().recvq == 0  # read without the lock: reaps nothing
+
+    wait_until(one_message_then_look, timeout=15, what="the dead receiver struck off by the sends")
+    wakes = ch._h.observe().recvq_wakes
+    for _ in range(100):
+        ch.send_bytes(b"y")
+        ch.recv_bytes()
+    assert ch._h.observe().recvq_wakes == wakes
