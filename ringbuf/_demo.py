@@ -13,9 +13,11 @@ bug
     does its job; the blocked threads pile up behind it, parked on its futex,
     each keeping its message alive.  Threads and resident memory climb.
 fix
-    One long-lived producer sends into the same kind of channel.  When the
-    channel is full, that one sender parks, and it stops taking from the
-    source: the backlog stays where it came from.  Memory stays flat.
+    The story's fix, literally: one long-lived producer that ``select``s
+    between sending into the same kind of channel and a ``done`` channel,
+    which the demo closes to stop it (Go's ``ctx.Done()``).  When the channel
+    is full, that one producer parks, and it stops taking from the source:
+    the backlog stays where it came from.  Memory stays flat.
 queue
     One producer puts into an unbounded ``multiprocessing.Queue``.  ``put``
     never blocks, so the backlog grows inside the queue.
@@ -38,7 +40,7 @@ import threading
 import time
 from typing import Any, Dict, Iterator, List, Optional, TextIO, Tuple
 
-from ringbuf import Channel, Closed
+from ringbuf import Channel, Closed, select_bytes
 
 PAYLOAD = 10 * 1024     # bytes per inbound message, as in the story
 INBOUND_RATE = 500      # messages per second the source offers
@@ -50,7 +52,7 @@ MAX_RSS = 1 << 30       # ... or at this much resident memory
 VARIANTS = ("bug", "fix", "queue")
 TITLES = {
     "bug": "bug: a new thread per message, each blocking on a bounded ringbuf channel",
-    "fix": "fix: one long-lived producer blocking on a bounded ringbuf channel",
+    "fix": "fix: one long-lived producer selecting between a bounded ringbuf channel and a done channel",
     "queue": "for comparison: one producer putting into an unbounded multiprocessing.Queue",
 }
 
@@ -107,13 +109,21 @@ def _produce_thread_per_message(ch: Channel, taken: Any, capped: Any, stop: Any,
         taken.value += 1
 
 
-def _produce_one_at_a_time(ch: Channel, taken: Any, capped: Any, stop: Any, rate: float) -> None:
-    try:
-        for msg in _source(rate, stop):
-            ch.send_bytes(msg)
-            taken.value += 1
-    except Closed:
-        pass
+def _produce_until_done(ch: Channel, done: Channel, taken: Any, capped: Any, stop: Any, rate: float) -> None:
+    """The fix: one producer for the life of the run.  Each message either goes
+    into the channel, at the consumer's pace, or the done channel is closed
+    and the producer returns:
+
+        select {
+        case events <- msg:
+        case <-done:
+            return
+        }
+    """
+    for msg in _source(rate, stop):
+        if select_bytes((ch, msg), done)[0] is done:
+            return
+        taken.value += 1
 
 
 def _produce_into_queue(q: Any, taken: Any, capped: Any, stop: Any, rate: float) -> None:
@@ -186,11 +196,12 @@ def run_variant(variant: str, seconds: float, out: TextIO, rate: float = INBOUND
             stop.set()
     else:
         ch = Channel(capacity=CAPACITY, size=1 << 20)
+        done = Channel(capacity=1, size=64)
         if variant == "bug":
             producer = ctx.Process(target=_produce_thread_per_message,
                                    args=(ch, taken, capped, stop, rate, max_threads))
         else:
-            producer = ctx.Process(target=_produce_one_at_a_time, args=(ch, taken, capped, stop, rate))
+            producer = ctx.Process(target=_produce_until_done, args=(ch, done, taken, capped, stop, rate))
         consumer = ctx.Process(target=_consume_channel, args=(ch, delay))
 
         def measure() -> Dict[str, Any]:
@@ -198,7 +209,8 @@ def run_variant(variant: str, seconds: float, out: TextIO, rate: float = INBOUND
             return {"received": st.received, "queued": st.qcount, "parked": st.sendq}
 
         def finish() -> None:
-            ch.close()  # parked senders fail with Closed; the consumer drains and ends
+            done.close()  # the fix's producer selects on it and returns
+            ch.close()  # the bug's parked senders fail with Closed; the consumer drains and ends
             stop.set()
 
     try:
@@ -239,6 +251,7 @@ def run_variant(variant: str, seconds: float, out: TextIO, rate: float = INBOUND
                 p.join(5)
         if variant != "queue":
             ch.unlink()
+            done.unlink()
     return samples
 
 
