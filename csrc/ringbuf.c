@@ -1217,6 +1217,14 @@ struct waitv {
 };
 #define WAITV_U32 2             /* FUTEX_32; no FUTEX_PRIVATE_FLAG: the words are shared */
 
+/* One case as the implementation sees it: its channel, and what to do. */
+struct sel_case {
+    struct rb_chan *ch;
+    int send;
+    uint32_t niov;
+    const struct rb_iov *iov;
+};
+
 /* A uniformly random number below n, from a per-thread xorshift generator. */
 static uint32_t random_below(uint32_t n)
 {
@@ -1258,9 +1266,32 @@ static int case_hint(const struct rb_chan *ch, int send, uint64_t need)
     return LOAD(h->qcount) < ch->dataqsiz && LOAD(h->used) + need <= ch->size;
 }
 
+/* Spin on the cases' hints, as spin() does for one channel, until one looks
+ * ready or the spin budget or the deadline runs out. */
+static void spin_select(const struct sel_case *cases, const uint64_t *lens, uint32_t n, int64_t deadline)
+{
+    int64_t now = now_ns(), busy = now + RB_SPIN_BUSY_NS, until = now + RB_SPIN_NS;
+
+    if (deadline >= 0 && deadline < until)
+        until = deadline;
+    for (unsigned i = 1;; i++) {
+        for (uint32_t k = 0; k < n; k++)
+            if (case_hint(cases[k].ch, cases[k].send, RB_REC_HDR + align8(lens[k])))
+                return;
+        cpu_relax();
+        if (i % 16 == 0) {
+            now = now_ns();
+            if (now >= until)
+                return;
+            if (now >= busy)
+                sched_yield();
+        }
+    }
+}
+
 /* Try case c: RB_ETIMEDOUT if it cannot proceed now, else what doing it
  * gave (see rb_select). */
-static int try_case(const struct rb_case *c, uint64_t len, void *buf, uint64_t cap, uint64_t *len_out,
+static int try_case(const struct sel_case *c, uint64_t len, void *buf, uint64_t cap, uint64_t *len_out,
                     int64_t deadline)
 {
     struct rb_chan *ch = c->ch;
@@ -1357,7 +1388,7 @@ static void hand_on_moved(struct select_wait *w, int n, const struct rb_chan *sk
  * lock, unless one turns out to be ready; sleep on all their words; count
  * out.  RB_OK to poll again (woken, ready, or the sleep ran out), or a
  * status with every count undone.  *nw says how many sides are in w. */
-static int park_select(const struct rb_case *cases, const uint64_t *lens, uint32_t n, int64_t deadline,
+static int park_select(const struct sel_case *cases, const uint64_t *lens, uint32_t n, int64_t deadline,
                        struct select_wait *w, int *nw)
 {
     struct waitv v[RB_SELECT_MAX];
@@ -1370,7 +1401,7 @@ static int park_select(const struct rb_case *cases, const uint64_t *lens, uint32
     for (uint32_t i = 0; i < n && rc == RB_OK; i++) {
         struct rb_chan *ch = cases[i].ch;
         struct rb_hdr *h = ch->hdr;
-        int send = cases[i].send != 0, dup = 0;
+        int send = cases[i].send, dup = 0;
         uint64_t need = RB_REC_HDR + align8(lens[i]);
         struct pos p;
 
@@ -1421,17 +1452,19 @@ static int park_select(const struct rb_case *cases, const uint64_t *lens, uint32
     return rc == RB_EAGAIN_INTERNAL ? RB_OK : rc;
 }
 
-int rb_select(const struct rb_case *cases, uint32_t n, void *buf, uint64_t cap, uint32_t *chosen, uint64_t *len_out,
-              int64_t deadline)
+int rb_select(struct rb_chan *const *chans, const struct rb_case *ops, uint32_t n, void *buf, uint64_t cap,
+              uint64_t *chosen, uint64_t *len_out, int64_t deadline)
 {
+    struct sel_case cases[RB_SELECT_MAX];
     struct select_wait w[RB_SELECT_MAX];
     uint64_t lens[RB_SELECT_MAX];
     uint32_t order[RB_SELECT_MAX];
-    int nw = 0, rc;
+    int nw = 0, spun = 0, rc;
 
     if (n == 0 || n > RB_SELECT_MAX)
         return RB_EINVAL;
     for (uint32_t i = 0; i < n; i++) {
+        cases[i] = (struct sel_case){ chans[i], ops && ops[i].send, ops ? ops[i].niov : 0, ops ? ops[i].iov : NULL };
         lens[i] = cases[i].send ? message_len(cases[i].ch, cases[i].iov, cases[i].niov) : 0;
         if (lens[i] == UINT64_MAX) {
             *chosen = i;
@@ -1448,7 +1481,7 @@ int rb_select(const struct rb_case *cases, uint32_t n, void *buf, uint64_t cap, 
             order[j] = i;
         }
         for (uint32_t k = 0; k < n; k++) {
-            const struct rb_case *c = &cases[order[k]];
+            const struct sel_case *c = &cases[order[k]];
 
             rc = try_case(c, lens[order[k]], buf, cap, len_out, deadline);
             if (rc == RB_ETIMEDOUT)
@@ -1458,7 +1491,7 @@ int rb_select(const struct rb_case *cases, uint32_t n, void *buf, uint64_t cap, 
                 return rc;
             }
             *chosen = order[k];
-            hand_on_moved(w, nw, c->ch, c->send != 0);
+            hand_on_moved(w, nw, c->ch, c->send);
             return rc;
         }
         /* Nothing could proceed: pass on what the last sleep was woken for. */
@@ -1466,6 +1499,12 @@ int rb_select(const struct rb_case *cases, uint32_t n, void *buf, uint64_t cap, 
         nw = 0;
         if (expired(deadline))
             return RB_ETIMEDOUT;
+        /* Spin once before the first park, as a single-channel wait does. */
+        if (!spun) {
+            spin_select(cases, lens, n, deadline);
+            spun = 1;
+            continue;
+        }
         if ((rc = park_select(cases, lens, n, deadline, w, &nw)) != RB_OK) {
             if (rc == RB_ERECOVERED)
                 continue;

@@ -60,10 +60,9 @@ struct rb_iov {
     uint64_t len;
 };
 
-/* One case of rb_select: receive one message from ch, or send the message
- * made of iov[0..niov) on it. */
+/* What one case of rb_select does on its channel: receive one message
+ * (send 0), or send the message made of iov[0..niov). */
 struct rb_case {
-    struct rb_chan *ch;
     uint32_t send;
     uint32_t niov;
     const struct rb_iov *iov;
@@ -144,7 +143,8 @@ int rb_send_batch(struct rb_chan *ch, const void *data, const uint64_t *lens, ui
  * minus a status.  If the message is longer than cap, returns -RB_ESMALLBUF,
  * stores the length in *need_out and leaves the message queued. */
 int64_t rb_recv(struct rb_chan *ch, void *buf, uint64_t cap, uint64_t *need_out, int64_t deadline_ns);
-/* Go's select: perform exactly one of the n cases, one that can proceed
+/* Go's select: perform exactly one of the n cases, case i being on chans[i]
+ * and doing cases[i] (cases NULL: every case receives), one that can proceed
  * (chosen uniformly at random among those that can), waiting for one until
  * the deadline.  *chosen names the case for every status but RB_ETIMEDOUT,
  * RB_EINTR and RB_ERECOVERED (then nothing was done).  RB_OK: done; for a
@@ -154,8 +154,8 @@ int64_t rb_recv(struct rb_chan *ch, void *buf, uint64_t cap, uint64_t *need_out,
  * *len_out bytes, longer than cap; it stays queued.  RB_ETOOBIG: a send case
  * can never fit (checked before anything else).  A send case on an
  * unbuffered channel proceeds only once a receiver takes its message. */
-int rb_select(const struct rb_case *cases, uint32_t n, void *buf, uint64_t cap, uint32_t *chosen,
-              uint64_t *len_out, int64_t deadline_ns);
+int rb_select(struct rb_chan *const *chans, const struct rb_case *cases, uint32_t n, void *buf, uint64_t cap,
+              uint64_t *chosen, uint64_t *len_out, int64_t deadline_ns);
 /* Wait for at least one message, then receive up to max_items of those
  * queued, packed one after another into buf, lengths into lens[].  Returns
  * how many, or minus a status; -RB_ESMALLBUF (with *need_out) when not even

@@ -28,8 +28,9 @@ _alloc_raw = ffi.new_allocator(should_clear_after_alloc=False)
 
 
 def new_scratch() -> Tuple[Any, Any]:
-    """A fresh (buffer, length cell) pair."""
-    return _alloc_raw("char[]", SCRATCH_SIZE), ffi.new("uint64_t *")
+    """A fresh (buffer, cells) pair: cells[0] takes a length, cells[1] the
+    case a select chose."""
+    return _alloc_raw("char[]", SCRATCH_SIZE), ffi.new("uint64_t[2]")
 
 
 def take_scratch() -> Tuple[Any, Any]:

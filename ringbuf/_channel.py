@@ -10,7 +10,7 @@ import pickle
 import secrets
 import time
 import weakref
-from typing import Any, Callable, Deque, Iterable, Iterator, List, Optional, Tuple, TypeVar
+from typing import Any, Callable, Deque, Iterable, Iterator, List, Optional, Sequence, Tuple, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -848,6 +848,33 @@ def _select(cases: Tuple[Case, ...], timeout: Optional[float], raw: bool) -> Tup
     if len(cases) > SELECT_MAX:
         raise ValueError(f"select() takes at most {SELECT_MAX} cases, got {len(cases)}")
     deadline = FOREVER if timeout is None else _deadline(timeout)
+    sends: Optional[List[Optional[List[Any]]]] = None
+    chans: Sequence[Channel] = cases
+    try:  # receive cases only, the common select: channels have handles
+        handles = [c._h for c in cases]
+    except AttributeError:
+        chans, sends = _select_cases(cases, raw)
+        handles = [ch._h for ch in chans]
+    if not raw:
+        # Messages recv_many() left undecoded on a handle are ready at once.
+        waiting = [ch for i, ch in enumerate(chans) if ch._undecoded and (sends is None or sends[i] is None)]
+        if waiting:
+            ch = waiting[secrets.randbelow(len(waiting))]
+            return ch, ch._decode(ch._undecoded.popleft(), False)
+    alloc = None if raw else _aligned_empty
+    try:
+        i, what, data = _lowlevel.select(handles, sends, deadline, alloc)
+    except InterruptedError:
+        i, what, data = _retrying(_lowlevel.select, handles, sends, deadline, alloc)
+    ch = chans[i]
+    if what == _lowlevel.RECEIVED:
+        return ch, data if raw else ch._decode(data, type(data) is not bytes)
+    return ch, CLOSED if what == _lowlevel.DRAINED else None
+
+
+def _select_cases(cases: Tuple[Case, ...], raw: bool) -> Tuple[List[Channel], List[Optional[List[Any]]]]:
+    """The channels of select's cases, and for each a send's message (its
+    parts, encoded with that channel's codec) or None for a receive."""
     chans: List[Channel] = []
     sends: List[Optional[List[Any]]] = []
     for n, case in enumerate(cases):
@@ -867,16 +894,4 @@ def _select(cases: Tuple[Case, ...], timeout: Optional[float], raw: bool) -> Tup
                 f"select() case {n}: expected a Channel (receive) or a (channel, value) pair (send), "
                 f"not {type(case).__name__!r}"
             )
-    # Messages recv_many() left undecoded on a handle are ready at once.
-    waiting = [i for i, ch in enumerate(chans) if sends[i] is None and ch._undecoded and not raw]
-    if waiting:
-        ch = chans[waiting[secrets.randbelow(len(waiting))]]
-        return ch, ch._decode(ch._undecoded.popleft(), False)
-    alloc = None if raw else _aligned_empty
-    i, what, data = _retrying(_lowlevel.select, [ch._h for ch in chans], sends, deadline, alloc)
-    ch = chans[i]
-    if what == _lowlevel.DRAINED:
-        return ch, CLOSED
-    if what == _lowlevel.SENT or raw:
-        return ch, data if raw else None
-    return ch, ch._decode(data, type(data) is not bytes)
+    return chans, sends

@@ -54,6 +54,7 @@ SELECT_MAX: int = lib.RB_SELECT_MAX
 # Bound once: looked up on every message of the send and receive hot paths.
 _rb_recv = lib.rb_recv
 _rb_send = lib.rb_send
+_rb_select = lib.rb_select
 _unpack = ffi.unpack
 
 # status -> (exception class, message template).  Templates may use {name},
@@ -454,33 +455,42 @@ class Handle:
 RECEIVED, SENT, DRAINED = "received", "sent", "drained"
 
 
-def select(handles: Sequence[Handle], sends: Sequence[Optional[Sequence[Any]]], deadline: int,
+def select(handles: Sequence[Handle], sends: Optional[Sequence[Optional[Sequence[Any]]]], deadline: int,
            alloc: Optional[Callable[[int], Any]] = None) -> Tuple[int, str, Any]:
     """Go's select: perform exactly one case that can proceed, waiting until
-    one can.  Case i receives from handles[i] when sends[i] is None, else
-    sends the message made of the bytes-like parts sends[i].  Returns (i,
-    RECEIVED, data), (i, SENT, None) or (i, DRAINED, None).
+    one can.  Case i receives from handles[i] when sends is None or sends[i]
+    is None, else sends the message made of the bytes-like parts sends[i].
+    Returns (i, RECEIVED, data), (i, SENT, None) or (i, DRAINED, None).
 
     Raises as the single-channel calls do (Closed for a send case on a
     closed channel, MessageTooLarge, Timeout, InterruptedError for the
     caller to retry), and SelectUnsupported when it would have to wait and
     the kernel has no futex_waitv."""
-    n = len(handles)
-    cases = ffi.new("struct rb_case[]", n)
     keep: Dict[int, Any] = {}  # the send cases' iovecs and views, alive for the call
-    for i, (h, parts) in enumerate(zip(handles, sends)):
-        cases[i].ch = h._ch
-        if parts is not None:
-            keep[i] = iov, views = _iovec(parts)
-            cases[i].send = 1
-            cases[i].niov = len(parts)
-            cases[i].iov = iov
-    scratch = take_scratch()
+    chans = ffi.new("struct rb_chan *[]", [h._ch for h in handles])
+    if sends is None:  # receive cases only: no case array at all
+        cases = ffi.NULL
+    else:
+        cases = ffi.new("struct rb_case[]", len(handles))
+        for i, parts in enumerate(sends):
+            if parts is not None:
+                keep[i] = iov, views = _iovec(parts)
+                cases[i].send = 1
+                cases[i].niov = len(parts)
+                cases[i].iov = iov
     try:
-        buf, lenp = scratch
-        chosen = ffi.new("uint32_t *")
+        scratch = _scratch.pop()
+    except IndexError:
+        scratch = new_scratch()
+    try:
+        buf, cells = scratch
         while True:
-            rc = lib.rb_select(cases, n, buf, SCRATCH_SIZE, chosen, lenp, deadline)
+            rc = _rb_select(chans, cases, len(handles), buf, SCRATCH_SIZE, cells + 1, cells, deadline)
+            if rc == _OK:
+                i = int(cells[1])
+                if keep.get(i) is not None:
+                    return i, SENT, None
+                return i, RECEIVED, _unpack(buf, cells[0])
             if rc == lib.RB_ETIMEDOUT:
                 raise errors.Timeout("select timed out: no case could proceed")
             if rc == _EINTR:
@@ -488,12 +498,8 @@ def select(handles: Sequence[Handle], sends: Sequence[Optional[Sequence[Any]]], 
             if rc == _ERECOVERED:
                 _note_recovery("(one of a select's channels)")
                 continue
-            i = int(chosen[0])
-            if rc == _OK:
-                if sends[i] is not None:
-                    return i, SENT, None
-                return i, RECEIVED, ffi.unpack(buf, int(lenp[0]))
-            if rc == _ECLOSED and sends[i] is None:
+            i = int(cells[1])
+            if rc == _ECLOSED and i not in keep:
                 return i, DRAINED, None
             if rc == _ESMALLBUF:
                 # A long message on a receive case: take it from that channel
