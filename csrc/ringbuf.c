@@ -813,6 +813,10 @@ static int publish(struct rb_chan *ch, const struct pos *p, uint64_t end, uint64
     STORE(h->used, p->used + bytes);
     STORE(h->qcount, p->qcount + count);
     STORE(h->sent, LOAD(h->sent) + count);
+    if (p->used + bytes > LOAD(h->peak_used))
+        STORE(h->peak_used, p->used + bytes);
+    if (p->qcount + count > LOAD(h->peak_qcount))
+        STORE(h->peak_qcount, p->qcount + count);
     if ((waiting = parked(h, receivers(h))) == 0)  /* W4 */
         return 0;
     INC(h->recv_futex);
@@ -1554,6 +1558,46 @@ int rb_close(struct rb_chan *ch)
     return RB_OK;
 }
 
+int rb_close_and_drop(struct rb_chan *ch, uint64_t *dropped)
+{
+    struct rb_hdr *h = ch->hdr;
+    struct pos p;
+    uint64_t len;
+    int rc;
+
+    *dropped = 0;
+    if ((rc = lock(ch, RB_FOREVER)) != RB_OK)
+        return rc;
+    if (!read_pos(ch, &h->recvx, &p)) {
+        unlock(ch);
+        return RB_ECORRUPT;
+    }
+    /* Released one by one, each checked, as receives would. */
+    while (p.qcount > 0 && record_len(ch, p.x, p.used, &len)) {
+        release_head(ch, &p, len, 1);
+        (*dropped)++;
+    }
+    if (*dropped > 0) {  /* each dropped message's task is done, as far as any is unfinished */
+        uint64_t done = __atomic_load_n(&h->tasks_done, __ATOMIC_SEQ_CST), sent = LOAD(h->sent), nd;
+
+        do
+            nd = done + *dropped < sent ? done + *dropped : sent;
+        while (nd > done && !__atomic_compare_exchange_n(&h->tasks_done, &done, nd, 0, __ATOMIC_SEQ_CST,
+                                                         __ATOMIC_SEQ_CST));
+    }
+    STORE(h->closed, 1);
+    INC(h->send_futex);
+    INC(h->recv_futex);
+    INC(h->ack_futex);
+    INC(h->tasks_futex);
+    unlock(ch);
+    futex_wake(&h->send_futex, WAKE_ALL);
+    futex_wake(&h->recv_futex, WAKE_ALL);
+    futex_wake(&h->ack_futex, WAKE_ALL);
+    futex_wake(&h->tasks_futex, WAKE_ALL);
+    return p.qcount > 0 ? RB_ECORRUPT : RB_OK;
+}
+
 /* ---- unfinished tasks (JoinableQueue, W11) ------------------------------- */
 
 static uint64_t unfinished(struct rb_hdr *h, uint64_t done)
@@ -1650,6 +1694,8 @@ static void snapshot(struct rb_chan *ch, struct rb_stats *out)
     out->recoveries = LOAD(h->recoveries);
     out->waiters_reaped = LOAD(h->waiters_reaped);
     out->tasks_done = LOAD(h->tasks_done);
+    out->peak_used = LOAD(h->peak_used);
+    out->peak_qcount = LOAD(h->peak_qcount);
 }
 
 int rb_stats(struct rb_chan *ch, struct rb_stats *out)
@@ -1744,6 +1790,7 @@ static const struct rb_field header_fields[] = {
     FIELD(magic), FIELD(version), FIELD(data_off), FIELD(dataqsiz), FIELD(size), FIELD(creator_pid), FIELD(flags),
     FIELD(lock_owner), FIELD(closed), FIELD(qcount), FIELD(used),
     FIELD(sendpos), FIELD(sendx), FIELD(sent), FIELD(send_parks), FIELD(recvq_wakes), FIELD(baton_passes),
+    FIELD(peak_used), FIELD(peak_qcount),
     FIELD(recvpos), FIELD(recvx), FIELD(received), FIELD(recv_parks), FIELD(sendq_wakes),
     FIELD(send_mask), FIELD(recv_mask), FIELD(send_futex), FIELD(recv_futex), FIELD(recoveries),
     FIELD(waiters_reaped), FIELD(send_min_need), FIELD(send_baton), FIELD(ack_futex),

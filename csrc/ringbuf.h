@@ -217,6 +217,8 @@ struct rb_hdr {
     uint64_t send_parks;        /* times a sender parked */
     uint64_t recvq_wakes;       /* wake calls made for parked receivers (W5, W10) */
     uint64_t baton_passes;      /* wake-ups a woken sender handed on (W6) */
+    uint64_t peak_used;         /* the most ring bytes ever in use at once */
+    uint64_t peak_qcount;       /* the most messages ever queued at once */
 
     /* Line 3: written by receivers only. */
     _Alignas(RB_CACHELINE)

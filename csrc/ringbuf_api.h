@@ -96,6 +96,8 @@ struct rb_stats {
     uint64_t recoveries;
     uint64_t waiters_reaped;
     uint64_t tasks_done;
+    uint64_t peak_used;
+    uint64_t peak_qcount;
 };
 
 /* Who is parked on one side: one entry per waiter slot in use. */
@@ -179,6 +181,11 @@ int rb_tasks_join(struct rb_chan *ch, int64_t deadline_ns);
 void rb_pass_wake(struct rb_chan *ch);
 /* Go's close: later sends fail, receivers drain then fail; wakes everyone. */
 int rb_close(struct rb_chan *ch);
+/* Close and drop every message still queued, in one critical section: a
+ * later receive finds the channel closed and drained at once.  Each message
+ * dropped counts as received and as a task done (queue.Queue.shutdown with
+ * immediate=True); *dropped says how many. */
+int rb_close_and_drop(struct rb_chan *ch, uint64_t *dropped);
 /* A snapshot of the header under the lock; RB_ECORRUPT if it is not sound. */
 int rb_stats(struct rb_chan *ch, struct rb_stats *out);
 /* The same snapshot read without the lock, for observers that must not

@@ -23,6 +23,7 @@ from ringbuf.errors import (
     RingbufError,
     SegmentError,
     SelectUnsupported,
+    ShutDown,
     Timeout,
     WouldBlock,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "IncompatibleSegment",
     "CorruptSegment",
     "SelectUnsupported",
+    "ShutDown",
 ]
 
 __version__ = "0.1.0"

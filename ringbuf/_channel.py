@@ -146,6 +146,10 @@ class ChannelStats:
     waiters_reaped: int
     """Parked senders and receivers struck off the counts because their process
     died (a few seconds after the death; see ``sendq``)."""
+    peak_used: int
+    """The most ring bytes ever in use at once, since creation."""
+    peak_qcount: int
+    """The most messages ever queued at once, since creation."""
 
 
 class Channel:
@@ -651,14 +655,26 @@ class Channel:
 
     # -- closing and lifetime ---------------------------------------------
 
-    def close(self) -> None:
+    def close(self, *, discard: bool = False) -> int:
         """Close the channel for every process, as Go's ``close``.
 
         Afterwards every send raises :class:`Closed`; receivers still get the
         messages already queued, then :class:`Closed`.  Every parked sender
         and receiver, in every process, is woken.  Closing twice is harmless.
+
+        Args:
+            discard: also drop every message still queued, in the same
+                critical section, so that receivers see the end at once.
+                Each one dropped counts as received and as a done task
+                (:meth:`join`).  This is ``Queue.shutdown(immediate=True)``.
+
+        Returns:
+            How many messages were dropped (0 unless ``discard``).
         """
+        if discard:
+            return self._h.close_and_drop()
         self._h.close()
+        return 0
 
     def unlink(self) -> None:
         """Remove the channel's name from ``/dev/shm``.
@@ -716,6 +732,8 @@ class Channel:
             baton_passes=s.baton_passes,
             recoveries=s.recoveries,
             waiters_reaped=s.waiters_reaped,
+            peak_used=s.peak_used,
+            peak_qcount=s.peak_qcount,
         )
 
     def check(self) -> None:

@@ -98,6 +98,7 @@ def render(name: str, s: Any, senders: List[Tuple[int, int]], receivers: List[Tu
         f"    sendq     {s.sendq:<24} // senders parked on the futex{pids(senders)}",
         f"    recvq     {s.recvq:<24} // receivers parked on the futex{pids(receivers)}",
         "}",
+        f"peak: {s.peak_qcount} messages, {s.peak_used} bytes   "
         f"sent {s.sent}   received {s.received}   "
         f"sender parks {s.send_parks}   receiver parks {s.recv_parks}",
         f"wake calls for receivers {s.recvq_wakes}   for senders {s.sendq_wakes}   "

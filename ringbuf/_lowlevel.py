@@ -401,6 +401,12 @@ class Handle:
     def close(self) -> None:
         self._call(lib.rb_close)
 
+    def close_and_drop(self) -> int:
+        """Close, dropping every message queued; returns how many."""
+        dropped = ffi.new("uint64_t *")
+        self._call(lib.rb_close_and_drop, dropped)
+        return int(dropped[0])
+
     def stats(self) -> Any:
         """A ``struct rb_stats`` snapshot taken under the lock."""
         out = ffi.new("struct rb_stats *")

@@ -96,6 +96,8 @@ class Queue:
 
         Raises:
             queue.Full: no room came in time.
+            ShutDown: the queue was shut down (by any process), before or
+                while waiting.
             ValueError: this process called :meth:`close`; or the pickled item
                 is larger than the queue's ring (``MessageTooLarge``, a
                 ValueError: make the queue with a larger ``size``).
@@ -106,6 +108,8 @@ class Queue:
             self._ch.send(obj, self._wait(block, timeout))
         except errors.Timeout:
             raise queue.Full from None
+        except errors.Closed:
+            raise errors.ShutDown(f"queue {self._ch.name!r} is shut down") from None
 
     def get(self, block: bool = True, timeout: Optional[float] = None) -> Any:
         """Remove and return the oldest item.
@@ -115,6 +119,8 @@ class Queue:
 
         Raises:
             queue.Empty: nothing came in time.
+            ShutDown: the queue was shut down and is empty, before or while
+                waiting.
             ValueError: this process called :meth:`close`.
             KeyboardInterrupt: Ctrl-C while waiting.
         """
@@ -123,6 +129,27 @@ class Queue:
             return self._ch.recv(self._wait(block, timeout))
         except errors.Timeout:
             raise queue.Empty from None
+        except errors.Closed:
+            raise errors.ShutDown(f"queue {self._ch.name!r} is shut down and empty") from None
+
+    def shutdown(self, immediate: bool = False) -> None:
+        """Shut the queue down for every process, as Python 3.13's
+        :meth:`queue.Queue.shutdown`.
+
+        Afterwards ``put`` raises :class:`ShutDown`, and ``get`` returns the
+        items still queued, then raises :class:`ShutDown`.  With
+        ``immediate`` true the items still queued are dropped, each counted
+        as done for ``join``, and ``get`` raises at once.  Every ``put`` and
+        ``get`` blocked in any process is woken.  It is the channel's
+        ``close`` (see :meth:`Channel.close`); shutting down twice is
+        harmless.
+        """
+        self._ch.close(discard=immediate)
+
+    @property
+    def is_shutdown(self) -> bool:
+        """Whether any process has shut the queue down."""
+        return self._ch.closed
 
     def put_nowait(self, obj: Any) -> None:
         """``put(obj, False)``."""

@@ -10,6 +10,7 @@ have had to wait, the segment cannot be used.
 from __future__ import annotations
 
 import queue
+import sys
 
 __all__ = [
     "RingbufError",
@@ -26,6 +27,7 @@ __all__ = [
     "IncompatibleSegment",
     "CorruptSegment",
     "SelectUnsupported",
+    "ShutDown",
 ]
 
 
@@ -95,3 +97,17 @@ class CorruptSegment(SegmentError):
 class SelectUnsupported(RingbufError, OSError):
     """select() had to wait on several channels at once, and the kernel lacks
     the futex_waitv system call it needs (Linux 5.16 or later)."""
+
+
+# queue.ShutDown exists from Python 3.13; before, ShutDown has its base
+# (Exception) through RingbufError.
+if sys.version_info >= (3, 13):
+    _QueueShutDown = queue.ShutDown
+else:
+    _QueueShutDown = Exception
+
+
+class ShutDown(RingbufError, _QueueShutDown):
+    """A put on a queue that was shut down, or a get on one that was shut down
+    and is empty (or was shut down with ``immediate=True``).  From Python 3.13
+    it is also a :class:`queue.ShutDown`."""

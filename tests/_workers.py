@@ -300,3 +300,8 @@ def send_then_report_received(ch: ringbuf.Channel, obj: Any, results: Any) -> No
     by the moment the send returned."""
     ch.send(obj)
     results.put(("sent", ch.stats().received))
+
+
+def join_queue(q: Any, results: Any) -> None:
+    q.join()
+    results.put("joined")

@@ -213,6 +213,7 @@ def test_stats_walk_every_field(make_channel):
         capacity=4, size=128, qcount=0, used=0, sendx=0, recvx=0, sendq=0, recvq=0,
         closed=False, creator_pid=os.getpid(), sent=0, received=0, send_parks=0,
         recv_parks=0, recvq_wakes=0, sendq_wakes=0, baton_passes=0, recoveries=0, waiters_reaped=0,
+        peak_used=0, peak_qcount=0,
     )
     ch.send_bytes(b"x" * 10)  # 8 + 16 = 24 bytes
     ch.send_bytes(b"y" * 3)  # 8 + 8 = 16 bytes
@@ -221,6 +222,7 @@ def test_stats_walk_every_field(make_channel):
     assert ch.recv_bytes() == b"x" * 10
     st = ch.stats()
     assert (st.qcount, st.used, st.sendx, st.recvx, st.sent, st.received) == (1, 16, 40, 24, 2, 1)
+    assert (st.peak_qcount, st.peak_used) == (2, 40)  # high-water marks stay
     # A timed-out receive on an empty channel parks once, and undoes its count.
     ch.recv_bytes()
     with pytest.raises(ringbuf.Timeout):
@@ -234,6 +236,7 @@ def test_stats_walk_every_field(make_channel):
         ch.send_bytes(b"", timeout=0.05)
     st = ch.stats()
     assert (st.send_parks, st.sendq, st.qcount) == (1, 0, 4)
+    assert (st.peak_qcount, st.peak_used) == (4, 40)  # four empty messages: 8 bytes each
     # Nobody was parked while messages moved, so no wake system call was made.
     assert (st.recvq_wakes, st.sendq_wakes, st.baton_passes) == (0, 0, 0)
     ch.close()

@@ -35,7 +35,7 @@ def test_inspect_shows_the_struct_and_the_parked_pids(make_channel):
     assert re.search(r"qcount\s+0\b", out.stdout)
     assert re.search(rf"recvq\s+1\s.*pids {receiver.pid}\b", out.stdout)
     assert re.search(r"sendx\s+16\b", out.stdout) and re.search(r"recvx\s+16\b", out.stdout)
-    assert "sent 1   received 1" in out.stdout
+    assert "peak: 1 messages, 16 bytes   sent 1   received 1" in out.stdout
     ch.close()
     receiver.join(5)
 
@@ -99,6 +99,7 @@ def test_top_shows_rates(make_channel):
         assert len(rates) == 3
         assert any(int(r.replace(",", "")) > 0 for r in rates)
         assert out.getvalue().count("struct hchan {") == 3
+        assert out.getvalue().count("peak: ") == 3
     finally:
         ch.close()
         producer.join(10)

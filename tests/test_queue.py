@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from typing import Any
 
 import pytest
 
@@ -336,3 +337,68 @@ def test_channel_join_times_out_and_close_does_not_end_it(make_channel):
     ch.join(timeout=5)
     with pytest.raises(ValueError, match="too many"):
         ch.task_done()
+
+
+# -- shutdown, as Python 3.13's queue.Queue -------------------------------------------
+
+
+def shutdown_worker(q: Any, op: str, results: Any) -> None:
+    try:
+        if op == "get":
+            results.put(("got", q.get(timeout=30)))
+        else:
+            q.put("blocked", timeout=30)
+            results.put(("put", None))
+    except ringbuf.ShutDown as e:
+        results.put(("ShutDown", isinstance(e, getattr(queue, "ShutDown", ringbuf.ShutDown))))
+
+
+def test_shutdown_makes_puts_raise_and_gets_drain_then_raise_in_every_process():
+    q = ringbuf.Queue(maxsize=2, size=1 << 16)
+    try:
+        q.put("a")
+        q.put("b")
+        results = ctx.Queue()
+        blocked_put = ctx.Process(target=shutdown_worker, args=(q, "put", results))
+        blocked_put.start()
+        wait_until(lambda: q.channel.stats().sendq == 1, what="a put blocking on the full queue")
+        q.shutdown()
+        assert results.get(timeout=5) == ("ShutDown", True)  # the blocked put was woken
+        blocked_put.join(5)
+        assert q.is_shutdown
+        with pytest.raises(ringbuf.ShutDown):
+            q.put("c")
+        assert [q.get(), q.get()] == ["a", "b"]  # gets drain ...
+        with pytest.raises(ringbuf.ShutDown):  # ... then raise
+            q.get(timeout=5)
+        # Another process sees it too, and a get blocked there is woken.
+        getter = ctx.Process(target=shutdown_worker, args=(q, "get", results))
+        getter.start()
+        assert results.get(timeout=5) == ("ShutDown", True)
+        getter.join(5)
+        q.shutdown()  # twice is harmless
+    finally:
+        q.channel.unlink()
+
+
+def test_immediate_shutdown_drops_the_items_counts_them_done_and_gets_raise_at_once():
+    q = ringbuf.JoinableQueue(size=1 << 16)
+    try:
+        for i in range(5):
+            q.put(i)
+        assert q.get() == 0
+        q.task_done()
+        results = ctx.Queue()
+        joiner = ctx.Process(target=_workers.join_queue, args=(q, results))
+        joiner.start()
+        wait_until(lambda: q.channel._h.observe().qcount == 4, what="the joiner starting")
+        q.shutdown(immediate=True)
+        assert results.get(timeout=5) == "joined"  # the 4 dropped items count as done
+        joiner.join(5)
+        with pytest.raises(ringbuf.ShutDown):
+            q.get(block=False)
+        st = q.channel.stats()
+        assert (st.qcount, st.sent, st.received, st.closed) == (0, 5, 5, True)
+        q.channel.check()
+    finally:
+        q.channel.unlink()
