@@ -1,6 +1,9 @@
-"""Shared machinery: each benchmark runs ringbuf and multiprocessing.Queue in
-alternating rounds of one workload (see ringbuf._bench.Comparison), and the
-summary at the end prints every figure with its ratio against the Queue.
+"""Shared machinery: each benchmark runs ringbuf, multiprocessing.Queue and
+(when the peers extra is installed) pyzmq and iceoryx2 in alternating rounds
+of one workload (see ringbuf._bench.Comparison), and the summary at the end
+prints every figure with its ratio against the Queue, then ringbuf's ratio
+against each peer.  A peer that fails or hangs in a round is listed as
+failed; the others' figures stand.
 
 The ratio held against a target is the median of the per-round ratios: the
 two peers of one round run back to back, so each round's ratio compares them
@@ -14,7 +17,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ringbuf import _bench
 
-PEERS = ["ringbuf", "mp.Queue"]
+PEERS = ["ringbuf", "mp.Queue"] + [p for p in ("pyzmq", "iceoryx2") if p in _bench.PEERS]
 BASELINE = "mp.Queue"
 
 # workload -> target, as a ratio against mp.Queue
@@ -26,12 +29,21 @@ TARGETS = {
     "float32 array 1 MiB": 4.0,
     "float32 array 16 MiB": 4.0,
 }
+# workload -> {peer: target}, as ringbuf's ratio against that peer (issue 16)
+PEER_TARGETS = {
+    "one-way 8 B": {"pyzmq": 1.0},
+    "one-way 256 B": {"pyzmq": 1.0},
+    "2x2 256 B": {"pyzmq": 1.0},
+    "small dict": {"pyzmq": 1.0, "iceoryx2": 1.0, "mp.Queue": 1.0},
+}
 # Array rows must also reach this share of the memcpy bandwidth measured in the run.
 MEMCPY = ("memcpy 16 MiB", "numpy")
 MEMCPY_SHARE = 1 / 3
 
 # (workload, peer) -> (figure, unit, higher_is_better, per-round figures)
 _FIGURES: Dict[Tuple[str, str], Tuple[float, str, bool, List[float]]] = {}
+# (workload, peer) -> why the peer failed
+_FAILED: Dict[Tuple[str, str], str] = {}
 
 
 def record(workload: str, peer: str, figure: float, unit: str, higher_is_better: bool,
@@ -49,17 +61,20 @@ def _paired_ratio(mine: List[float], base: List[float], higher: bool) -> Optiona
     return _bench.median(ratios), ratios[0], ratios[-1]
 
 
-def compare(benchmark: Any, workload: str, make: Callable[[str], Any], rounds: int) -> Dict[str, List[Any]]:
-    """Run ``make(peer)`` for every peer in alternating rounds under
-    pytest-benchmark (whose table then times a round of all peers); return
-    each peer's per-round results."""
-    cmp = _bench.Comparison({peer: make(peer) for peer in PEERS})
+def compare(benchmark: Any, workload: str, make: Callable[[str], Any], rounds: int,
+            peers: Optional[List[str]] = None) -> Dict[str, List[Any]]:
+    """Run ``make(peer)`` for every peer (or those given) in alternating
+    rounds under pytest-benchmark (whose table then times a round of all
+    peers); return the per-round results of each peer that did not fail."""
+    cmp = _bench.Comparison({peer: make(peer) for peer in (peers or PEERS)})
     benchmark.group = workload
     try:
         benchmark.pedantic(cmp.run, setup=cmp.prepare, rounds=rounds, iterations=1)
     finally:
         cmp.dispose()
-    return cmp.results
+    for peer, reason in cmp.failed.items():
+        _FAILED[(workload, peer)] = reason
+    return {peer: r for peer, r in cmp.results.items() if peer not in cmp.failed}
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
@@ -73,7 +88,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             if w != workload:
                 continue
             line = f"{workload:<28} {peer:<10} {fig:>16,.1f} {unit:<5}"
-            if base and peer != BASELINE:
+            if base and peer == "ringbuf":
                 ratio = fig / base[0] if higher else base[0] / fig
                 paired = _paired_ratio(rounds, base[3], higher)
                 if paired:
@@ -89,4 +104,25 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
                     share = fig / _FIGURES[MEMCPY][0]
                     met = "met" if share >= MEMCPY_SHARE else "NOT met"
                     line += f", {share:.2f} of memcpy (target {MEMCPY_SHARE:.2f}: {met})"
+            elif base and peer != BASELINE:
+                line += f"   {fig / base[0] if higher else base[0] / fig:5.1f}x {BASELINE} (medians)"
             tr.write_line(line)
+        for (w, peer), reason in _FAILED.items():
+            if w == workload:
+                tr.write_line(f"{workload:<28} {peer:<10} failed: {reason}")
+    mine = {w: f for (w, peer), f in _FIGURES.items() if peer == "ringbuf"}
+    others = [(w, peer, f) for (w, peer), f in _FIGURES.items() if peer != "ringbuf" and w in mine]
+    if not others:
+        return
+    tr.section("ringbuf against each peer: ringbuf's figure over the peer's, above 1 when ringbuf is ahead")
+    for w, peer, (fig, unit, higher, rounds) in others:
+        rb = mine[w]
+        paired = _paired_ratio(rb[3], rounds, higher)
+        ratio = paired[0] if paired else (rb[0] / fig if higher else fig / rb[0])
+        line = f"{w:<28} vs {peer:<10} {ratio:5.2f}x"
+        if paired:
+            line += f" (rounds {paired[1]:.2f}-{paired[2]:.2f}x)"
+        target = PEER_TARGETS.get(w, {}).get(peer)
+        if target is not None:
+            line += f" (target ahead, above {target:g}x: {'met' if ratio > target else 'NOT met'})"
+        tr.write_line(line)

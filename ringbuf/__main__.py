@@ -13,13 +13,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     d = sub.add_parser("demo", help="the out-of-memory incident: a thread per message against one producer")
     d.add_argument("--seconds", type=int, default=6, help="how long to run each of the three variants (default 6)")
     d.add_argument("--plot", metavar="FILE.png", help="draw memory and parked senders over time (matplotlib)")
-    b = sub.add_parser("bench", help="ringbuf against multiprocessing.Queue, Pipe and (if installed) faster-fifo, same workloads, same run")
+    b = sub.add_parser("bench", help="ringbuf against multiprocessing.Queue, Pipe and (if installed) faster-fifo, "
+                       "pyzmq and iceoryx2, same workloads, same run")
     b.add_argument("--full", action="store_true", help="the whole matrix: a payload sweep from 8 B to 16 MiB, "
                    "arrays, 2x2 and 4x4, the wake-up of a parked receiver (a few minutes)")
     b.add_argument("--json", action="store_true", help="print the results as JSON")
     b.add_argument("--plot", metavar="FILE.png", help="draw throughput against payload size (needs --full, matplotlib)")
     b.add_argument("--rounds", type=int, default=3, help="alternating rounds per workload (default 3)")
     b.add_argument("--scale", type=float, default=1.0, help="multiply every message count by this (default 1)")
+    b.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                   help="a peer whose round takes longer is reported as failed on that row "
+                   "(default 120, times --scale when above 1)")
+    b.add_argument("--only", action="append", metavar="WORKLOAD",
+                   help="run only this workload, by its label (repeatable), e.g. --only 'one-way 8 B'")
+    b.add_argument("--peer", action="append", dest="peers", metavar="NAME",
+                   help="run only this peer (repeatable; default every installed peer)")
     sub.add_parser("ls", help="the ringbuf channels of this user in /dev/shm")
     i = sub.add_parser("inspect", help="a live channel's header, drawn as the struct it is")
     i.add_argument("name")
@@ -47,7 +55,13 @@ def main(argv: Optional[List[str]] = None) -> int:
             def progress(msg: str) -> None:
                 print(msg, file=sys.stderr, flush=True)
 
-            results = _bench.run_suite(args.full, args.scale, args.rounds, progress=progress)
+            if args.peers:
+                unknown = sorted(set(args.peers) - set(_bench.PEERS))
+                if unknown:
+                    raise ValueError(f"--peer: not installed or unknown: {unknown}; have {sorted(_bench.PEERS)}")
+            timeout = args.timeout or _bench.ROUND_TIMEOUT * max(1.0, args.scale)
+            results = _bench.run_suite(args.full, args.scale, args.rounds, peers=args.peers, progress=progress,
+                                       timeout=timeout, only=args.only)
             print(json.dumps(results, indent=1) if args.json else _bench.format_table(results))
             if args.plot:
                 _bench.plot(results, args.plot)

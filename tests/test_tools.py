@@ -107,6 +107,7 @@ def test_comparison_alternates_the_peers():
             cmp.run()
     finally:
         cmp.dispose()
+    assert cmp.failed == {}
     assert {p: len(r) for p, r in cmp.results.items()} == {p: 3 for p in _bench.PEERS}
     assert all(t > 0 for r in cmp.results.values() for t in r)
 
@@ -169,12 +170,20 @@ def test_bench_json_and_full_matrix():
     workloads = {r["workload"] for r in results}
     assert {"one-way 8 B", "one-way 16777216 B", "float32 array 16 MiB", "wake-up of a parked receiver, median",
             "2x2 64 B", "4x4 64 B", "memcpy 16 MiB"} <= workloads
-    # A Pipe end takes one reader and one writer: no Pipe row for many-to-many.
-    assert {r["peer"] for r in results if r["workload"] == "4x4 64 B"} == set(_bench.PEERS) - {"mp.Pipe"}
+    # A Pipe end takes one reader and one writer, iceoryx2 publishes to every
+    # subscriber: neither can run many-to-many, and their rows say so.
+    fans = {p for p, adapter in _bench.PEERS.items() if adapter.many_to_many}
+    assert "mp.Pipe" not in fans
+    rows = {r["peer"]: r["status"] for r in results if r["workload"] == "4x4 64 B"}
+    assert rows == {p: "ok" if p in fans else "n/a" for p in _bench.PEERS}
+    assert [r for r in results if r["status"] not in ("ok", "n/a")] == []
     for r in results:
-        assert r["figure"] > 0
-        if r["peer"] not in ("mp.Queue", "numpy"):
-            assert r["vs_mp_queue"] > 0
+        if r["status"] == "ok":
+            assert r["figure"] > 0
+            if r["peer"] not in ("mp.Queue", "numpy"):
+                assert r["vs_mp_queue"] > 0
+            if r["peer"] not in ("ringbuf", "numpy"):
+                assert r["ringbuf_vs"] > 0
 
 
 SWEEP_RESULTS = [{"workload": label, "peer": peer, "figure": 1e5 * (k + 1), "unit": "msg/s"}
