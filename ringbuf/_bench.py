@@ -135,6 +135,48 @@ PEERS: Dict[str, Peer] = {
 }
 
 
+# ringbuf's own variants, measured against plain ringbuf in rows of their own
+# (bench --full): a receiver that selects over 2 or 8 channels of which the
+# first carries the messages, and unbuffered channels.
+def _select_make(n: int) -> Callable[[int], Any]:
+    return lambda largest: tuple(_ringbuf_make(largest) for _ in range(n))
+
+
+def _select_dispose(chans: Any) -> None:
+    for ch in chans:
+        _ringbuf_dispose(ch)
+
+
+def _select_peer(n: int) -> Peer:
+    return Peer(
+        make=_select_make(n),
+        send=lambda chans, obj: chans[0].send(obj),
+        recv=lambda chans: ringbuf.select(*chans)[1],
+        send_raw=lambda chans, data: chans[0].send_bytes(data),
+        recv_raw=lambda chans: ringbuf.select_bytes(*chans)[1],
+        send_batch=None,
+        recv_batch=None,
+        dispose=_select_dispose,
+    )
+
+
+VARIANTS: Dict[str, Peer] = {
+    "select/2": _select_peer(2),
+    "select/8": _select_peer(8),
+    "unbuffered": Peer(
+        make=lambda largest: ringbuf.Channel(capacity=0, size=max(1 << 22, 4 * (largest + 4096))),
+        send=ringbuf.Channel.send,
+        recv=ringbuf.Channel.recv,
+        send_raw=ringbuf.Channel.send_bytes,
+        recv_raw=ringbuf.Channel.recv_bytes,
+        send_batch=None,
+        recv_batch=None,
+        dispose=_ringbuf_dispose,
+    ),
+}
+PEERS.update(VARIANTS)
+
+
 def _add_faster_fifo() -> None:
     try:
         import faster_fifo
@@ -1018,12 +1060,12 @@ def run_suite(full: bool = False, scale: float = 1.0, rounds: int = 3, peers: Op
     (``vs_mp_queue``) and ringbuf's ratio against it (``ringbuf_vs``), both
     above 1 when the first named is ahead.  ``only`` keeps the workloads
     whose labels it lists."""
-    peers = peers or list(PEERS)
+    peers = peers or [p for p in PEERS if p not in VARIANTS]
     trips = max(10, int(5_000 * scale))
     # (label, how to make the workload for a peer, unit, figure from per-round results, higher is better,
     #  which peers can run it)
     plan: List[Tuple[str, Callable[[str], Any], str, Callable[[List[Any]], float], bool, Callable[[str], bool]]] = []
-    anyone: Callable[[str], bool] = lambda peer: True
+    anyone: Callable[[str], bool] = lambda peer: peer not in VARIANTS
     for label, kind, payload, count in (FULL if full else QUICK):
         n = max(2, int(count * scale))
         if kind == "batch":
@@ -1039,10 +1081,13 @@ def run_suite(full: bool = False, scale: float = 1.0, rounds: int = 3, peers: Op
         return lambda peer: WakeUp(peer, count, timeout=timeout)
 
     def fans(peer: str) -> bool:
-        return PEERS[peer].many_to_many
+        return PEERS[peer].many_to_many and peer not in VARIANTS
 
     def parks(peer: str) -> bool:
-        return PEERS[peer].parks
+        return PEERS[peer].parks and peer not in VARIANTS
+
+    def among(*names: str) -> Callable[[str], bool]:
+        return lambda peer: peer in names
 
     plan.append(("ping-pong 64 B, median", ping(trips), "us", _trip_figure(None), False, anyone))
     plan.append(("2x2 256 B", _many(2, 256, max(4, int(100_000 * scale)), timeout), "msg/s", _median_times(1), True,
@@ -1053,6 +1098,13 @@ def run_suite(full: bool = False, scale: float = 1.0, rounds: int = 3, peers: Op
                          _median_times(1), True, fans))
         plan.append(("wake-up of a parked receiver, median", wake(max(10, trips // 20)), "us",
                      _trip_figure(None), False, parks))
+        # ringbuf against its own variants (the peer column names the variant).
+        plan.append(("one-way 64 B, a receiver's select", _one_way("bytes", 64, max(2, int(100_000 * scale)), timeout),
+                     "msg/s", _median_times(1), True, among(RINGBUF, "select/2", "select/8")))
+        plan.append(("wake-up of a parked select, median", wake(max(10, trips // 20)), "us", _trip_figure(None),
+                     False, among(RINGBUF, "select/8")))
+        plan.append(("ping-pong 64 B, unbuffered, median", ping(max(10, trips // 5)), "us", _trip_figure(None), False,
+                     among(RINGBUF, "unbuffered")))
     if only is not None:
         unknown = set(only) - {p[0] for p in plan}
         if unknown:
@@ -1063,9 +1115,9 @@ def run_suite(full: bool = False, scale: float = 1.0, rounds: int = 3, peers: Op
     for i, (label, make, unit, figure, higher, can) in enumerate(plan, 1):
         if progress:
             progress(f"[{i}/{len(plan)}] {label}")
-        these = [p for p in peers if can(p)]
+        these = [p for p in peers + [v for v in VARIANTS if v not in peers] if can(p)]
         per_peer, failed = _compare(make, these, rounds)
-        for peer in peers:
+        for peer in peers + [v for v in VARIANTS if can(v) and v not in peers]:
             row: Dict[str, Any] = {"workload": label, "peer": peer, "unit": unit, "higher_is_better": higher}
             if peer not in these:
                 results.append({**row, "status": "n/a"})
