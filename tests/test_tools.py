@@ -11,6 +11,9 @@ import pytest
 
 from ringbuf import _bench, _demo
 
+# The transports bench compares by default: every peer but ringbuf's own variants.
+TRANSPORTS = [p for p in _bench.PEERS if p not in _bench.VARIANTS]
+
 
 def test_demo_shows_the_fan_out_growing_and_the_single_producer_flat():
     out = io.StringIO()
@@ -156,7 +159,7 @@ def test_bench_command_line_quick():
     for workload in ("one-way 64 B", "small dict", "batched 64 B", "float32 array 1 MiB",
                      "ping-pong 64 B, median", "ping-pong 64 B, p99"):
         rows = [line for line in out.stdout.splitlines() if line.startswith(workload + " ")]
-        assert sorted(line.split()[len(workload.split())] for line in rows) == sorted(_bench.PEERS), workload
+        assert sorted(line.split()[len(workload.split())] for line in rows) == sorted(TRANSPORTS), workload
     assert "[1/" in out.stderr  # progress
 
 
@@ -172,15 +175,22 @@ def test_bench_json_and_full_matrix():
             "2x2 64 B", "4x4 64 B", "memcpy 16 MiB"} <= workloads
     # A Pipe end takes one reader and one writer, iceoryx2 publishes to every
     # subscriber: neither can run many-to-many, and their rows say so.
-    fans = {p for p, adapter in _bench.PEERS.items() if adapter.many_to_many}
+    fans = {p for p in TRANSPORTS if _bench.PEERS[p].many_to_many}
     assert "mp.Pipe" not in fans
     rows = {r["peer"]: r["status"] for r in results if r["workload"] == "4x4 64 B"}
-    assert rows == {p: "ok" if p in fans else "n/a" for p in _bench.PEERS}
+    assert rows == {p: "ok" if p in fans else "n/a" for p in TRANSPORTS}
+    # ringbuf's variants have rows of their own, against plain ringbuf.
+    rows = {r["peer"]: r["status"] for r in results if r["workload"] == "one-way 64 B, a receiver's select"}
+    expected = {p: "n/a" for p in TRANSPORTS}
+    expected.update({"ringbuf": "ok", "select/2": "ok", "select/8": "ok"})
+    assert rows == expected
     assert [r for r in results if r["status"] not in ("ok", "n/a")] == []
+    queue_rows = {r["workload"] for r in results if r["peer"] == "mp.Queue" and r["status"] == "ok"}
     for r in results:
         if r["status"] == "ok":
             assert r["figure"] > 0
-            if r["peer"] not in ("mp.Queue", "numpy"):
+            # Variant rows have no mp.Queue to compare with, only ringbuf.
+            if r["peer"] not in ("mp.Queue", "numpy") and r["workload"] in queue_rows:
                 assert r["vs_mp_queue"] > 0
             if r["peer"] not in ("ringbuf", "numpy"):
                 assert r["ringbuf_vs"] > 0
