@@ -1518,6 +1518,100 @@ int rb_select(struct rb_chan *const *chans, const struct rb_case *ops, uint32_t 
     }
 }
 
+/* ---- waiting elsewhere (W14) ------------------------------------------------ */
+
+int rb_wait_begin(struct rb_chan *ch, int send, uint64_t len, struct rb_wait *w)
+{
+    struct rb_hdr *h = ch->hdr;
+    uint64_t need = RB_REC_HDR + align8(len);
+    uint32_t *call = NULL;
+    struct ticket t;
+    struct side s;
+    struct pos p;
+    int rc;
+
+    if ((rc = lock(ch, RB_FOREVER)) != RB_OK)
+        return rc;
+    if (!read_pos(ch, send ? &h->sendx : &h->recvx, &p) || case_ready(ch, send, &p, need)) {
+        unlock(ch);
+        return RB_EREADY;  /* the operation itself reports a damaged header */
+    }
+    if (send) {
+        note_need(ch, need);
+        h->send_parks++;
+    } else {
+        h->recv_parks++;
+        call = call_sender(ch);
+    }
+    reap(h, senders(h));
+    reap(h, receivers(h));
+    s = side_of(ch, send);
+    t = count_in(s);
+    *w = (struct rb_wait){ .word = (uint64_t)(uintptr_t)s.futex, .seen = LOAD(*s.futex), .send = (uint32_t)send,
+                           .slot = (uint32_t)t.slot, .owner = t.owner, .gen = t.gen };
+    unlock(ch);
+    if (call)
+        futex_wake(call, 1);
+    return RB_OK;
+}
+
+void rb_wait_end(struct rb_chan *ch, const struct rb_wait *w, int served)
+{
+    struct side s = side_of(ch, w->send != 0);
+    struct ticket t = { (int)w->slot, w->owner, w->gen };
+    struct pos p;
+
+    if (w->slot >= RB_WAITER_SLOTS)
+        return;
+    count_out(s, t);
+    if (LOAD(*s.futex) == w->seen)
+        return;  /* nobody bumped the word: no wake-up was taken */
+    if (!served) {
+        hand_on_side(ch, w->send != 0);  /* W12 */
+    } else if (w->send && lock(ch, RB_FOREVER) == RB_OK) {  /* W6: a woken sender that sent */
+        unlock_and_pass(ch, read_pos(ch, &ch->hdr->sendx, &p) && pass_baton(ch, &p));
+    }
+}
+
+int rb_waitv(const uint64_t *words, const uint32_t *expected, uint32_t n, uint32_t *now, int64_t deadline)
+{
+    struct waitv v[128];
+    struct timespec ts;
+    uint32_t nv = 0;
+    long r;
+
+    for (uint32_t i = 0; i < n; i++)
+        if ((now[i] = __atomic_load_n((uint32_t *)(uintptr_t)words[i], __ATOMIC_RELAXED)) != expected[i])
+            return RB_OK;
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t k = 0;
+
+        while (k < nv && v[k].uaddr != words[i])
+            k++;
+        if (k < nv)
+            continue;
+        if (nv == 128)
+            return RB_EINVAL;
+        v[nv++] = (struct waitv){ .val = expected[i], .uaddr = words[i], .flags = WAITV_U32 };
+    }
+    if (deadline >= 0)
+        ts = to_timespec(deadline);
+    r = syscall(SYS_futex_waitv, v, (unsigned)nv, 0, deadline >= 0 ? &ts : NULL, CLOCK_MONOTONIC);
+    for (uint32_t i = 0; i < n; i++)
+        now[i] = __atomic_load_n((uint32_t *)(uintptr_t)words[i], __ATOMIC_RELAXED);
+    if (r >= 0 || errno == EAGAIN)
+        return RB_OK;
+    return errno == ETIMEDOUT ? RB_ETIMEDOUT : errno == EINTR ? RB_EINTR : errno == ENOSYS ? RB_ENOSYS : RB_ESYS;
+}
+
+void rb_wake_word(uint64_t word)
+{
+    uint32_t *w = (uint32_t *)(uintptr_t)word;
+
+    INC(*w);
+    futex_wake(w, WAKE_ALL);
+}
+
 /* W10. */
 void rb_pass_wake(struct rb_chan *ch)
 {

@@ -143,6 +143,14 @@ struct rb_waiter {
  *   W10 A receiver that leaves a message it was woken for (its buffer was too
  *       small and it gave up, or its wait for the lock failed) wakes another
  *       parked receiver (rb_pass_wake, hand_on).
+ *   W11 Joiners (no lock): a joiner reads tasks_futex, counts itself in
+ *       joinq, then reads the unfinished count (sent - tasks_done); a
+ *       task_done that makes it 0 then reads joinq and, if a joiner is
+ *       counted, bumps tasks_futex and wakes them all.  All with sequential
+ *       consistency, so either the joiner sees 0 or task_done sees the joiner.
+ *       joinq is a plain count: a joiner killed while parked leaves it one
+ *       too high for good, which costs each later task_done that reaches 0 a
+ *       wake system call that wakes nobody, never a lost wake-up.
  *   W12 A selector (rb_select) is a waiter on every side its cases name at
  *       once: it counts itself in on each (W1, one lock at a time, never
  *       two), reads each futex word, and sleeps on all of them with
@@ -160,14 +168,15 @@ struct rb_waiter {
  *       wakes all its sleepers (there is at most one in flight to ack).  A
  *       sender that gives up (deadline, signal, close) takes its message back
  *       under the lock unless a receiver took it first: then it succeeded.
- *   W11 Joiners (no lock): a joiner reads tasks_futex, counts itself in
- *       joinq, then reads the unfinished count (sent - tasks_done); a
- *       task_done that makes it 0 then reads joinq and, if a joiner is
- *       counted, bumps tasks_futex and wakes them all.  All with sequential
- *       consistency, so either the joiner sees 0 or task_done sees the joiner.
- *       joinq is a plain count: a joiner killed while parked leaves it one
- *       too high for good, which costs each later task_done that reaches 0 a
- *       wake system call that wakes nobody, never a lost wake-up.
+ *   W14 A waiter that sleeps elsewhere (an asyncio task) parks in two halves:
+ *       rb_wait_begin is W9 and W1 under the lock (or RB_EREADY if its
+ *       operation can proceed now); the caller then waits on the word by its
+ *       own means (one helper thread per process, in futex_waitv on every
+ *       word its tasks await, W8's re-check included) and tries its operation
+ *       again; rb_wait_end is W3, then W12's hand-on if the word moved and
+ *       the operation did not happen on this side, or W6's baton pass if a
+ *       sender sent.  The operation itself is done by the task, so a task
+ *       cancelled while it waits has done nothing.
  *
  * Memory order.  The lock orders everything written under it.  The commit
  * words are stored with release order and loaded with acquire order where

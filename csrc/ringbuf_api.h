@@ -50,8 +50,10 @@ enum rb_status {
     RB_ECHANGED = 10,   /* rb_recv_at: the peeked message was taken by another receiver */
     RB_ERECOVERED = 11, /* the lock was taken over from a dead owner and the header
                          * repaired; nothing else was done: call again */
-    RB_ENOSYS = 12      /* rb_select would have to park, and the kernel has no
+    RB_ENOSYS = 12,     /* rb_select would have to park, and the kernel has no
                          * futex_waitv (Linux 5.16 or later) */
+    RB_EREADY = 13      /* rb_wait_begin: the operation can proceed now; nothing
+                         * was counted */
 };
 
 /* One piece of a message to send (rb_sendv). */
@@ -98,6 +100,18 @@ struct rb_stats {
     uint64_t tasks_done;
     uint64_t peak_used;
     uint64_t peak_qcount;
+};
+
+/* An asynchronous waiter's claim (W14): counted in on one side of a
+ * channel, to wait on `word` (an address) while it holds `seen`. */
+struct rb_wait {
+    uint64_t word;
+    uint32_t seen;
+    uint32_t send;
+    uint32_t slot;
+    uint32_t owner;
+    uint32_t gen;
+    uint32_t reserved;
 };
 
 /* Who is parked on one side: one entry per waiter slot in use. */
@@ -158,6 +172,24 @@ int64_t rb_recv(struct rb_chan *ch, void *buf, uint64_t cap, uint64_t *need_out,
  * unbuffered channel proceeds only once a receiver takes its message. */
 int rb_select(struct rb_chan *const *chans, const struct rb_case *cases, uint32_t n, void *buf, uint64_t cap,
               uint64_t *chosen, uint64_t *len_out, int64_t deadline_ns);
+/* W14: the first half of a park, for a waiter that sleeps elsewhere (an
+ * asyncio task, through one helper thread per process).  Counts the caller
+ * in on the senders' side (send, for a message of len bytes) or the
+ * receivers' side of ch and fills *w.  RB_EREADY, with nothing counted, if
+ * the operation can proceed now (or must fail now: closed, damaged). */
+int rb_wait_begin(struct rb_chan *ch, int send, uint64_t len, struct rb_wait *w);
+/* W14: the second half: count out.  `served`: the waiter did its operation
+ * on this side after the wait; if not, a wake-up it may have taken is handed
+ * on (W12), and if so, a sender passes the baton (W6). */
+void rb_wait_end(struct rb_chan *ch, const struct rb_wait *w, int served);
+/* Sleep until one of the 32-bit words at the addresses words[0..n) differs
+ * from expected[i], or the deadline; at most 128 distinct words.  now[i]
+ * gets each word's value on return.  RB_OK (a word differs, perhaps
+ * already), RB_ETIMEDOUT, RB_EINTR, RB_ENOSYS, RB_EINVAL (too many). */
+int rb_waitv(const uint64_t *words, const uint32_t *expected, uint32_t n, uint32_t *now, int64_t deadline_ns);
+/* Bump a 32-bit word and wake everyone sleeping on it (rb_waitv's callers
+ * use a private word of theirs to be woken). */
+void rb_wake_word(uint64_t word);
 /* Wait for at least one message, then receive up to max_items of those
  * queued, packed one after another into buf, lengths into lens[].  Returns
  * how many, or minus a status; -RB_ESMALLBUF (with *need_out) when not even

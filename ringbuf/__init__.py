@@ -7,7 +7,17 @@ receive from it.  Blocked senders and receivers sleep on futexes in the
 segment; nothing polls.
 """
 
-from ringbuf._channel import CLOSED, DEFAULT_CAPACITY, DEFAULT_SIZE, Channel, ChannelStats, select, select_bytes
+from ringbuf._channel import (
+    CLOSED,
+    DEFAULT_CAPACITY,
+    DEFAULT_SIZE,
+    Channel,
+    ChannelStats,
+    select,
+    select_async,
+    select_bytes,
+    select_bytes_async,
+)
 from ringbuf._queue import DEFAULT_QUEUE_SIZE, JoinableQueue, Queue
 from ringbuf import errors
 from ringbuf.errors import (
@@ -35,6 +45,8 @@ __all__ = [
     "CLOSED",
     "select",
     "select_bytes",
+    "select_async",
+    "select_bytes_async",
     "DEFAULT_CAPACITY",
     "DEFAULT_SIZE",
     "Queue",

@@ -10,12 +10,12 @@ import pickle
 import secrets
 import time
 import weakref
-from typing import Any, Callable, Deque, Iterable, Iterator, List, Optional, Sequence, Tuple, TypeVar
+from typing import Any, AsyncIterator, Callable, Deque, Iterable, Iterator, List, Optional, Sequence, Tuple, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
-from ringbuf import _codec, errors
+from ringbuf import _async, _codec, errors
 from ringbuf import _lowlevel
 from ringbuf._lowlevel import FOREVER, MAX_CAPACITY, MAX_SIZE, MIN_SIZE, NAME_MAX, SELECT_MAX, Handle
 
@@ -26,7 +26,8 @@ Loads = Callable[[bytes], Any]
 #: The most messages one recv_many()/recv_bytes_many() call returns.
 MAX_BATCH = 8192
 
-__all__ = ["Channel", "ChannelStats", "DEFAULT_CAPACITY", "DEFAULT_SIZE", "CLOSED", "select", "select_bytes"]
+__all__ = ["Channel", "ChannelStats", "DEFAULT_CAPACITY", "DEFAULT_SIZE", "CLOSED", "select", "select_bytes",
+           "select_async", "select_bytes_async"]
 
 #: Messages a channel holds when ``capacity`` is not given.
 DEFAULT_CAPACITY = 1024
@@ -616,6 +617,92 @@ class Channel:
                 return out
         return out
 
+    # -- asyncio ----------------------------------------------------------
+
+    async def send_bytes_async(self, data: Any, timeout: Optional[float] = None) -> None:
+        """:meth:`send_bytes` for asyncio: the event loop runs on while this
+        task waits for room.
+
+        The message is copied into the ring in this task's loop thread.  A
+        task cancelled while it waits (``asyncio.wait_for``, ``task.cancel``)
+        has sent nothing.  Waiting tasks are woken through the channel's own
+        futex words by one helper thread per process; nothing polls.
+
+        Raises:
+            Timeout, Closed (``close`` wakes every waiting task),
+            MessageTooLarge, TypeError: as :meth:`send_bytes`.
+            NotImplementedError: the channel is unbuffered (capacity 0).
+            asyncio.CancelledError: the task was cancelled; nothing was sent.
+        """
+        self._no_async_rendezvous()
+        h = self._h
+        buf = data if type(data) is bytes else _lowlevel.export(data)
+        await _async.operate([(h, True, len(buf))], lambda d: h.send(buf, d),
+                             FOREVER if timeout is None else _deadline(timeout), what=repr(self.name))
+
+    async def recv_bytes_async(self, timeout: Optional[float] = None) -> bytes:
+        """:meth:`recv_bytes` for asyncio: the event loop runs on while this
+        task waits for a message.
+
+        The message is taken in this task's loop thread: a task cancelled
+        while it waits has taken nothing, and the message stays for another
+        receiver.
+
+        Raises:
+            Timeout, Closed: as :meth:`recv_bytes` (``close`` wakes every
+                waiting task; they drain, then raise Closed).
+            asyncio.CancelledError: the task was cancelled; nothing was taken.
+        """
+        h = self._h
+        data: bytes = await _async.operate([(h, False, 0)], lambda d: h.recv(d),
+                                           FOREVER if timeout is None else _deadline(timeout),
+                                           what=repr(self.name))
+        return data
+
+    async def send_async(self, obj: Any, timeout: Optional[float] = None) -> None:
+        """:meth:`send` for asyncio, as :meth:`send_bytes_async` (the object is
+        pickled, or encoded with the channel's codec, before anything waits)."""
+        self._no_async_rendezvous()
+        parts = _encode(obj) if self._dumps is None else self._dumps(obj)
+        h = self._h
+        if type(parts) is bytes or not isinstance(parts, list):
+            one = parts if type(parts) is bytes else _lowlevel.export(parts)
+            send, nbytes = (lambda d: h.send(one, d)), len(one)
+        else:
+            send, nbytes = (lambda d: h.send_parts(parts, d)), sum(memoryview(p).nbytes for p in parts)
+        await _async.operate([(h, True, nbytes)], send, FOREVER if timeout is None else _deadline(timeout),
+                             what=repr(self.name))
+
+    async def recv_async(self, timeout: Optional[float] = None) -> Any:
+        """:meth:`recv` for asyncio, as :meth:`recv_bytes_async`; the object is
+        unpickled (or decoded with the channel's codec) in this task."""
+        if self._undecoded:
+            return self._decode(self._undecoded.popleft(), False)
+        h, alloc = self._h, (_aligned_empty if self._loads is None else None)
+        data = await _async.operate([(h, False, 0)], lambda d: h.recv(d, alloc),
+                                    FOREVER if timeout is None else _deadline(timeout), what=repr(self.name))
+        return self._decode(data, type(data) is not bytes)
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        """``async for obj in ch``: receive objects until the channel is
+        closed and drained."""
+        return self._aiter()
+
+    async def _aiter(self) -> AsyncIterator[Any]:
+        while True:
+            try:
+                obj = await self.recv_async()
+            except errors.Closed:
+                return
+            yield obj
+
+    def _no_async_rendezvous(self) -> None:
+        if self.capacity == 0:
+            raise NotImplementedError(
+                f"channel {self.name!r} is unbuffered: an awaited send would have to wait for a receiver "
+                "to take its message, which is not supported yet; give the channel a capacity"
+            )
+
     # -- tasks ------------------------------------------------------------
 
     def task_done(self) -> None:
@@ -913,3 +1000,49 @@ def _select_cases(cases: Tuple[Case, ...], raw: bool) -> Tuple[List[Channel], Li
                 f"not {type(case).__name__!r}"
             )
     return chans, sends
+
+
+async def select_async(*cases: Case, timeout: Optional[float] = None) -> Tuple[Channel, Any]:
+    """:func:`select` for asyncio: the same cases and result, awaited.
+
+    The event loop runs on while the task waits; the chosen case is done in
+    the task's loop thread, so a task cancelled while it waits has done no
+    case at all.  A send case on an unbuffered channel is not supported
+    (NotImplementedError)."""
+    return await _select_async(cases, timeout, raw=False)
+
+
+async def select_bytes_async(*cases: Case, timeout: Optional[float] = None) -> Tuple[Channel, Any]:
+    """:func:`select_bytes` for asyncio."""
+    return await _select_async(cases, timeout, raw=True)
+
+
+async def _select_async(cases: Tuple[Case, ...], timeout: Optional[float], raw: bool) -> Tuple[Channel, Any]:
+    if not cases:
+        raise ValueError("select() needs at least one case")
+    if len(cases) > SELECT_MAX:
+        raise ValueError(f"select() takes at most {SELECT_MAX} cases, got {len(cases)}")
+    deadline = FOREVER if timeout is None else _deadline(timeout)
+    sends: Optional[List[Optional[List[Any]]]] = None
+    chans: Sequence[Channel] = cases
+    if not all(isinstance(c, Channel) for c in cases):
+        chans, sends = _select_cases(cases, raw)
+    for i, ch in enumerate(chans):
+        if sends is not None and sends[i] is not None:
+            ch._no_async_rendezvous()
+    if not raw:
+        waiting = [ch for i, ch in enumerate(chans) if ch._undecoded and (sends is None or sends[i] is None)]
+        if waiting:
+            ch = waiting[secrets.randbelow(len(waiting))]
+            return ch, ch._decode(ch._undecoded.popleft(), False)
+    handles = [ch._h for ch in chans]
+    alloc = None if raw else _aligned_empty
+    sides = [(h, sends is not None and sends[i] is not None,
+              0 if sends is None or sends[i] is None else sum(memoryview(p).nbytes for p in sends[i] or ()))
+             for i, h in enumerate(handles)]
+    i, what, data = await _async.operate(sides, lambda d: _lowlevel.select(handles, sends, d, alloc), deadline,
+                                         served=lambda r: r[0], what="any case of a select")
+    ch = chans[i]
+    if what == _lowlevel.RECEIVED:
+        return ch, data if raw else ch._decode(data, type(data) is not bytes)
+    return ch, CLOSED if what == _lowlevel.DRAINED else None

@@ -48,6 +48,7 @@ _ERECOVERED = lib.RB_ERECOVERED
 _EINTR = lib.RB_EINTR
 _ECLOSED = lib.RB_ECLOSED
 _ENOSYS = lib.RB_ENOSYS
+_EREADY = lib.RB_EREADY
 
 #: The most cases one select may have.
 SELECT_MAX: int = lib.RB_SELECT_MAX
@@ -94,6 +95,12 @@ def _raise(rc: int, name: str, **details: object) -> NoReturn:
         raise cls(err, template.format(name=name, strerror=os.strerror(err)))
     cls_, template = _ERRORS[rc]
     raise cls_(template.format(name=name, **details))
+
+
+def export(data: Any) -> Any:
+    """A cffi view of a bytes-like object's memory (C-contiguous), for a
+    message sent more than once, such as an awaited one's attempts."""
+    return _export(data)
 
 
 def _export(data: Any) -> Any:
@@ -430,6 +437,24 @@ class Handle:
         n = lib.rb_parked(self._ch, 0 if side == "senders" else 1, out, lib.RB_WAITER_SLOTS)
         return [(int(out[i].pid), int(out[i].count)) for i in range(n)]
 
+    def wait_begin(self, send: bool, nbytes: int = 0) -> Optional[Any]:
+        """W14: count this caller in as a waiter (a sender of nbytes, or a
+        receiver), for a wait made elsewhere.  Returns the ``struct rb_wait``
+        to hand to wait_end, or None if the operation can proceed now."""
+        w = ffi.new("struct rb_wait *")
+        while True:
+            rc = lib.rb_wait_begin(self._ch, int(send), nbytes, w)
+            if rc == _OK:
+                return w
+            if rc == _EREADY:
+                return None
+            if rc != _EINTR:
+                self._failed(rc)
+
+    def wait_end(self, w: Any, served: bool) -> None:
+        """W14: count out the waiter that wait_begin counted in."""
+        lib.rb_wait_end(self._ch, w, int(served))
+
     def debug_hold_lock(self) -> None:
         """For tests: take the lock and keep it until this process exits."""
         self._call(lib.rb_debug_hold_lock)
@@ -522,3 +547,30 @@ def select(handles: Sequence[Handle], sends: Optional[Sequence[Optional[Sequence
             _raise(rc, h.name, nbytes=nbytes, limit=h.max_message)
     finally:
         _scratch.append(scratch)
+
+
+def waitv(words: Sequence[int], expected: Sequence[int], deadline: int) -> Tuple[bool, List[int]]:
+    """Sleep (GIL released) until one of the 32-bit words at these addresses
+    differs from its expected value, or the deadline.  Returns whether the
+    deadline passed, and the words' values at return."""
+    n = len(words)
+    now = ffi.new("uint32_t[]", n)
+    rc = lib.rb_waitv(ffi.new("uint64_t[]", words), ffi.new("uint32_t[]", expected), n, now, deadline)
+    if rc not in (_OK, lib.RB_ETIMEDOUT, _EINTR):
+        _raise(rc, "(the asyncio helper's wait)")
+    return rc == lib.RB_ETIMEDOUT, list(now)
+
+
+def wake_word(word: int) -> None:
+    """Bump a 32-bit word and wake whoever waits on it in waitv."""
+    lib.rb_wake_word(word)
+
+
+def word_of(cell: Any) -> int:
+    """The address of a ``uint32_t *`` cell, as waitv takes it."""
+    return int(ffi.cast("uintptr_t", cell))
+
+
+def new_word() -> Any:
+    """A private 32-bit word (a ``uint32_t *`` cell)."""
+    return ffi.new("uint32_t *")

@@ -305,3 +305,40 @@ def send_then_report_received(ch: ringbuf.Channel, obj: Any, results: Any) -> No
 def join_queue(q: Any, results: Any) -> None:
     q.join()
     results.put("joined")
+
+
+def feed_channels(chans: List[ringbuf.Channel], producer: int, per: int) -> None:
+    """Send (producer, channel index, seq) on every channel, per messages each."""
+    for seq in range(per):
+        for c, ch in enumerate(chans):
+            ch.send((producer, c, seq))
+
+
+def close_later(ch: ringbuf.Channel, delay: float) -> None:
+    import time
+
+    time.sleep(delay)
+    ch.close()
+
+
+def async_echo(ch: ringbuf.Channel, reply: ringbuf.Channel) -> None:
+    """In a fork child: await one message, reply with it and the number of
+    helper threads this process runs."""
+    import asyncio
+
+    from ringbuf import _async
+
+    async def main() -> None:
+        obj = await ch.recv_async(timeout=10)
+        reply.send((obj, _async.helper_threads()))
+
+    asyncio.run(main())
+
+
+def async_wait_forever(ch: ringbuf.Channel, n: int) -> None:
+    import asyncio
+
+    async def main() -> None:
+        await asyncio.gather(*(ch.recv_async() for _ in range(n)))
+
+    asyncio.run(main())

@@ -1,0 +1,198 @@
+"""asyncio: channels awaited without blocking the event loop.
+
+An awaited operation runs in the task's own loop thread.  It is first tried
+without waiting; when it cannot proceed, the task counts itself in as a
+waiter on the channel (W14 in csrc/ringbuf.h: the first half of a park, so
+that every waker sees it) and awaits a future.  One helper thread per
+process sleeps in futex_waitv on every word that some task awaits, plus a
+private word that tells it the set changed, and when a word moves it hands
+the wake-up to the awaiting task's loop with ``call_soon_threadsafe``.  The
+task then counts itself out and tries again, in its loop thread.  So a task
+that is cancelled while it waits never takes or sends a message: only a
+running task does, and it keeps what it took.
+
+The helper thread, like a parked thread (W8), looks again at least once a
+second, so that a waiter whose waker died is not stranded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from typing import Any, Callable, List, Optional, Sequence, Set, Tuple, TypeVar
+
+from ringbuf import _lowlevel, errors
+from ringbuf._lowlevel import Handle
+
+T = TypeVar("T")
+
+# W8: the helper wakes every waiting task at least this often.
+_RECHECK_NS = 1_000_000_000
+# While a stuck peer holds a channel's lock, a task looks again this often
+# (seconds), instead of blocking its loop.
+_LOCK_BUSY_PAUSE = 0.005
+
+
+class _Watch:
+    """One awaiting task: the words it waits on, what it saw in them, and how
+    to wake it."""
+
+    __slots__ = ("words", "seen", "loop", "future")
+
+    def __init__(self, words: List[int], seen: List[int], loop: asyncio.AbstractEventLoop,
+                 future: "asyncio.Future[None]") -> None:
+        self.words, self.seen, self.loop, self.future = words, seen, loop, future
+
+
+def _settle(future: "asyncio.Future[None]") -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class _Helper:
+    """The one thread of a process that sleeps on every awaited futex word."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._watches: Set[_Watch] = set()
+        self._private = _lowlevel.new_word()
+        self._private_word = _lowlevel.word_of(self._private)
+        self._thread: Optional[threading.Thread] = None
+
+    def watch(self, words: List[int], seen: List[int], loop: asyncio.AbstractEventLoop) -> "asyncio.Future[None]":
+        """A future that completes (in loop) once one of the words differs
+        from what was seen in it, or after at most a re-check period."""
+        future: "asyncio.Future[None]" = loop.create_future()
+        w = _Watch(words, seen, loop, future)
+        with self._lock:
+            self._watches.add(w)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="ringbuf-asyncio", daemon=True)
+                self._thread.start()
+        future.add_done_callback(lambda _: self._forget(w))
+        _lowlevel.wake_word(self._private_word)  # the thread takes the new set
+        return future
+
+    def _forget(self, w: _Watch) -> None:
+        with self._lock:
+            self._watches.discard(w)
+
+    def _fire(self, w: _Watch) -> None:
+        with self._lock:
+            if w not in self._watches:
+                return
+            self._watches.discard(w)
+        try:
+            w.loop.call_soon_threadsafe(_settle, w.future)
+        except RuntimeError:  # its loop is closed: nobody to wake
+            pass
+
+    def _run(self) -> None:
+        while True:
+            # The private word is read before the set: a watch added after
+            # this read bumps it, so the wait below returns at once.
+            private = int(self._private[0])
+            with self._lock:
+                watches = list(self._watches)
+            words, expected = [self._private_word], [private]
+            for w in watches:
+                words += w.words
+                expected += w.seen
+            recheck, now = _lowlevel.waitv(words, expected, time.monotonic_ns() + _RECHECK_NS)
+            i = 1
+            for w in watches:
+                k = len(w.words)
+                if recheck or now[i:i + k] != w.seen:
+                    self._fire(w)
+                i += k
+
+
+_helper: Optional[_Helper] = None
+_helper_lock = threading.Lock()
+
+
+def _the_helper() -> _Helper:
+    global _helper
+    with _helper_lock:
+        if _helper is None:
+            _helper = _Helper()
+        return _helper
+
+
+def _after_fork() -> None:
+    # The helper thread does not exist in a fork child; a new one starts
+    # when a task there first waits.
+    global _helper, _helper_lock
+    _helper, _helper_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+# A side to wait on: the handle, whether it is the senders' side, and the
+# message length (for a sender).
+Side = Tuple[Handle, bool, int]
+
+
+def _end(sides: Sequence[Side], waits: List[Any], served: Optional[int]) -> None:
+    for i, w in enumerate(waits):
+        sides[i][0].wait_end(w, i == served)
+    waits.clear()
+
+
+async def operate(sides: Sequence[Side], attempt: Callable[[int], T], deadline: int,
+                  served: Callable[[T], int] = lambda _: 0, what: str = "a channel") -> T:
+    """Await ``attempt``, the operation with a deadline of now: it returns
+    the result or raises Timeout when it cannot proceed.  Between attempts
+    the task waits on every side of ``sides`` (``served(result)`` says which
+    one the successful attempt used).  Raises Timeout at ``deadline`` (-1:
+    none)."""
+    loop = asyncio.get_running_loop()
+    waits: List[Any] = []
+    try:
+        while True:
+            try:
+                result = attempt(time.monotonic_ns())
+            except (errors.Timeout, InterruptedError):
+                pass
+            else:
+                _end(sides, waits, served(result))
+                return result
+            _end(sides, waits, None)
+            now = time.monotonic_ns()
+            if 0 <= deadline <= now:
+                raise errors.Timeout(f"timed out waiting on {what}")
+            busy = ready = False
+            for h, send, nbytes in sides:
+                try:
+                    w = h.wait_begin(send, nbytes)
+                except InterruptedError:  # the lock is held for long: look again soon
+                    busy = True
+                    break
+                if w is None:
+                    ready = True
+                    break
+                waits.append(w)
+            if ready:
+                continue
+            if busy:
+                _end(sides, waits, None)
+                await asyncio.sleep(_LOCK_BUSY_PAUSE)
+                continue
+            future = _the_helper().watch([int(w.word) for w in waits], [int(w.seen) for w in waits], loop)
+            if deadline < 0:
+                await future
+            else:
+                try:
+                    await asyncio.wait_for(future, (deadline - now) / 1e9)
+                except asyncio.TimeoutError:
+                    pass  # one more attempt, then Timeout
+    except BaseException:
+        _end(sides, waits, None)
+        raise
+
+
+def helper_threads() -> int:
+    """How many helper threads this process runs (0 or 1)."""
+    return sum(1 for t in threading.enumerate() if t.name == "ringbuf-asyncio")

@@ -1,0 +1,311 @@
+"""asyncio: awaited sends, receives and selects, woken through the channels'
+futex words by one helper thread per process."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import random
+import signal
+import threading
+import time
+
+import pytest
+
+import ringbuf
+from ringbuf import _async
+from tests import _workers
+from tests._helpers import wait_until
+from tests.test_blocking import read_line, run_child
+
+ctx = multiprocessing.get_context("fork")
+
+
+def send_later(ch: ringbuf.Channel, obj: object, delay: float) -> None:
+    time.sleep(delay)
+    ch.send(obj)
+
+
+def test_an_awaiting_receiver_is_woken_by_another_process_while_the_loop_runs_on(make_channel):
+    ch = make_channel()
+    proc = ctx.Process(target=send_later, args=(ch, "hello", 0.3))
+
+    async def main():
+        ticks = 0
+
+        async def ticker():
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        t = asyncio.create_task(ticker())
+        proc.start()
+        got = await ch.recv_async(timeout=10)
+        t.cancel()
+        return got, ticks
+
+    got, ticks = asyncio.run(main())
+    proc.join(5)
+    assert got == "hello"
+    assert ticks >= 5  # the loop was never blocked while the task waited
+    assert ch.stats().recvq_wakes >= 1  # woken by the sender's wake call
+
+
+def test_a_hundred_tasks_on_ten_channels_fed_by_three_processes_get_every_message_once(make_channel):
+    chans = [make_channel(capacity=16) for _ in range(10)]
+    per = 60  # messages per channel from each producer
+    producers = [ctx.Process(target=_workers.feed_channels, args=(chans, p, per)) for p in range(3)]
+
+    async def main():
+        got = []
+
+        async def receiver(ch):
+            while True:
+                try:
+                    got.append(await ch.recv_async(timeout=30))
+                except ringbuf.Closed:
+                    return
+
+        tasks = [asyncio.create_task(receiver(chans[i % 10])) for i in range(100)]
+        for p in producers:
+            p.start()
+        await asyncio.get_running_loop().run_in_executor(None, _join_then_close, producers, chans)
+        await asyncio.gather(*tasks)
+        return got
+
+    got = asyncio.run(main())
+    assert sorted(got) == sorted((p, c, s) for p in range(3) for c in range(10) for s in range(per))
+    for ch in chans:
+        assert ch.stats().recvq == 0
+
+
+def _join_then_close(procs, chans):
+    for p in procs:
+        p.join(60)
+    for ch in chans:
+        ch.close()
+
+
+def test_cancelling_waiting_tasks_at_random_loses_and_duplicates_nothing(make_channel):
+    inbox, outbox = make_channel(capacity=4), make_channel(capacity=4)
+    n = 400
+    feeder = ctx.Process(target=_workers.produce_and_close, args=(inbox, n))
+    rng = random.Random(7)
+
+    async def main():
+        received, sent = [], []
+
+        async def receiver():
+            while True:
+                try:
+                    received.append(await inbox.recv_async())
+                except ringbuf.Closed:
+                    return
+
+        async def forwarder(items):
+            for item in items:
+                await outbox.send_async(item)
+                sent.append(item)
+
+        feeder.start()
+        # Receivers are cancelled at random points while messages flow; a
+        # cancelled one must not have taken a message.
+        while True:
+            t = asyncio.create_task(receiver())
+            await asyncio.sleep(rng.uniform(0, 0.003))
+            if t.done():
+                break
+            t.cancel()
+            try:
+                await t
+            except asyncio.CancelledError:
+                pass
+        # Senders into a channel nobody drains fast enough, cancelled at random.
+        drained = []
+
+        async def drain():
+            while len(drained) < len(sent) or not done_sending:
+                try:
+                    drained.append(await outbox.recv_async(timeout=0.05))
+                except ringbuf.Timeout:
+                    if done_sending and len(drained) >= len(sent):
+                        return
+
+        done_sending = False
+        d = asyncio.create_task(drain())
+        for k in range(0, 200, 10):
+            t = asyncio.create_task(forwarder(range(k, k + 10)))
+            await asyncio.sleep(rng.uniform(0, 0.002))
+            t.cancel()
+            try:
+                await t
+            except asyncio.CancelledError:
+                pass
+        done_sending = True
+        await d
+        return received, sent, drained
+
+    received, sent, drained = asyncio.run(main())
+    feeder.join(10)
+    assert received == list(range(n))  # every message once, in order
+    assert sorted(drained) == sorted(sent)  # every completed send arrived, and only those
+    assert len(set(drained)) == len(drained)
+    assert (inbox.stats().recvq, outbox.stats().sendq) == (0, 0)
+
+
+def test_an_idle_process_with_a_hundred_waiting_tasks_uses_no_cpu_and_one_helper_thread(make_channel):
+    chans = [make_channel() for _ in range(10)]
+    proc = run_child(f"""
+        import asyncio, os, ringbuf
+        from ringbuf import _async
+        chans = [ringbuf.Channel.attach(n) for n in {[c.name for c in chans]!r}]
+
+        async def main():
+            tasks = [asyncio.create_task(chans[i % 10].recv_async()) for i in range(100)]
+            await asyncio.sleep(0.5)
+            t0 = os.times()
+            await asyncio.sleep(2)
+            t1 = os.times()
+            print(round(t1.user - t0.user + t1.system - t0.system, 3), _async.helper_threads(), flush=True)
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        asyncio.run(main())
+    """)
+    cpu, helpers = read_line(proc, timeout=20).split()
+    assert proc.wait(10) == 0
+    assert float(cpu) < 0.3, f"100 idle tasks used {cpu} s of CPU in 2 s"
+    assert helpers == "1"
+    wait_until(lambda: all(c.stats().recvq == 0 for c in chans), what="every task counted out")
+
+
+def test_select_async_over_receive_and_send_cases_and_a_done_channel(make_channel):
+    a, out, done = make_channel(), make_channel(capacity=1), make_channel(capacity=1)
+    out.send("full")
+    closer = ctx.Process(target=_workers.close_later, args=(done, 0.3))
+
+    async def main():
+        results = []
+        a.send("ready")
+        results.append(await ringbuf.select_async(a, (out, "no room"), done))
+        closer.start()
+        results.append(await ringbuf.select_async(a, (out, "no room"), done, timeout=10))
+        return results
+
+    (c1, v1), (c2, v2) = asyncio.run(main())
+    closer.join(5)
+    assert (c1, v1) == (a, "ready")
+    assert c2 is done and v2 is ringbuf.CLOSED
+    assert (len(a), len(out)) == (0, 1)
+
+
+def test_timeouts_and_close_wake_awaiting_tasks(make_channel):
+    empty, full = make_channel(), make_channel(capacity=1)
+    full.send_bytes(b"x")
+
+    async def main():
+        for coro in (empty.recv_async(timeout=0.1), full.send_async("y", timeout=0.1),
+                     empty.recv_bytes_async(timeout=0), ringbuf.select_async(empty, (full, 1), timeout=0.1)):
+            with pytest.raises(ringbuf.Timeout):
+                await coro
+        waiting = [asyncio.create_task(empty.recv_async()), asyncio.create_task(full.send_bytes_async(b"z"))]
+        await asyncio.sleep(0.1)
+        empty.close()
+        full.close()
+        return await asyncio.gather(*waiting, return_exceptions=True)
+
+    outcomes = asyncio.run(main())
+    assert [type(o) for o in outcomes] == [ringbuf.Closed, ringbuf.Closed]
+    assert full.recv_bytes() == b"x"  # receivers drain a closed channel
+
+
+def test_async_for_ends_at_close(make_channel):
+    ch = make_channel()
+    proc = ctx.Process(target=_workers.produce_and_close, args=(ch, 30))
+    proc.start()
+
+    async def main():
+        return [x async for x in ch]
+
+    assert asyncio.run(main()) == list(range(30))
+    proc.join(5)
+
+
+def test_ctrl_c_in_asyncio_run_leaves_the_channels_usable(make_channel):
+    ch = make_channel()
+    proc = run_child(f"""
+        import asyncio, ringbuf
+        ch = ringbuf.Channel.attach({ch.name!r})
+        try:
+            print("waiting", flush=True)
+            asyncio.run(ch.recv_async())
+        except KeyboardInterrupt:
+            print("interrupted", flush=True)
+        print(asyncio.run(ch.recv_async(timeout=30)), flush=True)
+    """)
+    assert read_line(proc) == "waiting"
+    wait_until(lambda: ch.stats().recvq == 1, what="the task waiting")
+    os.kill(proc.pid, signal.SIGINT)
+    assert read_line(proc) == "interrupted"
+    ch.send("still usable")
+    assert read_line(proc) == "still usable"
+    assert proc.wait(10) == 0
+    assert ch.stats().recvq == 0
+
+
+def test_several_event_loops_in_several_threads_share_one_helper(make_channel):
+    chans = [make_channel() for _ in range(4)]
+    got = {}
+
+    def loop_thread(i):
+        got[i] = asyncio.run(chans[i].recv_async(timeout=10))
+
+    threads = [threading.Thread(target=loop_thread, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    wait_until(lambda: all(c.stats().recvq == 1 for c in chans), what="four loops waiting")
+    assert _async.helper_threads() == 1
+    for i, ch in enumerate(chans):
+        ch.send(i)
+    for t in threads:
+        t.join(10)
+    assert got == {0: 0, 1: 1, 2: 2, 3: 3}
+
+
+def test_a_fork_child_gets_a_helper_of_its_own(make_channel):
+    ch, reply = make_channel(), make_channel()
+
+    async def wait_once():
+        return await ch.recv_async(timeout=10)
+
+    ch.send("warm")
+    assert asyncio.run(wait_once()) == "warm"  # the parent may have a helper now
+    proc = ctx.Process(target=_workers.async_echo, args=(ch, reply))
+    proc.start()
+    wait_until(lambda: ch.stats().recvq == 1, what="the child's task waiting")
+    ch.send("from the parent")
+    assert reply.recv(timeout=10) == ("from the parent", 1)
+    proc.join(5)
+
+
+def test_a_process_killed_while_its_tasks_wait_is_struck_off(make_channel):
+    ch = make_channel()
+    proc = ctx.Process(target=_workers.async_wait_forever, args=(ch, 5))
+    proc.start()
+    wait_until(lambda: ch.stats().recvq == 5, what="five tasks waiting")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join(5)
+    wait_until(lambda: ch.stats().recvq == 0, timeout=15, what="the dead process's tasks struck off")
+    assert ch.stats().waiters_reaped == 5
+
+
+def test_awaited_sends_on_an_unbuffered_channel_are_a_clear_error(make_channel):
+    ch = make_channel(capacity=0)
+    with pytest.raises(NotImplementedError, match="unbuffered"):
+        asyncio.run(ch.send_async("x"))
+    with pytest.raises(NotImplementedError, match="unbuffered"):
+        asyncio.run(ringbuf.select_async((ch, "x")))
+    assert len(ch) == 0
