@@ -654,9 +654,13 @@ class Channel:
             asyncio.CancelledError: the task was cancelled; nothing was taken.
         """
         h = self._h
-        data: bytes = await _async.operate([(h, False, 0)], lambda d: h.recv(d),
-                                           FOREVER if timeout is None else _deadline(timeout),
-                                           what=repr(self.name))
+        deadline = FOREVER if timeout is None else _deadline(timeout)
+        try:  # the common case, at once: a message is there, or comes within the spin
+            data: bytes = h.recv(_async.spin_until(deadline))
+            return data
+        except (errors.Timeout, InterruptedError):
+            pass
+        data = await _async.operate([(h, False, 0)], lambda d: h.recv(d), deadline, what=repr(self.name), spun=True)
         return data
 
     async def send_async(self, obj: Any, timeout: Optional[float] = None) -> None:
@@ -679,8 +683,12 @@ class Channel:
         if self._undecoded:
             return self._decode(self._undecoded.popleft(), False)
         h, alloc = self._h, (_aligned_empty if self._loads is None else None)
-        data = await _async.operate([(h, False, 0)], lambda d: h.recv(d, alloc),
-                                    FOREVER if timeout is None else _deadline(timeout), what=repr(self.name))
+        deadline = FOREVER if timeout is None else _deadline(timeout)
+        try:  # the common case, at once (see recv_bytes_async)
+            data = h.recv(_async.spin_until(deadline), alloc)
+        except (errors.Timeout, InterruptedError):
+            data = await _async.operate([(h, False, 0)], lambda d: h.recv(d, alloc), deadline, what=repr(self.name),
+                                        spun=True)
         return self._decode(data, type(data) is not bytes)
 
     def __aiter__(self) -> AsyncIterator[Any]:
