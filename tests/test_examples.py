@@ -47,3 +47,10 @@ def test_fan_in_takes_every_message_in_order_and_times_out_on_the_stalled_produc
         "timed out waiting for: stalled",
         "received: fast 50, steady 20, stalled 1",
     ]
+
+
+def test_the_asyncio_front_end_gets_every_answer_and_is_held_back_by_the_bound():
+    assert run("asyncio_front_end.py") == [
+        "answers: True (50 requests, 2 worker processes)",
+        "most requests waiting at once: 8",
+    ]
