@@ -347,17 +347,30 @@ struct ticket {
 static struct ticket count_in(struct side s)
 {
     const int shared = RB_WAITER_SLOTS - 1;
+    uint64_t mask = LOAD(*s.mask);
     int mine = -1, fresh = -1;
     struct ticket t;
     uint64_t w;
 
-    for (int i = 0; i < shared && mine < 0; i++) {
+    /* This process's slot, if it has one, has waiters, so its bit is set
+     * (I8): only the set bits are looked at.  A free slot is looked for
+     * among the clear bits first (a slot without waiters is free). */
+    for (uint64_t m = mask & ~(1ULL << shared); m != 0 && mine < 0; m &= m - 1) {
+        int i = __builtin_ctzll(m);
+
         w = __atomic_load_n(&s.slots[i].word, __ATOMIC_RELAXED);
         if (SLOT_OWNER(w) == self_id && SLOT_COUNT(w) < SLOT_MAX_COUNT)
             mine = i;
-        else if (SLOT_OWNER(w) == 0 && fresh < 0)
+    }
+    for (int i = 0; i < shared && mine < 0 && fresh < 0; i++) {
+        if (mask & 1ULL << i)
+            continue;
+        if (SLOT_OWNER(__atomic_load_n(&s.slots[i].word, __ATOMIC_RELAXED)) == 0)
             fresh = i;
     }
+    for (int i = 0; i < shared && mine < 0 && fresh < 0; i++)  /* every bit set: any free slot */
+        if (SLOT_OWNER(__atomic_load_n(&s.slots[i].word, __ATOMIC_RELAXED)) == 0)
+            fresh = i;
     t.slot = mine >= 0 ? mine : fresh >= 0 ? fresh : shared;
     t.owner = t.slot == shared ? RB_SHARED_OWNER : self_id;
     w = __atomic_load_n(&s.slots[t.slot].word, __ATOMIC_RELAXED);
@@ -408,24 +421,24 @@ static void reap(struct rb_hdr *h, struct side s);
  * not outlive it when nobody parks. */
 static uint32_t parked(struct rb_hdr *h, struct side s)
 {
+    static __thread unsigned calls;
     uint64_t mask = LOAD(*s.mask), keep = 0;
     uint32_t n = 0;
     int64_t now;
 
     if (mask == 0)
         return 0;
-    if ((now = now_ns()) >= LOAD(h->next_reap_ns)) {
+    /* The clock is read one call in 64: reaping is a matter of seconds. */
+    if ((++calls & 63) == 0 && (now = now_ns()) >= LOAD(h->next_reap_ns)) {
         STORE(h->next_reap_ns, now + RB_RECHECK_NS);
         reap(h, senders(h));
         reap(h, receivers(h));
         mask = LOAD(*s.mask);
     }
-    for (int i = 0; i < RB_WAITER_SLOTS; i++) {
-        uint32_t c;
+    for (uint64_t m = mask; m != 0; m &= m - 1) {  /* the set bits only */
+        int i = __builtin_ctzll(m);
+        uint32_t c = SLOT_COUNT(__atomic_load_n(&s.slots[i].word, __ATOMIC_RELAXED));
 
-        if (!(mask & 1ULL << i))
-            continue;
-        c = SLOT_COUNT(__atomic_load_n(&s.slots[i].word, __ATOMIC_RELAXED));
         if (c > 0) {
             keep |= 1ULL << i;
             n += c;

@@ -13,6 +13,7 @@ from ringbuf._channel import (
     DEFAULT_SIZE,
     Channel,
     ChannelStats,
+    ChannelWaiters,
     select,
     select_async,
     select_bytes,
@@ -42,6 +43,7 @@ from ringbuf.errors import (
 __all__ = [
     "Channel",
     "ChannelStats",
+    "ChannelWaiters",
     "CLOSED",
     "select",
     "select_bytes",

@@ -10,7 +10,7 @@ import pickle
 import secrets
 import time
 import weakref
-from typing import Any, AsyncIterator, Callable, Deque, Iterable, Iterator, List, Optional, Sequence, Tuple, TypeVar
+from typing import Any, AsyncIterator, Callable, Deque, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -26,7 +26,7 @@ Loads = Callable[[bytes], Any]
 #: The most messages one recv_many()/recv_bytes_many() call returns.
 MAX_BATCH = 8192
 
-__all__ = ["Channel", "ChannelStats", "DEFAULT_CAPACITY", "DEFAULT_SIZE", "CLOSED", "select", "select_bytes",
+__all__ = ["Channel", "ChannelStats", "ChannelWaiters", "DEFAULT_CAPACITY", "DEFAULT_SIZE", "CLOSED", "select", "select_bytes",
            "select_async", "select_bytes_async"]
 
 #: Messages a channel holds when ``capacity`` is not given.
@@ -151,6 +151,20 @@ class ChannelStats:
     """The most ring bytes ever in use at once, since creation."""
     peak_qcount: int
     """The most messages ever queued at once, since creation."""
+    lock_owner: int = 0
+    """Pid of the process holding the lock when :meth:`Channel.observe` read
+    the header, 0 if free (always 0 from :meth:`Channel.stats`, which holds
+    the lock itself)."""
+
+
+class ChannelWaiters(NamedTuple):
+    """Who is parked on a channel: (pid, count) for each process with parked
+    senders or receivers (tasks and selectors included).  Processes beyond the
+    header's 64 slots a side share the last slot, shown with the pid of the
+    one that parked there last."""
+
+    senders: List[Tuple[int, int]]
+    receivers: List[Tuple[int, int]]
 
 
 class Channel:
@@ -806,30 +820,19 @@ class Channel:
 
     def stats(self) -> ChannelStats:
         """A consistent snapshot of the shared header (taken under the lock)."""
-        s = self._h.stats()
-        return ChannelStats(
-            capacity=s.dataqsiz,
-            size=s.size,
-            qcount=s.qcount,
-            used=s.used,
-            sendx=s.sendx,
-            recvx=s.recvx,
-            sendq=s.sendq,
-            recvq=s.recvq,
-            closed=bool(s.closed),
-            creator_pid=s.creator_pid,
-            sent=s.sent,
-            received=s.received,
-            send_parks=s.send_parks,
-            recv_parks=s.recv_parks,
-            recvq_wakes=s.recvq_wakes,
-            sendq_wakes=s.sendq_wakes,
-            baton_passes=s.baton_passes,
-            recoveries=s.recoveries,
-            waiters_reaped=s.waiters_reaped,
-            peak_used=s.peak_used,
-            peak_qcount=s.peak_qcount,
-        )
+        return _stats(self._h.stats())
+
+    def observe(self) -> ChannelStats:
+        """The same snapshot read without the lock: it never waits, never
+        disturbs the channel, and works while another process holds the lock
+        (``lock_owner`` says which).  The fields are read one by one while
+        the channel runs, so it is close, not exact.  For monitoring."""
+        return _stats(self._h.observe())
+
+    def waiters(self) -> ChannelWaiters:
+        """Who is parked on the channel now, read without the lock."""
+        return ChannelWaiters(self._h.parked("senders"), self._h.parked("receivers"))
+
 
     def check(self) -> None:
         """Verify the shared header's invariants and walk every queued record.
@@ -853,6 +856,34 @@ class Channel:
             f"<ringbuf.Channel {self.name!r} {s.qcount}/{s.dataqsiz} messages, "
             f"{s.used}/{s.size} bytes, {state}>"
         )
+
+
+def _stats(s: Any) -> ChannelStats:
+    """A ChannelStats from a ``struct rb_stats``."""
+    return ChannelStats(
+        capacity=s.dataqsiz,
+        size=s.size,
+        qcount=s.qcount,
+        used=s.used,
+        sendx=s.sendx,
+        recvx=s.recvx,
+        sendq=s.sendq,
+        recvq=s.recvq,
+        closed=bool(s.closed),
+        creator_pid=s.creator_pid,
+        sent=s.sent,
+        received=s.received,
+        send_parks=s.send_parks,
+        recv_parks=s.recv_parks,
+        recvq_wakes=s.recvq_wakes,
+        sendq_wakes=s.sendq_wakes,
+        baton_passes=s.baton_passes,
+        recoveries=s.recoveries,
+        waiters_reaped=s.waiters_reaped,
+        peak_used=s.peak_used,
+        peak_qcount=s.peak_qcount,
+        lock_owner=s.lock_owner,
+    )
 
 
 def _nbytes(data: Any) -> int:

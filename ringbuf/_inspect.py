@@ -40,7 +40,7 @@ def list_channels(prefix: str = "") -> List[Tuple[str, Any]]:
             ch = _open(name)
         except (errors.SegmentError, errors.ChannelNotFound, ValueError, PermissionError, OSError):
             continue  # not a channel (or gone meanwhile)
-        found.append((name, ch._h.observe()))
+        found.append((name, ch.observe()))
     return found
 
 
@@ -69,7 +69,7 @@ def ls(out: TextIO = sys.stdout) -> int:
         if not alive(s.creator_pid):
             creator += " (gone)"
             orphans += 1
-        print(f"{name:<40} {f'{s.qcount}/{s.dataqsiz}':>15} {f'{s.used}/{s.size}':>21} {s.sendq:>5} "
+        print(f"{name:<40} {f'{s.qcount}/{s.capacity}':>15} {f'{s.used}/{s.size}':>21} {s.sendq:>5} "
               f"{s.recvq:>5} {'closed' if s.closed else 'open':>6} {creator:>14}", file=out)
     if orphans:
         print(f"\n{orphans} channel(s) outlived the process that created them (killed before it could unlink "
@@ -89,9 +89,9 @@ def render(name: str, s: Any, senders: List[Tuple[int, int]], receivers: List[Tu
         f"channel {name}   (/dev/shm/{name}, created by pid {s.creator_pid})",
         "struct hchan {",
         f"    lock      {lock:<24} // robust process-shared mutex",
-        f"    closed    {s.closed:<24} // 1 after close(): senders fail, receivers drain",
+        f"    closed    {int(s.closed):<24} // 1 after close(): senders fail, receivers drain",
         f"    qcount    {s.qcount:<24} // messages queued",
-        f"    dataqsiz  {s.dataqsiz:<24} // capacity in messages",
+        f"    dataqsiz  {s.capacity:<24} // capacity in messages (0: unbuffered)",
         f"    used      {f'{s.used} / {s.size} bytes':<24} // ring bytes in use ({pct:.1f}%)",
         f"    sendx     {s.sendx:<24} // ring offset of the next message to write",
         f"    recvx     {s.recvx:<24} // ring offset of the next message to read",
@@ -110,8 +110,8 @@ def render(name: str, s: Any, senders: List[Tuple[int, int]], receivers: List[Tu
 
 def inspect(name: str, out: TextIO = sys.stdout) -> int:
     ch = _open(name)
-    h = ch._h
-    print(render(name, h.observe(), h.parked("senders"), h.parked("receivers")), file=out)
+    waiting = ch.waiters()
+    print(render(name, ch.observe(), waiting.senders, waiting.receivers), file=out)
     return 0
 
 
@@ -119,18 +119,18 @@ def top(name: str, interval: float = 1.0, count: Optional[int] = None, out: Text
     """Redraw ``inspect`` every ``interval`` seconds with send and receive
     rates, ``count`` times (forever when None; Ctrl-C ends it)."""
     ch = _open(name)
-    h = ch._h
     clear = out.isatty()
-    prev, t_prev = h.observe(), time.monotonic()
+    prev, t_prev = ch.observe(), time.monotonic()
     n = 0
     try:
         while count is None or n < count:
             time.sleep(interval)
-            s, t = h.observe(), time.monotonic()
+            s, t = ch.observe(), time.monotonic()
             dt = t - t_prev
             if clear:
                 out.write("\x1b[H\x1b[2J")
-            print(render(name, s, h.parked("senders"), h.parked("receivers")), file=out)
+            waiting = ch.waiters()
+            print(render(name, s, waiting.senders, waiting.receivers), file=out)
             print(f"rates over {dt:.1f} s: {(s.sent - prev.sent) / dt:,.0f} sent/s   "
                   f"{(s.received - prev.received) / dt:,.0f} received/s", file=out)
             out.flush()
