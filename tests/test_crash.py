@@ -276,7 +276,7 @@ def test_every_parked_waiter_of_a_killed_process_is_struck_off(make_channel):
     assert ready.wait(10)
     wait_until(lambda: full.stats().sendq == 100 and empty.stats().recvq == 100, timeout=15,
                what="200 threads parking")
-    assert full._h.parked("senders") == [(victim.pid, 100)]
+    assert full.waiters().senders == [(victim.pid, 100)]
     os.kill(victim.pid, signal.SIGKILL)
     victim.join(5)
     wait_until(lambda: full.stats().sendq == 0 and empty.stats().recvq == 0, timeout=15,
@@ -355,7 +355,7 @@ def test_waiters_of_two_pid_namespaces_are_told_apart(make_channel):
     try:
         assert [p.stdout.readline().strip() for p in procs] == ["1", "1"]
         wait_until(lambda: ch.stats().recvq == 2, what="both receivers parking")
-        assert sorted(ch._h.parked("receivers")) == [(1, 1), (1, 1)]
+        assert sorted(ch.waiters().receivers) == [(1, 1), (1, 1)]
         procs[0].kill()  # unshare --kill-child takes its pid-1 child with it
         procs[0].wait(5)
         wait_until(lambda: ch.stats().recvq == 1, timeout=15, what="the dead receiver struck off")
@@ -381,11 +381,11 @@ def test_a_dead_waiters_count_is_reaped_even_when_nobody_parks_again(make_channe
     def one_message_then_look() -> bool:
         ch.send_bytes(b"x")
         assert ch.recv_bytes() == b"x"
-        return ch._h.observe().recvq == 0  # read without the lock: reaps nothing
+        return ch.observe().recvq == 0  # read without the lock: reaps nothing
 
     wait_until(one_message_then_look, timeout=15, what="the dead receiver struck off by the sends")
-    wakes = ch._h.observe().recvq_wakes
+    wakes = ch.observe().recvq_wakes
     for _ in range(100):
         ch.send_bytes(b"y")
         ch.recv_bytes()
-    assert ch._h.observe().recvq_wakes == wakes
+    assert ch.observe().recvq_wakes == wakes

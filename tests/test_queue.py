@@ -391,7 +391,7 @@ def test_immediate_shutdown_drops_the_items_counts_them_done_and_gets_raise_at_o
         results = ctx.Queue()
         joiner = ctx.Process(target=_workers.join_queue, args=(q, results))
         joiner.start()
-        wait_until(lambda: q.channel._h.observe().qcount == 4, what="the joiner starting")
+        wait_until(lambda: q.channel.observe().qcount == 4, what="the joiner starting")
         q.shutdown(immediate=True)
         assert results.get(timeout=5) == "joined"  # the 4 dropped items count as done
         joiner.join(5)
