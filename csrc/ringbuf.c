@@ -522,31 +522,53 @@ static int recover(struct rb_chan *ch)
 
 /* ---- spinning and parking --------------------------------------------- */
 
+/* The pace of a spin: pure for RB_SPIN_BUSY_NS, then yielding the CPU
+ * between looks, for RB_SPIN_NS in all or until the deadline.  The caller
+ * looks at what it waits for, then calls pace(), until pace() says stop. */
+struct pace {
+    int64_t busy, until;
+    unsigned looks;
+};
+
+static struct pace start_pace(int64_t deadline)
+{
+    int64_t now = now_ns();
+    struct pace p = { now + RB_SPIN_BUSY_NS, now + RB_SPIN_NS, 0 };
+
+    if (deadline >= 0 && deadline < p.until)
+        p.until = deadline;
+    return p;
+}
+
+static int pace(struct pace *p)
+{
+    cpu_relax();
+    if (++p->looks % 32 == 0) {
+        int64_t now = now_ns();
+
+        if (now >= p->until)
+            return 0;
+        if (now >= p->busy)
+            sched_yield();
+    }
+    return 1;
+}
+
 /* Spin without the lock until `*counter` (the other side's running total,
  * read as `seen` under the lock) or `*futex` (bumped by close) moves, or the
  * spin budget or the deadline runs out; the caller then retries under the
  * lock.  Both words sit off the lock line, so spinning does not slow down the
- * very lock holder it is waiting for; past RB_SPIN_BUSY_NS it yields the CPU
- * between looks. */
+ * very lock holder it is waiting for.  Past RB_SPIN_BUSY_NS it yields the
+ * CPU between looks: the peer it waits for may be runnable on this very CPU. */
 static void spin(const uint64_t *counter, uint64_t seen, const uint32_t *futex, int64_t deadline)
 {
     uint32_t fseen = LOAD(*futex);
-    int64_t now = now_ns(), busy = now + RB_SPIN_BUSY_NS, until = now + RB_SPIN_NS;
+    struct pace p = start_pace(deadline);
 
-    if (deadline >= 0 && deadline < until)
-        until = deadline;
-    for (unsigned i = 1;; i++) {
+    do
         if (LOAD(*counter) != seen || LOAD(*futex) != fseen)
             return;
-        cpu_relax();
-        if (i % 64 == 0) {
-            now = now_ns();
-            if (now >= until)
-                return;
-            if (now >= busy)
-                sched_yield();
-        }
-    }
+    while (pace(&p));
 }
 
 /* Bump a side's futex word and wake one of its sleepers, without the lock:
@@ -1287,23 +1309,13 @@ static int case_hint(const struct rb_chan *ch, int send, uint64_t need)
  * ready or the spin budget or the deadline runs out. */
 static void spin_select(const struct sel_case *cases, const uint64_t *lens, uint32_t n, int64_t deadline)
 {
-    int64_t now = now_ns(), busy = now + RB_SPIN_BUSY_NS, until = now + RB_SPIN_NS;
+    struct pace p = start_pace(deadline);
 
-    if (deadline >= 0 && deadline < until)
-        until = deadline;
-    for (unsigned i = 1;; i++) {
+    do
         for (uint32_t k = 0; k < n; k++)
             if (case_hint(cases[k].ch, cases[k].send, RB_REC_HDR + align8(lens[k])))
                 return;
-        cpu_relax();
-        if (i % 16 == 0) {
-            now = now_ns();
-            if (now >= until)
-                return;
-            if (now >= busy)
-                sched_yield();
-        }
-    }
+    while (pace(&p));
 }
 
 /* Try case c: RB_ETIMEDOUT if it cannot proceed now, else what doing it
@@ -1369,7 +1381,10 @@ static struct side side_of(struct rb_chan *ch, int send)
     return send ? senders(ch->hdr) : receivers(ch->hdr);
 }
 
-/* W12: hand on the wake-up a selector may have taken from one side. */
+/* W10, W12: hand on a wake-up that a waiter leaving one side of ch (a
+ * receiver that left its message, a selector or a task that did something
+ * else) may have taken: to a parked receiver if a message is queued, to a
+ * parked sender through the baton's budget. */
 static void hand_on_side(struct rb_chan *ch, int send)
 {
     struct rb_hdr *h = ch->hdr;
@@ -1628,20 +1643,7 @@ void rb_wake_word(uint64_t word)
 /* W10. */
 void rb_pass_wake(struct rb_chan *ch)
 {
-    struct rb_hdr *h = ch->hdr;
-    int wake = 0;
-
-    if (lock(ch, RB_FOREVER) != RB_OK) {
-        /* The lock is held for long, or a signal came: hand it on blind. */
-        hand_on(&h->recv_futex);
-        return;
-    }
-    if (LOAD(h->qcount) > 0 && parked(h, receivers(h)) > 0) {
-        INC(h->recv_futex);
-        h->recvq_wakes++;
-        wake = 1;
-    }
-    unlock_and_wake(ch, wake, 0);
+    hand_on_side(ch, 0);
 }
 
 int rb_close(struct rb_chan *ch)

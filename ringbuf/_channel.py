@@ -986,7 +986,18 @@ def select_bytes(*cases: Case, timeout: Optional[float] = None) -> Tuple[Channel
     return _select(cases, timeout, raw=True)
 
 
-def _select(cases: Tuple[Case, ...], timeout: Optional[float], raw: bool) -> Tuple[Channel, Any]:
+class _SelectCall(NamedTuple):
+    """A select's cases, ready for _lowlevel.select."""
+
+    chans: Sequence[Channel]
+    handles: List[Handle]
+    sends: Optional[List[Optional[List[Any]]]]  # None: every case receives
+    deadline: int
+    alloc: Optional[Callable[[int], Any]]
+
+
+def _select_call(cases: Tuple[Case, ...], timeout: Optional[float], raw: bool) -> _SelectCall:
+    """Check and encode select's cases; raises before anything waits."""
     if not cases:
         raise ValueError("select() needs at least one case")
     if len(cases) > SELECT_MAX:
@@ -999,21 +1010,38 @@ def _select(cases: Tuple[Case, ...], timeout: Optional[float], raw: bool) -> Tup
     except AttributeError:
         chans, sends = _select_cases(cases, raw)
         handles = [ch._h for ch in chans]
-    if not raw:
-        # Messages recv_many() left undecoded on a handle are ready at once.
-        waiting = [ch for i, ch in enumerate(chans) if ch._undecoded and (sends is None or sends[i] is None)]
-        if waiting:
-            ch = waiting[secrets.randbelow(len(waiting))]
-            return ch, ch._decode(ch._undecoded.popleft(), False)
-    alloc = None if raw else _aligned_empty
-    try:
-        i, what, data = _lowlevel.select(handles, sends, deadline, alloc)
-    except InterruptedError:
-        i, what, data = _retrying(_lowlevel.select, handles, sends, deadline, alloc)
-    ch = chans[i]
+    return _SelectCall(chans, handles, sends, deadline, None if raw else _aligned_empty)
+
+
+def _leftover(call: _SelectCall) -> Optional[Tuple[Channel, Any]]:
+    """A receive case whose handle holds messages recv_many() left undecoded
+    is ready at once: one of them, chosen at random, or None."""
+    waiting = [ch for i, ch in enumerate(call.chans) if ch._undecoded and (call.sends is None or call.sends[i] is None)]
+    if not waiting:
+        return None
+    ch = waiting[secrets.randbelow(len(waiting))]
+    return ch, ch._decode(ch._undecoded.popleft(), False)
+
+
+def _select_result(call: _SelectCall, done: Tuple[int, str, Any], raw: bool) -> Tuple[Channel, Any]:
+    i, what, data = done
+    ch = call.chans[i]
     if what == _lowlevel.RECEIVED:
         return ch, data if raw else ch._decode(data, type(data) is not bytes)
     return ch, CLOSED if what == _lowlevel.DRAINED else None
+
+
+def _select(cases: Tuple[Case, ...], timeout: Optional[float], raw: bool) -> Tuple[Channel, Any]:
+    call = _select_call(cases, timeout, raw)
+    if not raw:
+        left = _leftover(call)
+        if left is not None:
+            return left
+    try:
+        done = _lowlevel.select(call.handles, call.sends, call.deadline, call.alloc)
+    except InterruptedError:
+        done = _retrying(_lowlevel.select, call.handles, call.sends, call.deadline, call.alloc)
+    return _select_result(call, done, raw)
 
 
 def _select_cases(cases: Tuple[Case, ...], raw: bool) -> Tuple[List[Channel], List[Optional[List[Any]]]]:
@@ -1057,31 +1085,17 @@ async def select_bytes_async(*cases: Case, timeout: Optional[float] = None) -> T
 
 
 async def _select_async(cases: Tuple[Case, ...], timeout: Optional[float], raw: bool) -> Tuple[Channel, Any]:
-    if not cases:
-        raise ValueError("select() needs at least one case")
-    if len(cases) > SELECT_MAX:
-        raise ValueError(f"select() takes at most {SELECT_MAX} cases, got {len(cases)}")
-    deadline = FOREVER if timeout is None else _deadline(timeout)
-    sends: Optional[List[Optional[List[Any]]]] = None
-    chans: Sequence[Channel] = cases
-    if not all(isinstance(c, Channel) for c in cases):
-        chans, sends = _select_cases(cases, raw)
-    for i, ch in enumerate(chans):
-        if sends is not None and sends[i] is not None:
+    call = _select_call(cases, timeout, raw)
+    sides = []
+    for i, (ch, h) in enumerate(zip(call.chans, call.handles)):
+        parts = None if call.sends is None else call.sends[i]
+        if parts is not None:
             ch._no_async_rendezvous()
+        sides.append((h, parts is not None, 0 if parts is None else sum(memoryview(p).nbytes for p in parts)))
     if not raw:
-        waiting = [ch for i, ch in enumerate(chans) if ch._undecoded and (sends is None or sends[i] is None)]
-        if waiting:
-            ch = waiting[secrets.randbelow(len(waiting))]
-            return ch, ch._decode(ch._undecoded.popleft(), False)
-    handles = [ch._h for ch in chans]
-    alloc = None if raw else _aligned_empty
-    sides = [(h, sends is not None and sends[i] is not None,
-              0 if sends is None or sends[i] is None else sum(memoryview(p).nbytes for p in sends[i] or ()))
-             for i, h in enumerate(handles)]
-    i, what, data = await _async.operate(sides, lambda d: _lowlevel.select(handles, sends, d, alloc), deadline,
-                                         served=lambda r: r[0], what="any case of a select")
-    ch = chans[i]
-    if what == _lowlevel.RECEIVED:
-        return ch, data if raw else ch._decode(data, type(data) is not bytes)
-    return ch, CLOSED if what == _lowlevel.DRAINED else None
+        left = _leftover(call)
+        if left is not None:
+            return left
+    done = await _async.operate(sides, lambda d: _lowlevel.select(call.handles, call.sends, d, call.alloc),
+                                call.deadline, served=lambda r: r[0], what="any case of a select")
+    return _select_result(call, done, raw)
