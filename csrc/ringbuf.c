@@ -1592,6 +1592,8 @@ void rb_wait_end(struct rb_chan *ch, const struct rb_wait *w, int served)
     if (w->slot >= RB_WAITER_SLOTS)
         return;
     count_out(s, t);
+    if (w->word == (uint64_t)(uintptr_t)&ch->hdr->ack_futex)
+        return;  /* W13: an acknowledgement is for its one sender: nothing to hand on */
     if (LOAD(*s.futex) == w->seen)
         return;  /* nobody bumped the word: no wake-up was taken */
     if (!served) {
@@ -1599,6 +1601,57 @@ void rb_wait_end(struct rb_chan *ch, const struct rb_wait *w, int served)
     } else if (w->send && lock(ch, RB_FOREVER) == RB_OK) {  /* W6: a woken sender that sent */
         unlock_and_pass(ch, read_pos(ch, &ch->hdr->sendx, &p) && pass_baton(ch, &p));
     }
+}
+
+int rb_offer(struct rb_chan *ch, const struct rb_iov *iov, uint32_t n, uint64_t *seq, int64_t deadline)
+{
+    uint64_t len = message_len(ch, iov, n);
+    struct pos p;
+    int rc, woken;
+
+    if (len == UINT64_MAX)
+        return RB_ETOOBIG;
+    if ((rc = lock_room(ch, RB_REC_HDR + align8(len), deadline, &woken, &p)) != RB_OK)
+        return rc;
+    *seq = send_locked(ch, &p, iov, n, len, woken);
+    return RB_OK;
+}
+
+int rb_ack_begin(struct rb_chan *ch, uint64_t seq, struct rb_wait *w)
+{
+    struct rb_hdr *h = ch->hdr;
+    struct ticket t;
+    int rc;
+
+    if (LOAD(h->received) >= seq)
+        return RB_OK;
+    while ((rc = lock(ch, RB_FOREVER)) == RB_EINTR || rc == RB_ERECOVERED)
+        ;
+    if (rc != RB_OK)
+        return rc;
+    if (LOAD(h->received) >= seq) {
+        unlock(ch);
+        return RB_OK;
+    }
+    if (LOAD(h->closed))
+        return take_back(ch, seq, RB_ECLOSED);
+    reap(h, senders(h));
+    t = count_in(senders(h));
+    *w = (struct rb_wait){ .word = (uint64_t)(uintptr_t)&h->ack_futex, .seen = LOAD(h->ack_futex), .send = 1,
+                           .slot = (uint32_t)t.slot, .owner = t.owner, .gen = t.gen };
+    unlock(ch);
+    return RB_EREADY;
+}
+
+int rb_take_back(struct rb_chan *ch, uint64_t seq)
+{
+    int rc;
+
+    while ((rc = lock(ch, RB_FOREVER)) == RB_EINTR || rc == RB_ERECOVERED)
+        ;
+    if (rc != RB_OK)
+        return rc;
+    return take_back(ch, seq, RB_ETIMEDOUT);
 }
 
 int rb_waitv(const uint64_t *words, const uint32_t *expected, uint32_t n, uint32_t *now, int64_t deadline)

@@ -168,6 +168,9 @@ struct rb_waiter {
  *       wakes all its sleepers (there is at most one in flight to ack).  A
  *       sender that gives up (deadline, signal, close) takes its message back
  *       under the lock unless a receiver took it first: then it succeeded.
+ *       A sender that waits elsewhere (a task, W14) does the same in steps:
+ *       rb_offer publishes, rb_ack_begin counts it in on ack_futex (or says
+ *       taken, or takes back on close), rb_take_back gives up.
  *   W14 A waiter that sleeps elsewhere (an asyncio task) parks in two halves:
  *       rb_wait_begin is W9 and W1 under the lock (or RB_EREADY if its
  *       operation can proceed now); the caller then waits on the word by its

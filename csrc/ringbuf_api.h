@@ -182,6 +182,17 @@ int rb_wait_begin(struct rb_chan *ch, int send, uint64_t len, struct rb_wait *w)
  * on this side after the wait; if not, a wake-up it may have taken is handed
  * on (W12), and if so, a sender passes the baton (W6). */
 void rb_wait_end(struct rb_chan *ch, const struct rb_wait *w, int served);
+/* W13 in steps, for an unbuffered channel's sender that waits elsewhere:
+ * rb_offer publishes the message made of iov[0..n) if there is room by the
+ * deadline (RB_OK, its number in *seq) without waiting for a receiver to
+ * take it.  rb_ack_begin then says RB_OK if the message was taken, or counts
+ * the caller in on the senders' side to wait on ack_futex (*w, RB_EREADY
+ * meaning "not yet": wait, rb_wait_end, ask again), or takes the message back
+ * and says RB_ECLOSED.  rb_take_back takes it back unless it was taken:
+ * RB_OK (it was: the send succeeded) or RB_ETIMEDOUT (taken back). */
+int rb_offer(struct rb_chan *ch, const struct rb_iov *iov, uint32_t n, uint64_t *seq, int64_t deadline_ns);
+int rb_ack_begin(struct rb_chan *ch, uint64_t seq, struct rb_wait *w);
+int rb_take_back(struct rb_chan *ch, uint64_t seq);
 /* Sleep until one of the 32-bit words at the addresses words[0..n) differs
  * from expected[i], or the deadline; at most 128 distinct words.  now[i]
  * gets each word's value on return.  RB_OK (a word differs, perhaps

@@ -211,6 +211,47 @@ async def operate(sides: Sequence[Side], attempt: Callable[[int], T], deadline: 
         raise
 
 
+async def await_taken(h: Handle, seq: int, deadline: int, what: str) -> None:
+    """W13 for a task: wait until a receiver takes message seq of an
+    unbuffered channel.  A task that gives up (timeout, cancellation) takes
+    the message back, unless a receiver took it first: then the send
+    happened, and a timeout is not raised (a cancellation still is: the task
+    was cancelled, though its message went)."""
+    loop = asyncio.get_running_loop()
+    w: Any = None
+    try:
+        while True:
+            w = h.ack_begin(seq)
+            if w is None:
+                return
+            future = _the_helper().watch([int(w.word)], [int(w.seen)], loop)
+            now = time.monotonic_ns()
+            if 0 <= deadline <= now:
+                raise errors.Timeout(f"timed out waiting for a receiver on {what}")
+            if deadline < 0:
+                await future
+            else:
+                try:
+                    await asyncio.wait_for(future, (deadline - now) / 1e9)
+                except asyncio.TimeoutError:
+                    pass
+            h.wait_end(w, True)
+            w = None
+    except errors.Closed:  # ack_begin took the message back already
+        raise
+    except errors.Timeout:
+        if w is not None:
+            h.wait_end(w, False)
+        if h.take_back(seq):
+            return  # taken at the deadline: the send succeeded
+        raise
+    except BaseException:
+        if w is not None:
+            h.wait_end(w, False)
+        h.take_back(seq)
+        raise
+
+
 def helper_threads() -> int:
     """How many helper threads this process runs (0 or 1)."""
     return sum(1 for t in threading.enumerate() if t.name == "ringbuf-asyncio")

@@ -645,14 +645,17 @@ class Channel:
         Raises:
             Timeout, Closed (``close`` wakes every waiting task),
             MessageTooLarge, TypeError: as :meth:`send_bytes`.
-            NotImplementedError: the channel is unbuffered (capacity 0).
             asyncio.CancelledError: the task was cancelled; nothing was sent.
+                On an unbuffered channel the message is taken back, unless a
+                receiver took it in that very instant: then it was delivered,
+                and the cancellation still propagates.
         """
-        self._no_async_rendezvous()
         h = self._h
         buf = data if type(data) is bytes else _lowlevel.export(data)
-        await _async.operate([(h, True, len(buf))], lambda d: h.send(buf, d),
-                             FOREVER if timeout is None else _deadline(timeout), what=repr(self.name))
+        deadline = FOREVER if timeout is None else _deadline(timeout)
+        if self.capacity == 0:
+            return await self._rendezvous_async([buf], len(buf), deadline)
+        await _async.operate([(h, True, len(buf))], lambda d: h.send(buf, d), deadline, what=repr(self.name))
 
     async def recv_bytes_async(self, timeout: Optional[float] = None) -> bytes:
         """:meth:`recv_bytes` for asyncio: the event loop runs on while this
@@ -680,16 +683,25 @@ class Channel:
     async def send_async(self, obj: Any, timeout: Optional[float] = None) -> None:
         """:meth:`send` for asyncio, as :meth:`send_bytes_async` (the object is
         pickled, or encoded with the channel's codec, before anything waits)."""
-        self._no_async_rendezvous()
         parts = _encode(obj) if self._dumps is None else self._dumps(obj)
         h = self._h
+        deadline = FOREVER if timeout is None else _deadline(timeout)
         if type(parts) is bytes or not isinstance(parts, list):
             one = parts if type(parts) is bytes else _lowlevel.export(parts)
-            send, nbytes = (lambda d: h.send(one, d)), len(one)
+            pieces, send, nbytes = [one], (lambda d: h.send(one, d)), len(one)
         else:
-            send, nbytes = (lambda d: h.send_parts(parts, d)), sum(memoryview(p).nbytes for p in parts)
-        await _async.operate([(h, True, nbytes)], send, FOREVER if timeout is None else _deadline(timeout),
-                             what=repr(self.name))
+            pieces, send = parts, (lambda d: h.send_parts(parts, d))
+            nbytes = sum(memoryview(p).nbytes for p in parts)
+        if self.capacity == 0:
+            return await self._rendezvous_async(pieces, nbytes, deadline)
+        await _async.operate([(h, True, nbytes)], send, deadline, what=repr(self.name))
+
+    async def _rendezvous_async(self, parts: List[Any], nbytes: int, deadline: int) -> None:
+        """An awaited send on an unbuffered channel (W13): publish once there
+        is room, then await a receiver's acknowledgement."""
+        h = self._h
+        seq = await _async.operate([(h, True, nbytes)], lambda d: h.offer(parts, d), deadline, what=repr(self.name))
+        await _async.await_taken(h, seq, deadline, repr(self.name))
 
     async def recv_async(self, timeout: Optional[float] = None) -> Any:
         """:meth:`recv` for asyncio, as :meth:`recv_bytes_async`; the object is
@@ -717,13 +729,6 @@ class Channel:
             except errors.Closed:
                 return
             yield obj
-
-    def _no_async_rendezvous(self) -> None:
-        if self.capacity == 0:
-            raise NotImplementedError(
-                f"channel {self.name!r} is unbuffered: an awaited send would have to wait for a receiver "
-                "to take its message, which is not supported yet; give the channel a capacity"
-            )
 
     # -- tasks ------------------------------------------------------------
 
@@ -1089,8 +1094,12 @@ async def _select_async(cases: Tuple[Case, ...], timeout: Optional[float], raw: 
     sides = []
     for i, (ch, h) in enumerate(zip(call.chans, call.handles)):
         parts = None if call.sends is None else call.sends[i]
-        if parts is not None:
-            ch._no_async_rendezvous()
+        if parts is not None and ch.capacity == 0:
+            raise NotImplementedError(
+                f"select_async(): a send case on the unbuffered channel {ch.name!r} would have to offer its "
+                "message while waiting on the other cases, which is not supported yet (select() does it, and "
+                "send_async() on that channel alone does)"
+            )
         sides.append((h, parts is not None, 0 if parts is None else sum(memoryview(p).nbytes for p in parts)))
     if not raw:
         left = _leftover(call)

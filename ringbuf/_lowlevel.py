@@ -451,6 +451,40 @@ class Handle:
             if rc != _EINTR:
                 self._failed(rc)
 
+    def offer(self, parts: Sequence[Any], deadline: int) -> int:
+        """W13 in steps: publish the message made of parts on an unbuffered
+        channel once there is room, without waiting for a receiver; returns
+        its number for ack_begin/take_back."""
+        iov, keep = _iovec(parts)
+        seq = ffi.new("uint64_t *")
+        rc = lib.rb_offer(self._ch, iov, len(parts), seq, deadline)
+        while rc != _OK:
+            self._failed(rc, nbytes=sum(len(b) for b in keep), limit=self.max_message)
+            rc = lib.rb_offer(self._ch, iov, len(parts), seq, deadline)
+        return int(seq[0])
+
+    def ack_begin(self, seq: int) -> Optional[Any]:
+        """None once message seq was taken; else count in to wait for it (a
+        ``struct rb_wait`` for wait_end).  Raises Closed, having taken the
+        message back, if the channel was closed first."""
+        w = ffi.new("struct rb_wait *")
+        rc = lib.rb_ack_begin(self._ch, seq, w)
+        if rc == _OK:
+            return None
+        if rc == _EREADY:
+            return w
+        _raise(rc, self.name)
+
+    def take_back(self, seq: int) -> bool:
+        """Take message seq back unless a receiver took it; True if it did
+        (then the send happened)."""
+        rc = lib.rb_take_back(self._ch, seq)
+        if rc == _OK:
+            return True
+        if rc == lib.RB_ETIMEDOUT:
+            return False
+        _raise(rc, self.name)
+
     def wait_end(self, w: Any, served: bool) -> None:
         """W14: count out the waiter that wait_begin counted in."""
         lib.rb_wait_end(self._ch, w, int(served))

@@ -302,10 +302,54 @@ def test_a_process_killed_while_its_tasks_wait_is_struck_off(make_channel):
     assert ch.stats().waiters_reaped == 5
 
 
-def test_awaited_sends_on_an_unbuffered_channel_are_a_clear_error(make_channel):
+def test_an_awaited_send_on_an_unbuffered_channel_is_a_rendezvous(make_channel):
     ch = make_channel(capacity=0)
-    with pytest.raises(NotImplementedError, match="unbuffered"):
-        asyncio.run(ch.send_async("x"))
+    results = ctx.Queue()
+
+    async def send_then_look():
+        await ch.send_async("hand-off", timeout=10)
+        return ch.stats().received  # the receive had happened when the send returned
+
+    proc = ctx.Process(target=_workers.recv_one, args=(ch, 30, results))
+    proc.start()
+    assert asyncio.run(send_then_look()) == 1
+    proc.join(5)
+
+    # Nobody receives: the send times out and takes its message back.
+    with pytest.raises(ringbuf.Timeout):
+        asyncio.run(ch.send_bytes_async(b"nobody", timeout=0.1))
+    st = ch.stats()
+    assert (st.qcount, st.sent, st.received, st.sendq) == (0, 1, 1, 0)
+
+    # A cancelled one takes it back too, and a later receiver gets nothing.
+    async def cancel_it():
+        t = asyncio.create_task(ch.send_async("cancelled"))
+        await asyncio.sleep(0.1)
+        assert len(ch) == 1  # in flight, offered
+        t.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await t
+
+    asyncio.run(cancel_it())
+    with pytest.raises(ringbuf.Timeout):
+        ch.recv(timeout=0.1)
+
+    # Close wakes a waiting sender, which takes its message back.
+    async def close_it():
+        t = asyncio.create_task(ch.send_async("closed"))
+        await asyncio.sleep(0.1)
+        ch.close()
+        with pytest.raises(ringbuf.Closed):
+            await t
+
+    asyncio.run(close_it())
+    with pytest.raises(ringbuf.Closed):
+        ch.recv(timeout=1)
+    ch.check()
+
+
+def test_a_select_async_send_case_on_an_unbuffered_channel_is_a_clear_error(make_channel):
+    ch = make_channel(capacity=0)
     with pytest.raises(NotImplementedError, match="unbuffered"):
         asyncio.run(ringbuf.select_async((ch, "x")))
     assert len(ch) == 0
