@@ -338,9 +338,16 @@ def _add_iceoryx2() -> None:
 
     def iox_send_raw(end: _IoxEnd, data: bytes) -> None:
         n = len(data)
-        sample = end.port.loan_slice_uninit(n)
-        memmove(sample.payload_ptr, data, n)
-        sample.assume_init().send()
+        port = end.port
+        while True:
+            sample = port.loan_slice_uninit(n)
+            memmove(sample.payload_ptr, data, n)
+            if sample.assume_init().send():  # how many subscribers it reached
+                return
+            # None, though the subscriber is there (0.10 does this now and
+            # then after a publisher sat idle): that sample is lost, so
+            # reconnect and send again.
+            port.update_connections()
 
     def iox_recv_raw(end: _IoxEnd) -> bytes:
         receive = end.port.receive
@@ -558,7 +565,8 @@ class _Workload:
         readies = []
         for target, args in workers:
             ready = _ctx.Event()
-            proc = _ctx.Process(target=target, args=(self.name, *args, ready), daemon=True)
+            proc = _ctx.Process(target=target, args=(self.name, *args, ready), daemon=True,
+                                name=f"{self.name} {target.__name__.lstrip('_')}")
             proc.start()
             self.procs.append(proc)
             readies.append(ready)
@@ -576,8 +584,9 @@ class _Workload:
                 self.abort()
                 raise PeerFailed(f"{self.name}: a worker exited with code {code} while {what}")
         if time.monotonic() > deadline:
+            running = ", ".join(p.name.split(" ", 1)[1] for p in self.procs if p.exitcode is None)
             self.abort()
-            raise PeerFailed(f"{self.name}: {what} took more than {self.timeout:g} s")
+            raise PeerFailed(f"{self.name}: {what} took more than {self.timeout:g} s (still running: {running})")
 
     def _collect(self, n: int, what: str = "running") -> List[Any]:
         """n results from the workers, within the timeout."""
