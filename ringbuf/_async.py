@@ -28,6 +28,8 @@ from ringbuf._lowlevel import Handle
 
 T = TypeVar("T")
 
+# futex_waitv takes at most 128 words; the helper keeps one for itself.
+_MAX_WORDS = 127
 # W8: the helper wakes every waiting task at least this often.
 _RECHECK_NS = 1_000_000_000
 # While a stuck peer holds a channel's lock, a task looks again this often
@@ -74,6 +76,12 @@ class _Helper:
         future: "asyncio.Future[None]" = loop.create_future()
         w = _Watch(words, seen, loop, future)
         with self._lock:
+            distinct = {word for other in self._watches for word in other.words} | set(words)
+            if len(distinct) > _MAX_WORDS:
+                raise errors.RingbufError(
+                    f"this process already awaits {len(distinct) - len(set(words))} channel sides; one helper "
+                    f"thread can wait on at most {_MAX_WORDS} at once (futex_waitv's limit, less its own word)"
+                )
             self._watches.add(w)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="ringbuf-asyncio", daemon=True)
@@ -107,7 +115,11 @@ class _Helper:
             for w in watches:
                 words += w.words
                 expected += w.seen
-            recheck, now = _lowlevel.waitv(words, expected, time.monotonic_ns() + _RECHECK_NS)
+            try:
+                recheck, now = _lowlevel.waitv(words, expected, time.monotonic_ns() + _RECHECK_NS)
+            except Exception:  # never leave tasks waiting on a dead thread: wake them all to retry
+                recheck, now = True, expected
+                time.sleep(0.01)
             i = 1
             for w in watches:
                 k = len(w.words)

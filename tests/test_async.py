@@ -353,3 +353,20 @@ def test_a_select_async_send_case_on_an_unbuffered_channel_is_a_clear_error(make
     with pytest.raises(NotImplementedError, match="unbuffered"):
         asyncio.run(ringbuf.select_async((ch, "x")))
     assert len(ch) == 0
+
+
+def test_more_awaited_channel_sides_than_the_helper_can_watch_is_a_clear_error(make_channel):
+    chans = [make_channel(capacity=1, size=64) for _ in range(128)]
+
+    async def main():
+        tasks = [asyncio.create_task(ch.recv_async()) for ch in chans]
+        done, pending = await asyncio.wait(tasks, timeout=5, return_when=asyncio.FIRST_COMPLETED)
+        for t in pending:
+            t.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        return [t.exception() for t in done]
+
+    errors_ = asyncio.run(main())
+    assert len(errors_) == 1 and isinstance(errors_[0], ringbuf.RingbufError)
+    assert "at most 127" in str(errors_[0])
+    wait_until(lambda: all(c.stats().recvq == 0 for c in chans), what="every task counted out")
