@@ -1321,7 +1321,7 @@ static void spin_select(const struct sel_case *cases, const uint64_t *lens, uint
 /* Try case c: RB_ETIMEDOUT if it cannot proceed now, else what doing it
  * gave (see rb_select). */
 static int try_case(const struct sel_case *c, uint64_t len, void *buf, uint64_t cap, uint64_t *len_out,
-                    int64_t deadline)
+                    uint64_t *offered, int64_t deadline)
 {
     struct rb_chan *ch = c->ch;
     struct rb_hdr *h = ch->hdr;
@@ -1347,6 +1347,10 @@ static int try_case(const struct sel_case *c, uint64_t len, void *buf, uint64_t 
             return RB_ECLOSED;
         }
         seq = send_locked(ch, &p, c->iov, c->niov, len, 0);
+        if (ch->unbuffered && offered) {  /* the caller waits for the acknowledgement */
+            *offered = seq;
+            return RB_EREADY;
+        }
         return ch->unbuffered ? await_taken(ch, seq, deadline, now_ns() + RB_RECHECK_NS) : RB_OK;
     }
     if (p.qcount == 0) {  /* closed and drained */
@@ -1485,7 +1489,7 @@ static int park_select(const struct sel_case *cases, const uint64_t *lens, uint3
 }
 
 int rb_select(struct rb_chan *const *chans, const struct rb_case *ops, uint32_t n, void *buf, uint64_t cap,
-              uint64_t *chosen, uint64_t *len_out, int64_t deadline)
+              uint64_t *chosen, uint64_t *len_out, uint64_t *offered, int64_t deadline)
 {
     struct sel_case cases[RB_SELECT_MAX];
     struct select_wait w[RB_SELECT_MAX];
@@ -1515,7 +1519,7 @@ int rb_select(struct rb_chan *const *chans, const struct rb_case *ops, uint32_t 
         for (uint32_t k = 0; k < n; k++) {
             const struct sel_case *c = &cases[order[k]];
 
-            rc = try_case(c, lens[order[k]], buf, cap, len_out, deadline);
+            rc = try_case(c, lens[order[k]], buf, cap, len_out, offered, deadline);
             if (rc == RB_ETIMEDOUT)
                 continue;
             if (rc == RB_EINTR || rc == RB_ERECOVERED) {

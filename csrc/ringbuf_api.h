@@ -169,9 +169,12 @@ int64_t rb_recv(struct rb_chan *ch, void *buf, uint64_t cap, uint64_t *need_out,
  * case's channel is closed.  RB_ESMALLBUF: a receive case's next message is
  * *len_out bytes, longer than cap; it stays queued.  RB_ETOOBIG: a send case
  * can never fit (checked before anything else).  A send case on an
- * unbuffered channel proceeds only once a receiver takes its message. */
+ * unbuffered channel proceeds only once a receiver takes its message; with
+ * `offered` not NULL it is published instead and RB_EREADY returned, its
+ * number in *offered, for the caller to wait for the acknowledgement itself
+ * (rb_ack_begin, rb_take_back). */
 int rb_select(struct rb_chan *const *chans, const struct rb_case *cases, uint32_t n, void *buf, uint64_t cap,
-              uint64_t *chosen, uint64_t *len_out, int64_t deadline_ns);
+              uint64_t *chosen, uint64_t *len_out, uint64_t *offered, int64_t deadline_ns);
 /* W14: the first half of a park, for a waiter that sleeps elsewhere (an
  * asyncio task, through one helper thread per process).  Counts the caller
  * in on the senders' side (send, for a message of len bytes) or the

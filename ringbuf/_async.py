@@ -223,6 +223,9 @@ async def operate(sides: Sequence[Side], attempt: Callable[[int], T], deadline: 
         raise
 
 
+_OFFER_NS = _RECHECK_NS  # how long a select_async offers a message on an unbuffered channel
+
+
 async def await_taken(h: Handle, seq: int, deadline: int, what: str) -> None:
     """W13 for a task: wait until a receiver takes message seq of an
     unbuffered channel.  A task that gives up (timeout, cancellation) takes

@@ -1079,8 +1079,8 @@ async def select_async(*cases: Case, timeout: Optional[float] = None) -> Tuple[C
 
     The event loop runs on while the task waits; the chosen case is done in
     the task's loop thread, so a task cancelled while it waits has done no
-    case at all.  A send case on an unbuffered channel is not supported
-    (NotImplementedError)."""
+    case at all (a send case on an unbuffered channel, once offered, is
+    taken back, unless a receiver took it in that very instant)."""
     return await _select_async(cases, timeout, raw=False)
 
 
@@ -1092,19 +1092,28 @@ async def select_bytes_async(*cases: Case, timeout: Optional[float] = None) -> T
 async def _select_async(cases: Tuple[Case, ...], timeout: Optional[float], raw: bool) -> Tuple[Channel, Any]:
     call = _select_call(cases, timeout, raw)
     sides = []
-    for i, (ch, h) in enumerate(zip(call.chans, call.handles)):
+    for i, h in enumerate(call.handles):
         parts = None if call.sends is None else call.sends[i]
-        if parts is not None and ch.capacity == 0:
-            raise NotImplementedError(
-                f"select_async(): a send case on the unbuffered channel {ch.name!r} would have to offer its "
-                "message while waiting on the other cases, which is not supported yet (select() does it, and "
-                "send_async() on that channel alone does)"
-            )
         sides.append((h, parts is not None, 0 if parts is None else sum(memoryview(p).nbytes for p in parts)))
     if not raw:
         left = _leftover(call)
         if left is not None:
             return left
-    done = await _async.operate(sides, lambda d: _lowlevel.select(call.handles, call.sends, d, call.alloc),
-                                call.deadline, served=lambda r: r[0], what="any case of a select")
-    return _select_result(call, done, raw)
+    while True:
+        done = await _async.operate(sides, lambda d: _lowlevel.select(call.handles, call.sends, d, call.alloc, True),
+                                    call.deadline, served=lambda r: r[0], what="any case of a select")
+        if done[1] != _lowlevel.OFFERED:
+            return _select_result(call, done, raw)
+        # A send case on an unbuffered channel: offered to the receiver that
+        # made it ready for at most a re-check period, as select() does; if
+        # nobody takes it, it is taken back and the select goes on.
+        i, seq = done[0], done[2]
+        offer_until = time.monotonic_ns() + _async._OFFER_NS
+        until = offer_until if call.deadline < 0 else min(call.deadline, offer_until)
+        try:
+            await _async.await_taken(call.handles[i], seq, until, repr(call.chans[i].name))
+        except errors.Timeout:
+            if 0 <= call.deadline <= time.monotonic_ns():
+                raise
+            continue
+        return call.chans[i], None

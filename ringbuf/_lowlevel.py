@@ -517,15 +517,18 @@ class Handle:
 #: What select() reports for a case: a message received (bytes, or a
 #: memoryview from ``alloc`` for a long one), a message sent, or a receive
 #: case whose channel is closed and drained.
-RECEIVED, SENT, DRAINED = "received", "sent", "drained"
+RECEIVED, SENT, DRAINED, OFFERED = "received", "sent", "drained", "offered"
 
 
 def select(handles: Sequence[Handle], sends: Optional[Sequence[Optional[Sequence[Any]]]], deadline: int,
-           alloc: Optional[Callable[[int], Any]] = None) -> Tuple[int, str, Any]:
+           alloc: Optional[Callable[[int], Any]] = None, offer: bool = False) -> Tuple[int, str, Any]:
     """Go's select: perform exactly one case that can proceed, waiting until
     one can.  Case i receives from handles[i] when sends is None or sends[i]
     is None, else sends the message made of the bytes-like parts sends[i].
     Returns (i, RECEIVED, data), (i, SENT, None) or (i, DRAINED, None).
+    With ``offer``, a send case on an unbuffered channel is published
+    without waiting for a receiver to take it: (i, OFFERED, its number), for
+    the caller to wait (Handle.ack_begin, Handle.take_back).
 
     Raises as the single-channel calls do (Closed for a send case on a
     closed channel, MessageTooLarge, Timeout, InterruptedError for the
@@ -547,10 +550,13 @@ def select(handles: Sequence[Handle], sends: Optional[Sequence[Optional[Sequence
         scratch = _scratch.pop()
     except IndexError:
         scratch = new_scratch()
+    offered = ffi.new("uint64_t *") if offer else ffi.NULL
     try:
         buf, cells = scratch
         while True:
-            rc = _rb_select(chans, cases, len(handles), buf, SCRATCH_SIZE, cells + 1, cells, deadline)
+            rc = _rb_select(chans, cases, len(handles), buf, SCRATCH_SIZE, cells + 1, cells, offered, deadline)
+            if rc == _EREADY:
+                return int(cells[1]), OFFERED, int(offered[0])
             if rc == _OK:
                 i = int(cells[1])
                 if keep.get(i) is not None:

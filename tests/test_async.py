@@ -348,11 +348,22 @@ def test_an_awaited_send_on_an_unbuffered_channel_is_a_rendezvous(make_channel):
     ch.check()
 
 
-def test_a_select_async_send_case_on_an_unbuffered_channel_is_a_clear_error(make_channel):
-    ch = make_channel(capacity=0)
-    with pytest.raises(NotImplementedError, match="unbuffered"):
-        asyncio.run(ringbuf.select_async((ch, "x")))
-    assert len(ch) == 0
+def test_a_select_async_send_case_on_an_unbuffered_channel_waits_for_a_receiver(make_channel):
+    ch, other = make_channel(capacity=0), make_channel()
+
+    async def nobody():
+        with pytest.raises(ringbuf.Timeout):
+            await ringbuf.select_async((ch, "nobody"), other, timeout=0.2)
+
+    asyncio.run(nobody())
+    assert len(ch) == 0 and ch.stats().sent == 0
+    results = ctx.Queue()
+    proc = ctx.Process(target=_workers.recv_one, args=(ch, 30, results))
+    proc.start()
+    assert asyncio.run(ringbuf.select_async((ch, b"taken"), other, timeout=10)) == (ch, None)
+    assert results.get(timeout=5)[0] == "message"
+    proc.join(5)
+    assert (len(ch), len(other)) == (0, 0)
 
 
 def test_more_awaited_channel_sides_than_the_helper_can_watch_is_a_clear_error(make_channel):
