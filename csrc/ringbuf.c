@@ -1069,9 +1069,12 @@ static int await_taken(struct rb_chan *ch, uint64_t seq, int64_t deadline, int64
     }
 }
 
-int rb_sendv(struct rb_chan *ch, const struct rb_iov *iov, uint32_t n, int64_t deadline)
+/* Wait for room and publish the message made of iov[0..n): the send, but for
+ * an unbuffered channel's wait for a receiver to take it (W13).  Its number
+ * goes to *seq. */
+static int offer(struct rb_chan *ch, const struct rb_iov *iov, uint32_t n, uint64_t *seq, int64_t deadline)
 {
-    uint64_t len = message_len(ch, iov, n), seq;
+    uint64_t len = message_len(ch, iov, n);
     struct pos p;
     int rc, woken;
 
@@ -1079,8 +1082,18 @@ int rb_sendv(struct rb_chan *ch, const struct rb_iov *iov, uint32_t n, int64_t d
         return RB_ETOOBIG;
     if ((rc = lock_room(ch, RB_REC_HDR + align8(len), deadline, &woken, &p)) != RB_OK)
         return rc;
-    seq = send_locked(ch, &p, iov, n, len, woken);
-    return ch->unbuffered ? await_taken(ch, seq, deadline, -1) : RB_OK;
+    *seq = send_locked(ch, &p, iov, n, len, woken);
+    return RB_OK;
+}
+
+int rb_sendv(struct rb_chan *ch, const struct rb_iov *iov, uint32_t n, int64_t deadline)
+{
+    uint64_t seq;
+    int rc = offer(ch, iov, n, &seq, deadline);
+
+    if (rc != RB_OK || !ch->unbuffered)
+        return rc;
+    return await_taken(ch, seq, deadline, -1);
 }
 
 int rb_send(struct rb_chan *ch, const void *buf, uint64_t len, int64_t deadline)
@@ -1609,16 +1622,7 @@ void rb_wait_end(struct rb_chan *ch, const struct rb_wait *w, int served)
 
 int rb_offer(struct rb_chan *ch, const struct rb_iov *iov, uint32_t n, uint64_t *seq, int64_t deadline)
 {
-    uint64_t len = message_len(ch, iov, n);
-    struct pos p;
-    int rc, woken;
-
-    if (len == UINT64_MAX)
-        return RB_ETOOBIG;
-    if ((rc = lock_room(ch, RB_REC_HDR + align8(len), deadline, &woken, &p)) != RB_OK)
-        return rc;
-    *seq = send_locked(ch, &p, iov, n, len, woken);
-    return RB_OK;
+    return offer(ch, iov, n, seq, deadline);
 }
 
 int rb_ack_begin(struct rb_chan *ch, uint64_t seq, struct rb_wait *w)

@@ -154,6 +154,18 @@ os.register_at_fork(after_in_child=_after_fork)
 Side = Tuple[Handle, bool, int]
 
 
+async def _woken(future: "asyncio.Future[None]", deadline: int, now: int) -> None:
+    """Await the helper's wake-up, or the deadline (-1: none), whichever
+    comes first; the caller then looks again."""
+    if deadline < 0:
+        await future
+        return
+    try:
+        await asyncio.wait_for(future, (deadline - now) / 1e9)
+    except asyncio.TimeoutError:
+        pass
+
+
 def _end(sides: Sequence[Side], waits: List[Any], served: Optional[int]) -> None:
     for i, w in enumerate(waits):
         sides[i][0].wait_end(w, i == served)
@@ -210,14 +222,8 @@ async def operate(sides: Sequence[Side], attempt: Callable[[int], T], deadline: 
                 _end(sides, waits, None)
                 await asyncio.sleep(_LOCK_BUSY_PAUSE)
                 continue
-            future = _the_helper().watch([int(w.word) for w in waits], [int(w.seen) for w in waits], loop)
-            if deadline < 0:
-                await future
-            else:
-                try:
-                    await asyncio.wait_for(future, (deadline - now) / 1e9)
-                except asyncio.TimeoutError:
-                    pass  # one more attempt, then Timeout
+            await _woken(_the_helper().watch([int(w.word) for w in waits], [int(w.seen) for w in waits], loop),
+                         deadline, now)  # then one more attempt, and Timeout if the deadline passed
     except BaseException:
         _end(sides, waits, None)
         raise
@@ -239,17 +245,10 @@ async def await_taken(h: Handle, seq: int, deadline: int, what: str) -> None:
             w = h.ack_begin(seq)
             if w is None:
                 return
-            future = _the_helper().watch([int(w.word)], [int(w.seen)], loop)
             now = time.monotonic_ns()
             if 0 <= deadline <= now:
                 raise errors.Timeout(f"timed out waiting for a receiver on {what}")
-            if deadline < 0:
-                await future
-            else:
-                try:
-                    await asyncio.wait_for(future, (deadline - now) / 1e9)
-                except asyncio.TimeoutError:
-                    pass
+            await _woken(_the_helper().watch([int(w.word)], [int(w.seen)], loop), deadline, now)
             h.wait_end(w, True)
             w = None
     except errors.Closed:  # ack_begin took the message back already
