@@ -45,14 +45,17 @@ _SPIN_NS = 20_000
 
 
 class _Watch:
-    """One awaiting task: the words it waits on, what it saw in them, and how
-    to wake it."""
+    """One awaiting task: the words it waits on, what it saw in them, how to
+    wake it, and the handles whose segments hold the words.  The helper's
+    snapshot of the watches keeps those handles, so that no segment is
+    unmapped while the helper may still read a word in it."""
 
-    __slots__ = ("words", "seen", "loop", "future")
+    __slots__ = ("words", "seen", "loop", "future", "handles")
 
     def __init__(self, words: List[int], seen: List[int], loop: asyncio.AbstractEventLoop,
-                 future: "asyncio.Future[None]") -> None:
+                 future: "asyncio.Future[None]", handles: Sequence[Handle]) -> None:
         self.words, self.seen, self.loop, self.future = words, seen, loop, future
+        self.handles = list(handles)
 
 
 def _settle(future: "asyncio.Future[None]") -> None:
@@ -70,11 +73,13 @@ class _Helper:
         self._private_word = _lowlevel.word_of(self._private)
         self._thread: Optional[threading.Thread] = None
 
-    def watch(self, words: List[int], seen: List[int], loop: asyncio.AbstractEventLoop) -> "asyncio.Future[None]":
-        """A future that completes (in loop) once one of the words differs
-        from what was seen in it, or after at most a re-check period."""
+    def watch(self, words: List[int], seen: List[int], loop: asyncio.AbstractEventLoop,
+              handles: Sequence[Handle]) -> "asyncio.Future[None]":
+        """A future that completes (in loop) once one of the words (in the
+        segments of handles) differs from what was seen in it, or after at
+        most a re-check period."""
         future: "asyncio.Future[None]" = loop.create_future()
-        w = _Watch(words, seen, loop, future)
+        w = _Watch(words, seen, loop, future, handles)
         with self._lock:
             distinct = {word for other in self._watches for word in other.words} | set(words)
             if len(distinct) > _MAX_WORDS:
@@ -222,7 +227,8 @@ async def operate(sides: Sequence[Side], attempt: Callable[[int], T], deadline: 
                 _end(sides, waits, None)
                 await asyncio.sleep(_LOCK_BUSY_PAUSE)
                 continue
-            await _woken(_the_helper().watch([int(w.word) for w in waits], [int(w.seen) for w in waits], loop),
+            await _woken(_the_helper().watch([int(w.word) for w in waits], [int(w.seen) for w in waits], loop,
+                                             [side[0] for side in sides[:len(waits)]]),
                          deadline, now)  # then one more attempt, and Timeout if the deadline passed
     except BaseException:
         _end(sides, waits, None)
@@ -248,7 +254,7 @@ async def await_taken(h: Handle, seq: int, deadline: int, what: str) -> None:
             now = time.monotonic_ns()
             if 0 <= deadline <= now:
                 raise errors.Timeout(f"timed out waiting for a receiver on {what}")
-            await _woken(_the_helper().watch([int(w.word)], [int(w.seen)], loop), deadline, now)
+            await _woken(_the_helper().watch([int(w.word)], [int(w.seen)], loop, [h]), deadline, now)
             h.wait_end(w, True)
             w = None
     except errors.Closed:  # ack_begin took the message back already

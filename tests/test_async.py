@@ -381,3 +381,32 @@ def test_more_awaited_channel_sides_than_the_helper_can_watch_is_a_clear_error(m
     assert len(errors_) == 1 and isinstance(errors_[0], ringbuf.RingbufError)
     assert "at most 127" in str(errors_[0])
     wait_until(lambda: all(c.stats().recvq == 0 for c in chans), what="every task counted out")
+
+
+def test_channels_dropped_while_tasks_wait_on_them_are_never_read_after_unmapping():
+    # The helper thread reads the futex words of every awaited channel.  A
+    # task cancelled and its channel dropped (unmapped) while the helper is
+    # about to read its word must not crash the process: the helper keeps
+    # the segments of the words it watches mapped until it is done with them.
+    proc = run_child("""
+        import asyncio, gc, ringbuf
+
+        async def main():
+            for i in range(200):
+                # Each ring larger than the last, so that no new segment is
+                # mapped where an old one was.
+                ch = ringbuf.Channel(capacity=1, size=(i + 1) * 8192)
+                t = asyncio.create_task(ch.recv_async())
+                await asyncio.sleep(0.001)  # the task waits, and the helper sleeps on its word
+                t.cancel()
+                await asyncio.gather(t, return_exceptions=True)
+                ch.close()
+                ch.unlink()
+                del ch, t
+                gc.collect()
+            print("survived", flush=True)
+
+        asyncio.run(main())
+    """)
+    assert read_line(proc, timeout=60) == "survived"
+    assert proc.wait(10) == 0
