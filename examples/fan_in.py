@@ -42,7 +42,7 @@ def main() -> None:
         open_chans = list(chans.values())
         while open_chans:
             try:
-                ch, value = ringbuf.select(*open_chans, timeout=1.0)
+                ch, value = ringbuf.select(*open_chans, timeout=2.0)
             except ringbuf.Timeout:
                 left = sorted(n for n, c in chans.items() if c in open_chans)
                 print("timed out waiting for:", ", ".join(left))

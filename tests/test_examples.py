@@ -52,5 +52,5 @@ def test_fan_in_takes_every_message_in_order_and_times_out_on_the_stalled_produc
 def test_the_asyncio_front_end_gets_every_answer_and_is_held_back_by_the_bound():
     assert run("asyncio_front_end.py") == [
         "answers: True (50 requests, 2 worker processes)",
-        "most requests waiting at once: 8",
+        "requests waiting for a worker never exceeded the bound of 8: True",
     ]
