@@ -235,7 +235,9 @@ async def operate(sides: Sequence[Side], attempt: Callable[[int], T], deadline: 
         raise
 
 
-_OFFER_NS = _RECHECK_NS  # how long a select_async offers a message on an unbuffered channel
+#: How long select_async offers a message on an unbuffered channel before taking
+#: it back and selecting again (as select() does: one re-check period).
+OFFER_NS = _RECHECK_NS
 
 
 async def await_taken(h: Handle, seq: int, deadline: int, what: str) -> None:

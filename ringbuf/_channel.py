@@ -1108,7 +1108,7 @@ async def _select_async(cases: Tuple[Case, ...], timeout: Optional[float], raw: 
         # made it ready for at most a re-check period, as select() does; if
         # nobody takes it, it is taken back and the select goes on.
         i, seq = done[0], done[2]
-        offer_until = time.monotonic_ns() + _async._OFFER_NS
+        offer_until = time.monotonic_ns() + _async.OFFER_NS
         until = offer_until if call.deadline < 0 else min(call.deadline, offer_until)
         try:
             await _async.await_taken(call.handles[i], seq, until, repr(call.chans[i].name))
