@@ -1707,24 +1707,35 @@ void rb_pass_wake(struct rb_chan *ch)
     hand_on_side(ch, 0);
 }
 
-int rb_close(struct rb_chan *ch)
+/* Lock held, dropped here: close (I6) and wake every waiter of both sides
+ * and of acknowledgements (W5: close is rare, so whatever the counts say),
+ * and the joiners too if `joiners` (messages dropped may have finished the
+ * last tasks). */
+static void close_and_wake(struct rb_chan *ch, int joiners)
 {
     struct rb_hdr *h = ch->hdr;
+
+    STORE(h->closed, 1);
+    INC(h->send_futex);
+    INC(h->recv_futex);
+    INC(h->ack_futex);
+    if (joiners)
+        __atomic_fetch_add(&h->tasks_futex, 1, __ATOMIC_SEQ_CST);
+    unlock(ch);
+    futex_wake(&h->send_futex, WAKE_ALL);
+    futex_wake(&h->recv_futex, WAKE_ALL);
+    futex_wake(&h->ack_futex, WAKE_ALL);
+    if (joiners)
+        futex_wake(&h->tasks_futex, WAKE_ALL);
+}
+
+int rb_close(struct rb_chan *ch)
+{
     int rc;
 
     if ((rc = lock(ch, RB_FOREVER)) != RB_OK)
         return rc;
-    if (!LOAD(h->closed)) {
-        STORE(h->closed, 1);
-        INC(h->send_futex);
-        INC(h->recv_futex);
-        INC(h->ack_futex);
-    }
-    unlock(ch);
-    /* W5: close is rare: wake both sides whatever the counts say. */
-    futex_wake(&h->send_futex, WAKE_ALL);
-    futex_wake(&h->recv_futex, WAKE_ALL);
-    futex_wake(&h->ack_futex, WAKE_ALL);
+    close_and_wake(ch, 0);
     return RB_OK;
 }
 
@@ -1755,16 +1766,7 @@ int rb_close_and_drop(struct rb_chan *ch, uint64_t *dropped)
         while (nd > done && !__atomic_compare_exchange_n(&h->tasks_done, &done, nd, 0, __ATOMIC_SEQ_CST,
                                                          __ATOMIC_SEQ_CST));
     }
-    STORE(h->closed, 1);
-    INC(h->send_futex);
-    INC(h->recv_futex);
-    INC(h->ack_futex);
-    INC(h->tasks_futex);
-    unlock(ch);
-    futex_wake(&h->send_futex, WAKE_ALL);
-    futex_wake(&h->recv_futex, WAKE_ALL);
-    futex_wake(&h->ack_futex, WAKE_ALL);
-    futex_wake(&h->tasks_futex, WAKE_ALL);
+    close_and_wake(ch, 1);
     return p.qcount > 0 ? RB_ECORRUPT : RB_OK;
 }
 
