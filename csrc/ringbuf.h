@@ -110,7 +110,8 @@ struct rb_waiter {
  *       take any message).  A receive that frees room wakes one sender, as Go
  *       wakes one goroutine from sendq, and only if the room fits the
  *       smallest record a parked sender holds (W7).  Close, and a recovery
- *       from a dead lock owner, wake every waiter on both sides.
+ *       from a dead lock owner, wake every waiter on both sides and every
+ *       sender waiting for an acknowledgement (W13).
  *   W6  The baton.  The sender woken by W5 owes the wake-up to the others: if
  *       it sends and room is left that fits a parked sender (W7), it wakes
  *       the next one; if its own record does not fit, it wakes the next one
@@ -150,7 +151,9 @@ struct rb_waiter {
  *       consistency, so either the joiner sees 0 or task_done sees the joiner.
  *       joinq is a plain count: a joiner killed while parked leaves it one
  *       too high for good, which costs each later task_done that reaches 0 a
- *       wake system call that wakes nobody, never a lost wake-up.
+ *       wake system call that wakes nobody, never a lost wake-up.  A close
+ *       that drops the queued messages (rb_close_and_drop) counts them done
+ *       and wakes the joiners the same way.
  *   W12 A selector (rb_select) is a waiter on every side its cases name at
  *       once: it counts itself in on each (W1, one lock at a time, never
  *       two), reads each futex word, and sleeps on all of them with
