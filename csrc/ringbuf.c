@@ -53,8 +53,11 @@ _Static_assert(offsetof(struct rb_hdr, send_mask) - offsetof(struct rb_hdr, recv
                "receiver fields fit one line");
 _Static_assert(offsetof(struct rb_hdr, tasks_done) - offsetof(struct rb_hdr, send_mask) == RB_CACHELINE,
                "parking fields fit one line");
-_Static_assert(offsetof(struct rb_hdr, send_waiters) - offsetof(struct rb_hdr, tasks_done) == RB_CACHELINE,
+_Static_assert(offsetof(struct rb_hdr, peak_used) - offsetof(struct rb_hdr, tasks_done) == RB_CACHELINE,
                "task fields fit one line");
+_Static_assert(offsetof(struct rb_hdr, send_waiters) - offsetof(struct rb_hdr, peak_used) == RB_CACHELINE,
+               "statistics fit one line");
+_Static_assert(sizeof(struct rb_hold) == 32, "holds are 32 bytes");
 _Static_assert(sizeof(struct rb_waiter) == 24, "waiter slots are 24 bytes");
 _Static_assert(RB_WAITER_SLOTS == 64, "one mask bit per waiter slot");
 _Static_assert(sizeof(struct rb_hdr) <= RB_DATA_OFF, "header fits before the ring");
@@ -135,10 +138,64 @@ static void self_refresh(void)
     self_id = id;
 }
 
+/* Every handle of this process, so that a fork child can give each its own
+ * lock description and tag (L4): a child that shared its parent's would
+ * keep the parent's holds alive, and its own holds would look like them. */
+static pthread_mutex_t handles_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct rb_chan *handles;
+static int64_t now_ns(void);
+
+static uint64_t new_tag(void)
+{
+    uint64_t t = 0;
+
+    while (t == 0)
+        if (getrandom(&t, sizeof t, 0) != (ssize_t)sizeof t)
+            t = (uint64_t)now_ns() * 0x9e3779b97f4a7c15ULL ^ (uint64_t)self_pid;
+    return t;
+}
+
+static void fork_prepare(void)
+{
+    pthread_mutex_lock(&handles_lock);
+}
+
+static void fork_parent(void)
+{
+    pthread_mutex_unlock(&handles_lock);
+}
+
+/* In the child: open each segment again through /proc/self/fd (the name may
+ * be unlinked by now) onto the same descriptor number.  Without /proc the
+ * child keeps sharing the description; its holds then work, but a parent
+ * that dies holding one is not found dead while the child lives. */
+static void fork_child(void)
+{
+    self_refresh();
+    for (struct rb_chan *ch = handles; ch; ch = ch->next) {
+        char path[32] = "/proc/self/fd/";
+        char digits[12];
+        int n = 0, len = 14, fd = ch->fd, nfd;
+
+        do
+            digits[n++] = (char)('0' + fd % 10);
+        while ((fd /= 10) > 0);
+        while (n > 0)
+            path[len++] = digits[--n];
+        path[len] = 0;
+        if ((nfd = open(path, O_RDWR | O_CLOEXEC)) >= 0) {
+            dup3(nfd, ch->fd, O_CLOEXEC);
+            close(nfd);
+        }
+        ch->tag = new_tag();
+    }
+    pthread_mutex_unlock(&handles_lock);
+}
+
 static void self_init(void)
 {
     self_refresh();
-    pthread_atfork(NULL, NULL, self_refresh);
+    pthread_atfork(fork_prepare, fork_parent, fork_child);
 }
 
 static int64_t now_ns(void)
@@ -171,6 +228,7 @@ static uint64_t wrap(const struct rb_chan *ch, uint64_t x)
 
 static int recover(struct rb_chan *ch);
 static void unlock(struct rb_chan *ch);
+static void set_held(struct rb_chan *ch);
 
 /*
  * Take the lock.  It is held only for bookkeeping and one copy, so every call
@@ -243,7 +301,14 @@ static void unlock(struct rb_chan *ch)
 struct pos {
     uint64_t qcount;
     uint64_t used;
-    uint64_t x;                 /* sendx for a sender, recvx for a receiver */
+    uint64_t x;                 /* where a sender writes (sendx, or resvpos's
+                                 * offset while records are lent: L1), or
+                                 * recvx for a receiver */
+    uint64_t held;              /* L3 */
+    uint64_t held_msgs;
+    uint64_t lent;              /* a sender's: resvpos - sendpos */
+    uint32_t woke;              /* receivers to wake for records advance()
+                                 * published on a receiver's behalf (L5) */
 };
 
 static int read_pos(const struct rb_chan *ch, const uint64_t *xfield, struct pos *p)
@@ -253,13 +318,29 @@ static int read_pos(const struct rb_chan *ch, const uint64_t *xfield, struct pos
     p->qcount = LOAD(h->qcount);
     p->used = LOAD(h->used);
     p->x = __atomic_load_n(xfield, __ATOMIC_RELAXED);
-    return p->qcount <= ch->dataqsiz && p->used <= ch->size && p->x < ch->size && ((p->used | p->x) & 7) == 0 &&
-           (p->qcount == 0) == (p->used == 0);
+    p->held = LOAD(h->held);
+    p->held_msgs = LOAD(h->held_msgs);
+    p->lent = 0;
+    p->woke = 0;
+    if (p->qcount > ch->dataqsiz || p->used > ch->size || p->x >= ch->size || ((p->used | p->x) & 7) != 0 ||
+        (p->qcount == 0) != (p->used == 0) || p->held > ch->size - p->used || (p->held & 7) != 0 ||
+        p->held_msgs > ch->dataqsiz - p->qcount)
+        return 0;
+    if (p->held_msgs != 0 && xfield == &h->sendx) {
+        /* L1: behind the lent records. */
+        p->lent = LOAD(h->resvpos) - LOAD(h->sendpos);
+        if (p->lent > p->held)
+            return 0;
+        p->x = wrap(ch, p->x + p->lent);
+    }
+    return 1;
 }
 
+/* Room for a record of `need` ring bytes, counting what loans and views hold
+ * (L3). */
 static int room_for(const struct rb_chan *ch, const struct pos *p, uint64_t need)
 {
-    return p->qcount < ch->dataqsiz && p->used + need <= ch->size;
+    return p->qcount + p->held_msgs < ch->dataqsiz && p->used + p->held + need <= ch->size;
 }
 
 /* ---- copying in and out of the ring ------------------------------------ */
@@ -304,6 +385,28 @@ static int64_t walk_records(const struct rb_chan *ch, uint64_t off, uint64_t use
     while (walked < used) {
         if (count >= limit || !record_len(ch, off, used - walked, &len))
             return -1;
+        walked += RB_REC_HDR + align8(len);
+        off = wrap(ch, off + RB_REC_HDR + align8(len));
+        count++;
+    }
+    return (int64_t)count;
+}
+
+/* Walk the records of [sendpos, resvpos) (L1) from ring offset off over
+ * `bytes`: how many, and in *committed how many are messages, or -1 if
+ * they do not tile it or there are more than RB_MAX_CAPACITY. */
+static int64_t walk_lent(const struct rb_chan *ch, uint64_t off, uint64_t bytes, uint64_t *committed)
+{
+    uint64_t walked = 0, count = 0, w, len;
+
+    *committed = 0;
+    while (walked < bytes) {
+        ring_get(ch, off, &w, RB_REC_HDR);
+        len = w & ~RB_REC_FLAGS;
+        if (count >= ch->dataqsiz || len > ch->size - RB_REC_HDR || (w & RB_REC_FLAGS) == RB_REC_FLAGS ||
+            RB_REC_HDR + align8(len) > bytes - walked)
+            return -1;
+        *committed += (w & RB_REC_FLAGS) == 0;
         walked += RB_REC_HDR + align8(len);
         off = wrap(ch, off + RB_REC_HDR + align8(len));
         count++;
@@ -493,24 +596,48 @@ static int recover(struct rb_chan *ch)
      * release_head()), so the records they cover are seen whole. */
     uint64_t sp = __atomic_load_n(&h->sendpos, __ATOMIC_ACQUIRE);
     uint64_t rp = __atomic_load_n(&h->recvpos, __ATOMIC_ACQUIRE);
-    uint64_t sent = LOAD(h->sent), received = LOAD(h->received);
-    int64_t count;
+    uint64_t rv = __atomic_load_n(&h->resvpos, __ATOMIC_ACQUIRE);
+    uint64_t fp = __atomic_load_n(&h->freepos, __ATOMIC_ACQUIRE);
+    uint64_t sent = LOAD(h->sent), received = LOAD(h->received), committed, total;
+    int64_t count, lent;
 
-    if (sp < rp || sp - rp > ch->size || ((sp | rp) & 7) != 0)
+    if (((sp | rp | rv | fp) & 7) != 0)
+        return RB_ECORRUPT;
+    if (rp > sp) {
+        /* L5: a step over an aborted record, half done. */
+        uint64_t w;
+
+        if (rp - sp > ch->size || rv < rp)
+            return RB_ECORRUPT;
+        ring_get(ch, sp % ch->size, &w, RB_REC_HDR);
+        if (!(w & RB_REC_SKIP) || RB_REC_HDR + align8(w & ~RB_REC_FLAGS) != rp - sp)
+            return RB_ECORRUPT;
+        sp = rp;
+        __atomic_store_n(&h->sendpos, sp, __ATOMIC_RELEASE);
+    }
+    if (rv < sp) {  /* L3: a send with nothing lent, stored up to sendpos */
+        rv = sp;
+        __atomic_store_n(&h->resvpos, rv, __ATOMIC_RELEASE);
+    }
+    if (fp > rp || sp - rp > ch->size || rv - fp > ch->size)
         return RB_ECORRUPT;
     /* Every record between the commit words was written in full before its
-     * commit store, so the walk must land exactly on sendpos. */
-    if ((count = walk_records(ch, rp % ch->size, sp - rp, ch->dataqsiz)) < 0)
+     * commit store, so the walks must land exactly on sendpos and resvpos. */
+    if ((count = walk_records(ch, rp % ch->size, sp - rp, ch->dataqsiz)) < 0 ||
+        (lent = walk_lent(ch, sp % ch->size, rv - sp, &committed)) < 0)
         return RB_ECORRUPT;
     STORE(h->sendx, sp % ch->size);
     STORE(h->recvx, rp % ch->size);
     STORE(h->used, sp - rp);
     STORE(h->qcount, (uint64_t)count);
-    /* Only the dead owner's side can have missed its total. */
-    if (sent - received < (uint64_t)count)
-        STORE(h->sent, received + (uint64_t)count);
-    else if (sent - received > (uint64_t)count)
-        STORE(h->received, sent - (uint64_t)count);
+    STORE(h->lent_count, (uint64_t)lent);
+    set_held(ch);
+    /* L7.  Only the dead owner's side can have missed its total. */
+    total = (uint64_t)count + committed + (LOAD(h->held_msgs) - (uint64_t)lent);
+    if (sent - received < total)
+        STORE(h->sent, received + total);
+    else if (sent - received > total)
+        STORE(h->received, sent - total);
     remask(senders(h));
     remask(receivers(h));
     INC(h->send_futex);
@@ -626,6 +753,9 @@ static int park(struct rb_chan *ch, struct side s, uint32_t *wake, int64_t deadl
 
 /* ---- waiting for room or data ----------------------------------------- */
 
+static int reclaim(struct rb_chan *ch);
+static void unlock_and_wake_all(struct rb_chan *ch);
+
 /* W5, W7, lock held: is a sender parked whose record may fit the room `p`
  * describes?  send_min_need is a lower bound on every parked sender's need,
  * so when this says no, waking one would be wasted. */
@@ -720,6 +850,13 @@ static int lock_room(struct rb_chan *ch, uint64_t need, int64_t deadline, int *w
             wake = spend_baton(ch, p);
         }
 
+        /* L6: loans or views hold room; if a dead holder's does, take it back. */
+        if (p->held_msgs != 0 && reclaim(ch)) {
+            wake = 0;  /* everyone is woken */
+            unlock_and_wake_all(ch);
+            continue;
+        }
+
         /* No room and no time left (a non-blocking call lands here at once). */
         if (expired(deadline)) {
             rc = RB_ETIMEDOUT;
@@ -783,6 +920,12 @@ static int lock_nonempty(struct rb_chan *ch, int64_t deadline, struct pos *p)
         if (p->qcount > 0)
             return RB_OK;
 
+        /* L6: messages may wait behind a dead holder's loan. */
+        if (p->held_msgs != 0 && reclaim(ch)) {
+            unlock_and_wake_all(ch);
+            continue;
+        }
+
         /* Closed and drained: the end of the stream. */
         if (LOAD(h->closed)) {
             rc = RB_ECLOSED;
@@ -829,35 +972,66 @@ static uint64_t put_record(const struct rb_chan *ch, uint64_t off, const struct 
     return end;
 }
 
-/* The commit point of a send: `count` records of `bytes` ring bytes, written
- * from p->x up to `end`, become visible.  A sender that dies before the
- * sendpos store leaves no trace (its bytes lie in free space); after it,
- * recover() completes the rest.  Returns how many parked receivers to wake
- * after the lock is dropped (W5). */
-static int publish(struct rb_chan *ch, const struct pos *p, uint64_t end, uint64_t count, uint64_t bytes)
+/* W4, W5, lock held: `count` messages were just published; returns how many
+ * parked receivers to wake after the lock is dropped. */
+static int receivers_to_wake(struct rb_hdr *h, uint64_t count)
 {
-    struct rb_hdr *h = ch->hdr;
     uint32_t waiting;
 
-    CRASH_POINT(RB_CRASH_SEND_BEFORE_COMMIT);
-    /* The commit.  Release: the record bytes are in place before it; pairs
-     * with the acquire load in recover(). */
-    __atomic_store_n(&h->sendpos, LOAD(h->sendpos) + bytes, __ATOMIC_RELEASE);
-    CRASH_POINT(RB_CRASH_SEND_AFTER_COMMIT);
-    STORE(h->sendx, end);
-    STORE(h->used, p->used + bytes);
-    STORE(h->qcount, p->qcount + count);
-    STORE(h->sent, LOAD(h->sent) + count);
-    if (p->used + bytes > LOAD(h->peak_used))
-        STORE(h->peak_used, p->used + bytes);
-    if (p->qcount + count > LOAD(h->peak_qcount))
-        STORE(h->peak_qcount, p->qcount + count);
-    if ((waiting = parked(h, receivers(h))) == 0)  /* W4 */
+    if (count == 0 || (waiting = parked(h, receivers(h))) == 0)
         return 0;
     INC(h->recv_futex);
     h->recvq_wakes++;
     return count < waiting ? (int)count : (int)waiting;
 }
+
+/* The commit point of a send: `count` records of `bytes` ring bytes, written
+ * from p->x up to `end`, become visible, and *p is advanced past them.  A
+ * sender that dies before the sendpos store leaves no trace (its bytes lie
+ * in free space); after it, recover() completes the rest.  Behind a loan
+ * (L1) the commit is the resvpos store instead, and the records wait there
+ * for advance().  Returns how many parked receivers to wake after the lock
+ * is dropped (W5). */
+static int publish(struct rb_chan *ch, struct pos *p, uint64_t end, uint64_t count, uint64_t bytes)
+{
+    struct rb_hdr *h = ch->hdr;
+    uint64_t pos;
+
+    CRASH_POINT(RB_CRASH_SEND_BEFORE_COMMIT);
+    if (p->lent != 0) {
+        /* L1, L7: committed behind a loan.  Release: pairs with recover(). */
+        __atomic_store_n(&h->resvpos, LOAD(h->resvpos) + bytes, __ATOMIC_RELEASE);
+        CRASH_POINT(RB_CRASH_SEND_AFTER_COMMIT);
+        STORE(h->lent_count, LOAD(h->lent_count) + count);
+        STORE(h->sent, LOAD(h->sent) + count);
+        set_held(ch);
+        p->x = end;
+        p->lent += bytes;
+        p->held += bytes;
+        p->held_msgs += count;
+        return 0;
+    }
+    /* The commit.  Release: the record bytes are in place before it; pairs
+     * with the acquire load in recover(). */
+    pos = LOAD(h->sendpos) + bytes;
+    __atomic_store_n(&h->sendpos, pos, __ATOMIC_RELEASE);
+    CRASH_POINT(RB_CRASH_SEND_AFTER_COMMIT);
+    STORE(h->resvpos, pos);  /* L3: nothing is lent */
+    STORE(h->sendx, end);
+    STORE(h->used, p->used + bytes);
+    STORE(h->qcount, p->qcount + count);
+    STORE(h->sent, LOAD(h->sent) + count);
+    p->x = end;
+    p->used += bytes;
+    p->qcount += count;
+    if (p->used > LOAD(h->peak_used))
+        STORE(h->peak_used, p->used);
+    if (p->qcount > LOAD(h->peak_qcount))
+        STORE(h->peak_qcount, p->qcount);
+    return receivers_to_wake(h, count);
+}
+
+static void advance(struct rb_chan *ch, struct pos *p);
 
 /* lock_nonempty(), then read and check the head record's length: RB_OK with
  * the lock held, or a status with it dropped. */
@@ -897,6 +1071,16 @@ static void release_head(struct rb_chan *ch, struct pos *p, uint64_t len, int re
         STORE(h->received, LOAD(h->received) + 1);
     else
         STORE(h->sent, LOAD(h->sent) - 1);
+    if (p->held_msgs == 0) {
+        STORE(h->freepos, LOAD(h->recvpos));  /* L3: no view holds room */
+        return;
+    }
+    /* L2: freed only once no earlier view holds it; L5: a queue just
+     * emptied may let lent records through. */
+    set_held(ch);
+    p->held = LOAD(h->held);
+    if (p->used == 0)
+        advance(ch, p);
 }
 
 /* W5, lock held, after a receive freed room: whether to wake one sender, who
@@ -929,8 +1113,9 @@ static void unlock_and_wake(struct rb_chan *ch, int receivers, int sender)
 }
 
 /* After a receive released records (lock held): W5 wakes a sender for the
- * room, W13 acknowledges the sender of an unbuffered channel's message;
- * then the lock is dropped and the wake calls made. */
+ * room, W13 acknowledges the sender of an unbuffered channel's message, L5
+ * wakes the receivers of what advance() published; then the lock is
+ * dropped and the wake calls made. */
 static void after_receive(struct rb_chan *ch, const struct pos *p)
 {
     struct rb_hdr *h = ch->hdr;
@@ -941,7 +1126,7 @@ static void after_receive(struct rb_chan *ch, const struct pos *p)
         h->sendq_wakes++;
         acker = 1;
     }
-    unlock_and_wake(ch, 0, owe_sender(ch, p));
+    unlock_and_wake(ch, (int)p->woke, owe_sender(ch, p));
     if (acker)
         futex_wake(&h->ack_futex, WAKE_ALL);
 }
@@ -972,9 +1157,6 @@ static uint64_t send_locked(struct rb_chan *ch, struct pos *p, const struct rb_i
     int receivers = publish(ch, p, end, 1, need);
 
     seq = LOAD(ch->hdr->sent);
-    p->x = end;
-    p->used += need;
-    p->qcount += 1;
     unlock_and_wake(ch, receivers, woken && pass_baton(ch, p));
     return seq;
 }
@@ -1141,12 +1323,9 @@ int rb_send_batch(struct rb_chan *ch, const void *data, const uint64_t *lens, ui
             bytes += RB_REC_HDR + align8(lens[done]);
             count++;
             done++;
-        } while (done < n && p.qcount + count < ch->dataqsiz &&
-                 p.used + bytes + RB_REC_HDR + align8(lens[done]) <= ch->size);
+        } while (done < n && p.qcount + p.held_msgs + count < ch->dataqsiz &&
+                 p.used + p.held + bytes + RB_REC_HDR + align8(lens[done]) <= ch->size);
         receivers = publish(ch, &p, off, count, bytes);
-        p.x = off;
-        p.used += bytes;
-        p.qcount += count;
         unlock_and_wake(ch, receivers, woken && pass_baton(ch, &p));
         *sent_out = done;
     }
@@ -1221,9 +1400,9 @@ int64_t rb_peek(struct rb_chan *ch, void *buf, uint64_t cap, uint64_t *token_out
     if ((rc = lock_head(ch, deadline, &p, &len)) != RB_OK)
         return -rc;
     ring_get(ch, wrap(ch, p.x + RB_REC_HDR), buf, len < cap ? len : cap);
-    /* The head message's sequence number: rb_recv_at() checks that the head
-     * is still this message. */
-    *token_out = LOAD(ch->hdr->received);
+    /* The head message's position: rb_recv_at() checks that the head is
+     * still this message (each record has its own). */
+    *token_out = LOAD(ch->hdr->recvpos);
     unlock(ch);
     return (int64_t)len;
 }
@@ -1238,7 +1417,7 @@ int rb_recv_at(struct rb_chan *ch, uint64_t token, uint64_t skip, void *dst, uin
         return rc;
     if (!read_pos(ch, &ch->hdr->recvx, &p))
         rc = RB_ECORRUPT;
-    else if (p.qcount == 0 || LOAD(ch->hdr->received) != token)
+    else if (p.qcount == 0 || LOAD(ch->hdr->recvpos) != token)
         rc = RB_ECHANGED;  /* another receiver took the peeked message first */
     else if (!record_len(ch, p.x, p.used, &len))
         rc = RB_ECORRUPT;
@@ -1253,6 +1432,454 @@ int rb_recv_at(struct rb_chan *ch, uint64_t token, uint64_t skip, void *dst, uin
     release_head(ch, &p, len, 1);
     after_receive(ch, &p);
     return RB_OK;
+}
+
+/* ---- loans and views (L1..L7) ---------------------------------------------- */
+
+/* L2, L3, lock held: recompute freepos from the views out, and the copies
+ * held and held_msgs from the commit words.  Positions of holds outside
+ * [freepos, recvpos) are not trusted to move freepos. */
+static void set_held(struct rb_chan *ch)
+{
+    struct rb_hdr *h = ch->hdr;
+    uint64_t rp = LOAD(h->recvpos), fp = LOAD(h->freepos), least = rp, views = 0;
+    uint64_t lent = LOAD(h->resvpos) - LOAD(h->sendpos);
+
+    for (int i = 0; i < RB_HOLDS; i++) {
+        uint64_t pos = LOAD(h->holds[i].pos);
+
+        if (LOAD(h->holds[i].owner) == 0 || LOAD(h->holds[i].kind) != RB_HOLD_VIEW || pos < fp || pos >= rp)
+            continue;
+        views++;
+        if (pos < least)
+            least = pos;
+    }
+    if (least != fp)
+        __atomic_store_n(&h->freepos, least, __ATOMIC_RELEASE);
+    STORE(h->held, lent + (rp - least));
+    STORE(h->held_msgs, (uint32_t)(LOAD(h->lent_count) + views));
+}
+
+/* L5, lock held: publish the committed records at sendpos, up to the first
+ * one still lent, and step over aborted ones while the queue is empty.  A
+ * receiver passes its positions (*p, updated); the receivers to wake for
+ * what was published are added to p->woke. */
+static void advance(struct rb_chan *ch, struct pos *p)
+{
+    struct rb_hdr *h = ch->hdr;
+    uint64_t sp = LOAD(h->sendpos), rv = LOAD(h->resvpos), rp = LOAD(h->recvpos), lc = LOAD(h->lent_count);
+    uint64_t used = LOAD(h->used), qcount = LOAD(h->qcount), published = 0;
+
+    if (rv < sp || rv - sp > ch->size || sp - rp != used)
+        return;  /* unsound: rb_check reports it */
+    while (sp < rv && lc > 0) {
+        uint64_t w, len, bytes;
+
+        ring_get(ch, sp % ch->size, &w, RB_REC_HDR);
+        len = w & ~RB_REC_FLAGS;
+        if (len > ch->size - RB_REC_HDR || (bytes = RB_REC_HDR + align8(len)) > rv - sp || (w & RB_REC_LENT))
+            break;
+        if (w & RB_REC_SKIP) {
+            if (used != 0)
+                break;
+            /* recvpos first: recover() finishes a step it finds half done. */
+            __atomic_store_n(&h->recvpos, sp + bytes, __ATOMIC_RELEASE);
+            __atomic_store_n(&h->sendpos, sp + bytes, __ATOMIC_RELEASE);
+            sp += bytes;
+            STORE(h->recvx, sp % ch->size);
+            STORE(h->sendx, sp % ch->size);
+        } else {
+            if (qcount >= ch->dataqsiz)
+                break;
+            sp += bytes;
+            __atomic_store_n(&h->sendpos, sp, __ATOMIC_RELEASE);
+            STORE(h->sendx, sp % ch->size);
+            used += bytes;
+            qcount++;
+            published++;
+            STORE(h->used, used);
+            STORE(h->qcount, qcount);
+        }
+        STORE(h->lent_count, --lc);
+    }
+    set_held(ch);
+    if (p) {
+        p->x = LOAD(h->recvx);
+        p->used = used;
+        p->qcount = qcount;
+        p->held = LOAD(h->held);
+        p->held_msgs = LOAD(h->held_msgs);
+        p->woke += (uint32_t)receivers_to_wake(h, published);
+    } else if (published) {
+        /* The caller wakes everyone (unlock_and_wake_all). */
+        INC(h->recv_futex);
+        h->recvq_wakes++;
+    }
+}
+
+/* The liveness lock of hold i (L4): take or drop it on this handle's file. */
+static int liveness(struct rb_chan *ch, int i, short type)
+{
+    struct flock fl = { .l_type = type, .l_whence = SEEK_SET, .l_start = RB_LIVENESS_OFF + i, .l_len = 1 };
+
+    return fcntl(ch->fd, F_OFD_SETLK, &fl) == 0 ? RB_OK : RB_ESYS;
+}
+
+/* L6: does hold i's owner (another handle) still live?  When the kernel
+ * cannot tell, it is taken to live. */
+static int holder_alive(struct rb_chan *ch, int i)
+{
+    struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = RB_LIVENESS_OFF + i, .l_len = 1 };
+
+    if (fcntl(ch->fd, F_OFD_GETLK, &fl) != 0)
+        return 1;
+    return fl.l_type != F_UNLCK;
+}
+
+/* L4, lock held: a free hold, or -1. */
+static int free_hold(struct rb_hdr *h)
+{
+    for (int i = 0; i < RB_HOLDS; i++)
+        if (LOAD(h->holds[i].owner) == 0)
+            return i;
+    return -1;
+}
+
+/* L4, lock held: free hold i, the commit of its end; its liveness lock too
+ * if it is this handle's.  Returns whether every hold was taken before, in
+ * which case both sides are to be woken. */
+static int release_hold(struct rb_chan *ch, int i)
+{
+    struct rb_hdr *h = ch->hdr;
+    int was_full = free_hold(h) < 0;
+
+    if (LOAD(h->holds[i].owner) == ch->tag)
+        liveness(ch, i, F_UNLCK);
+    STORE(h->holds[i].owner, 0);
+    return was_full;
+}
+
+/* Lock held: bump both sides' words, drop the lock, wake every sleeper.
+ * For the rare changes that may concern anyone: a hold ended or reclaimed. */
+static void unlock_and_wake_all(struct rb_chan *ch)
+{
+    struct rb_hdr *h = ch->hdr;
+
+    INC(h->send_futex);
+    INC(h->recv_futex);
+    unlock(ch);
+    futex_wake(&h->send_futex, WAKE_ALL);
+    futex_wake(&h->recv_futex, WAKE_ALL);
+}
+
+/* End loan i (lock held): publish it (`publish`, and the channel open) or
+ * abort it, then let what waits behind it through (L5).  RB_ECLOSED if it
+ * was to be published on a closed channel (it is aborted), RB_ECORRUPT if
+ * its record is not where it should be (the hold is freed all the same). */
+static int end_loan(struct rb_chan *ch, int i, int publish_it)
+{
+    struct rb_hdr *h = ch->hdr;
+    uint64_t pos = LOAD(h->holds[i].pos), bytes = LOAD(h->holds[i].bytes);
+    uint64_t sp = LOAD(h->sendpos), rv = LOAD(h->resvpos), w, len;
+    int rc = RB_OK;
+
+    if (pos < sp || pos >= rv || bytes > rv - pos || bytes < RB_REC_HDR || (bytes & 7) != 0) {
+        release_hold(ch, i);
+        return RB_ECORRUPT;
+    }
+    ring_get(ch, pos % ch->size, &w, RB_REC_HDR);
+    len = w & ~RB_REC_FLAGS;
+    if ((w & RB_REC_LENT) && RB_REC_HDR + align8(len) == bytes) {  /* else ended already (L4) */
+        if (publish_it && !LOAD(h->closed)) {
+            ring_put(ch, pos % ch->size, &len, RB_REC_HDR);
+            STORE(h->sent, LOAD(h->sent) + 1);  /* L7 */
+        } else {
+            if (publish_it)
+                rc = RB_ECLOSED;
+            if (pos + bytes == rv) {  /* the last reserved: give its room back */
+                __atomic_store_n(&h->resvpos, pos, __ATOMIC_RELEASE);
+                STORE(h->lent_count, LOAD(h->lent_count) - 1);
+            } else {
+                w = len | RB_REC_SKIP;
+                ring_put(ch, pos % ch->size, &w, RB_REC_HDR);
+            }
+        }
+    }
+    release_hold(ch, i);
+    advance(ch, NULL);
+    return rc;
+}
+
+/* L6, lock held: give back the record of dead view i, once it is the
+ * earliest view.  Returns whether anything changed. */
+static int give_back(struct rb_chan *ch, int i)
+{
+    struct rb_hdr *h = ch->hdr;
+    uint64_t pos = LOAD(h->holds[i].pos), bytes = LOAD(h->holds[i].bytes);
+    uint64_t rp = LOAD(h->recvpos), fp = LOAD(h->freepos), sp, rv, room;
+    uint8_t *copy;
+    int overlap;
+
+    if (pos >= rp || pos < fp || bytes > rp - pos || bytes < RB_REC_HDR || (bytes & 7) != 0) {
+        /* Died before its take committed (the record is still queued), or
+         * unsound: nothing to give back. */
+        release_hold(ch, i);
+        set_held(ch);
+        return 1;
+    }
+    if (pos != fp)
+        return 0;  /* an earlier view holds room: wait for it */
+    if ((copy = malloc(bytes)) == NULL)
+        return 0;
+    ring_get(ch, pos % ch->size, copy, bytes);
+    sp = LOAD(h->sendpos);
+    rv = LOAD(h->resvpos);
+    room = ch->size - (rv - fp);
+    /* Where there is room without it, the copy is queued before the hold is
+     * freed, so a death in between leaves the view to reclaim again (and, at
+     * worst, delivers it twice).  In a full ring its own room is needed: the
+     * hold is freed first, and a reclaimer that died before the resvpos
+     * store would lose the message, a window of a few instructions. */
+    overlap = room < bytes;
+    if (overlap) {
+        release_hold(ch, i);
+        set_held(ch);
+    }
+    ring_put(ch, rv % ch->size, copy, bytes);
+    __atomic_store_n(&h->resvpos, rv + bytes, __ATOMIC_RELEASE);
+    STORE(h->lent_count, LOAD(h->lent_count) + 1);
+    if (!overlap)
+        release_hold(ch, i);
+    (void)sp;
+    free(copy);
+    STORE(h->views_reclaimed, LOAD(h->views_reclaimed) + 1);
+    set_held(ch);
+    advance(ch, NULL);
+    return 1;
+}
+
+/* L6, lock held: end the holds of other handles whose owners are dead.
+ * Returns whether anything changed (the caller then wakes both sides). */
+static int reclaim(struct rb_chan *ch)
+{
+    struct rb_hdr *h = ch->hdr;
+    int changed = 0;
+
+    for (int i = 0; i < RB_HOLDS; i++) {
+        uint64_t owner = LOAD(h->holds[i].owner);
+
+        if (owner == 0 || owner == ch->tag || holder_alive(ch, i))
+            continue;
+        if (LOAD(h->holds[i].kind) == RB_HOLD_VIEW) {
+            changed |= give_back(ch, i);
+        } else {
+            end_loan(ch, i, 0);
+            STORE(h->loans_reclaimed, LOAD(h->loans_reclaimed) + 1);
+            changed = 1;
+        }
+    }
+    return changed;
+}
+
+/* L4, lock held, no hold free: reclaim, or park like a waiter on side `s`
+ * until a hold ends.  Returns RB_OK to try again (lock dropped either way),
+ * or why not. */
+static int wait_for_hold(struct rb_chan *ch, struct side s, uint32_t *wake, int64_t deadline)
+{
+    int rc;
+
+    if (reclaim(ch)) {
+        unlock_and_wake_all(ch);
+        return RB_OK;
+    }
+    if (expired(deadline)) {
+        unlock(ch);
+        if (wake)
+            futex_wake(wake, 1);
+        return RB_ETIMEDOUT;
+    }
+    rc = park(ch, s, wake, deadline);
+    return rc == RB_EINTR ? RB_EINTR : RB_OK;
+}
+
+/* Take hold i for this handle (lock held): liveness lock first (L4). */
+static int take_hold(struct rb_chan *ch, int i, uint64_t pos, uint64_t bytes, uint32_t kind)
+{
+    struct rb_hdr *h = ch->hdr;
+
+    if (liveness(ch, i, F_WRLCK) != RB_OK)
+        return RB_ESYS;
+    STORE(h->holds[i].pos, pos);
+    STORE(h->holds[i].bytes, bytes);
+    STORE(h->holds[i].pid, self_pid);
+    STORE(h->holds[i].kind, kind);
+    STORE(h->holds[i].owner, ch->tag);
+    return RB_OK;
+}
+
+static int can_hold(const struct rb_chan *ch)
+{
+    return ch->mirrored && !ch->unbuffered;
+}
+
+int rb_loan_begin(struct rb_chan *ch, uint64_t len, int64_t deadline, uint32_t *hold, uint64_t *off)
+{
+    struct rb_hdr *h = ch->hdr;
+    uint64_t need, w = len | RB_REC_LENT, pos;
+    struct pos p;
+    int rc, woken, i;
+
+    if (!can_hold(ch))
+        return RB_EINVAL;
+    if (len > ch->size - RB_REC_HDR)
+        return RB_ETOOBIG;
+    need = RB_REC_HDR + align8(len);
+    for (;;) {
+        if ((rc = lock_room(ch, need, deadline, &woken, &p)) != RB_OK)
+            return rc;
+        if ((i = free_hold(h)) >= 0)
+            break;
+        if (woken)  /* W6: this wake-up was for room, which it leaves */
+            INC(h->send_futex);
+        if ((rc = wait_for_hold(ch, senders(h), woken ? &h->send_futex : NULL, deadline)) != RB_OK)
+            return rc;
+    }
+    pos = LOAD(h->sendpos) + p.lent;
+    if ((rc = take_hold(ch, i, pos, need, RB_HOLD_LOAN)) != RB_OK) {
+        unlock_and_pass(ch, woken && pass_baton(ch, &p));
+        return rc;
+    }
+    ring_put(ch, p.x, &w, RB_REC_HDR);
+    /* L1: the reservation's commit.  Release: pairs with recover(). */
+    __atomic_store_n(&h->resvpos, pos + need, __ATOMIC_RELEASE);
+    STORE(h->lent_count, LOAD(h->lent_count) + 1);
+    STORE(h->loans_taken, LOAD(h->loans_taken) + 1);
+    set_held(ch);
+    *hold = (uint32_t)i;
+    *off = wrap(ch, p.x + RB_REC_HDR);
+    p.held += need;
+    p.held_msgs += 1;
+    unlock_and_pass(ch, woken && pass_baton(ch, &p));
+    return RB_OK;
+}
+
+/* This handle's hold i of `kind`, or -1 (lock held). */
+static int own_hold(struct rb_chan *ch, uint32_t i, uint32_t kind)
+{
+    struct rb_hdr *h = ch->hdr;
+
+    return i < RB_HOLDS && LOAD(h->holds[i].owner) == ch->tag && LOAD(h->holds[i].kind) == kind ? (int)i : -1;
+}
+
+int rb_loan_end(struct rb_chan *ch, uint32_t hold, int publish_it)
+{
+    int rc, i;
+
+    if ((rc = lock(ch, RB_FOREVER)) != RB_OK)
+        return rc;
+    if ((i = own_hold(ch, hold, RB_HOLD_LOAN)) < 0) {
+        unlock(ch);
+        return RB_EINVAL;
+    }
+    rc = end_loan(ch, i, publish_it);
+    unlock_and_wake_all(ch);
+    return rc;
+}
+
+int64_t rb_view_begin(struct rb_chan *ch, int64_t deadline, uint32_t *hold, uint64_t *off)
+{
+    struct rb_hdr *h = ch->hdr;
+    uint64_t len, bytes, pos;
+    struct pos p;
+    int rc, i;
+
+    if (!can_hold(ch))
+        return -RB_EINVAL;
+    for (;;) {
+        if ((rc = lock_head(ch, deadline, &p, &len)) != RB_OK)
+            return -rc;
+        if ((i = free_hold(h)) >= 0)
+            break;
+        INC(h->recv_futex);  /* W10: a message is left for another receiver */
+        if ((rc = wait_for_hold(ch, receivers(h), &h->recv_futex, deadline)) != RB_OK)
+            return -rc;
+    }
+    bytes = RB_REC_HDR + align8(len);
+    pos = LOAD(h->recvpos);
+    /* The hold first, then the take's commit: a view that dies in between
+     * holds a record still queued, which L6 just frees. */
+    if ((rc = take_hold(ch, i, pos, bytes, RB_HOLD_VIEW)) != RB_OK) {
+        unlock(ch);
+        return -rc;
+    }
+    CRASH_POINT(RB_CRASH_RECV_BEFORE_COMMIT);
+    __atomic_store_n(&h->recvpos, pos + bytes, __ATOMIC_RELEASE);
+    CRASH_POINT(RB_CRASH_RECV_AFTER_COMMIT);
+    *off = wrap(ch, p.x + RB_REC_HDR);
+    p.x = wrap(ch, p.x + bytes);
+    p.used -= bytes;
+    p.qcount -= 1;
+    STORE(h->recvx, p.x);
+    STORE(h->used, p.used);
+    STORE(h->qcount, p.qcount);
+    STORE(h->views_taken, LOAD(h->views_taken) + 1);
+    set_held(ch);
+    p.held = LOAD(h->held);
+    p.held_msgs = LOAD(h->held_msgs);
+    if (p.used == 0)
+        advance(ch, &p);
+    *hold = (uint32_t)i;
+    unlock_and_wake(ch, (int)p.woke, 0);
+    return (int64_t)len;
+}
+
+int rb_view_end(struct rb_chan *ch, uint32_t hold)
+{
+    struct rb_hdr *h = ch->hdr;
+    struct pos p;
+    int rc, i, all;
+
+    if ((rc = lock(ch, RB_FOREVER)) != RB_OK)
+        return rc;
+    if ((i = own_hold(ch, hold, RB_HOLD_VIEW)) < 0) {
+        unlock(ch);
+        return RB_EINVAL;
+    }
+    all = release_hold(ch, i);
+    STORE(h->received, LOAD(h->received) + 1);  /* L7 */
+    set_held(ch);
+    if (all) {
+        unlock_and_wake_all(ch);
+        return RB_OK;
+    }
+    /* W5: the room it freed may fit a parked sender. */
+    if (!read_pos(ch, &h->recvx, &p)) {
+        unlock(ch);
+        return RB_ECORRUPT;
+    }
+    unlock_and_wake(ch, 0, owe_sender(ch, &p));
+    return RB_OK;
+}
+
+void *rb_ring(struct rb_chan *ch)
+{
+    return can_hold(ch) ? ch->data : NULL;
+}
+
+int rb_holds(struct rb_chan *ch, struct rb_hold_info *out, int max)
+{
+    struct rb_hdr *h = ch->hdr;
+    int n = 0;
+
+    for (int i = 0; i < RB_HOLDS && n < max; i++) {
+        if (LOAD(h->holds[i].owner) == 0)
+            continue;
+        out[n].kind = LOAD(h->holds[i].kind);
+        out[n].pid = LOAD(h->holds[i].pid);
+        out[n].bytes = LOAD(h->holds[i].bytes);
+        n++;
+    }
+    return n;
 }
 
 /* ---- select (W12) --------------------------------------------------------- */
@@ -1868,6 +2495,20 @@ static void snapshot(struct rb_chan *ch, struct rb_stats *out)
     out->tasks_done = LOAD(h->tasks_done);
     out->peak_used = LOAD(h->peak_used);
     out->peak_qcount = LOAD(h->peak_qcount);
+    out->held = LOAD(h->held);
+    out->loans = out->views = 0;
+    for (int i = 0; i < RB_HOLDS; i++) {
+        if (LOAD(h->holds[i].owner) == 0)
+            continue;
+        if (LOAD(h->holds[i].kind) == RB_HOLD_LOAN)
+            out->loans++;
+        else
+            out->views++;
+    }
+    out->loans_taken = LOAD(h->loans_taken);
+    out->views_taken = LOAD(h->views_taken);
+    out->loans_reclaimed = LOAD(h->loans_reclaimed);
+    out->views_reclaimed = LOAD(h->views_reclaimed);
 }
 
 int rb_stats(struct rb_chan *ch, struct rb_stats *out)
@@ -1885,6 +2526,10 @@ int rb_stats(struct rb_chan *ch, struct rb_stats *out)
     }
     reap(h, senders(h));
     reap(h, receivers(h));
+    if (pr.held_msgs != 0 && reclaim(ch)) {  /* L6 */
+        unlock_and_wake_all(ch);
+        return rb_stats(ch, out);
+    }
     snapshot(ch, out);
     /* The fields checked above, as checked, not read a second time. */
     out->qcount = pr.qcount;
@@ -1932,7 +2577,8 @@ static int masks_cover(struct side s)
 int rb_check(struct rb_chan *ch)
 {
     struct rb_hdr *h = ch->hdr;
-    uint64_t sendpos, recvpos, sent, received;
+    uint64_t sendpos, recvpos, resvpos, freepos, sent, received, committed = 0;
+    int64_t lent = 0;
     struct pos ps, pr;
     int rc, ok;
 
@@ -1942,11 +2588,18 @@ int rb_check(struct rb_chan *ch)
     recvpos = LOAD(h->recvpos);
     sent = LOAD(h->sent);
     received = LOAD(h->received);
+    resvpos = LOAD(h->resvpos);
+    freepos = LOAD(h->freepos);
     ok = read_pos(ch, &h->sendx, &ps) && read_pos(ch, &h->recvx, &pr) && ps.qcount == pr.qcount &&
-         ps.used == pr.used && ps.x == wrap(ch, pr.x + pr.used) && LOAD(h->closed) <= 1 &&
-         sendpos - recvpos == pr.used && sendpos % ch->size == ps.x && recvpos % ch->size == pr.x &&
-         sent - received == pr.qcount && walk_records(ch, pr.x, pr.used, pr.qcount) == (int64_t)pr.qcount &&
-         masks_cover(senders(h)) && masks_cover(receivers(h));
+         ps.used == pr.used && LOAD(h->sendx) == wrap(ch, pr.x + pr.used) && LOAD(h->closed) <= 1 &&
+         sendpos - recvpos == pr.used && sendpos % ch->size == LOAD(h->sendx) && recvpos % ch->size == pr.x &&
+         walk_records(ch, pr.x, pr.used, pr.qcount) == (int64_t)pr.qcount &&
+         masks_cover(senders(h)) && masks_cover(receivers(h)) &&
+         /* L1..L3, L7 */
+         freepos <= recvpos && resvpos >= sendpos && resvpos - freepos <= ch->size &&
+         (lent = walk_lent(ch, sendpos % ch->size, resvpos - sendpos, &committed)) == (int64_t)LOAD(h->lent_count) &&
+         pr.held == (resvpos - sendpos) + (recvpos - freepos) && pr.held_msgs >= (uint64_t)lent &&
+         sent - received == pr.qcount + committed + (pr.held_msgs - (uint64_t)lent);
     unlock(ch);
     return ok ? RB_OK : RB_ECORRUPT;
 }
@@ -1962,11 +2615,13 @@ static const struct rb_field header_fields[] = {
     FIELD(magic), FIELD(version), FIELD(data_off), FIELD(dataqsiz), FIELD(size), FIELD(creator_pid), FIELD(flags),
     FIELD(lock_owner), FIELD(closed), FIELD(qcount), FIELD(used),
     FIELD(sendpos), FIELD(sendx), FIELD(sent), FIELD(send_parks), FIELD(recvq_wakes), FIELD(baton_passes),
-    FIELD(peak_used), FIELD(peak_qcount),
-    FIELD(recvpos), FIELD(recvx), FIELD(received), FIELD(recv_parks), FIELD(sendq_wakes),
-    FIELD(send_mask), FIELD(recv_mask), FIELD(send_futex), FIELD(recv_futex), FIELD(recoveries),
-    FIELD(waiters_reaped), FIELD(send_min_need), FIELD(send_baton), FIELD(ack_futex),
+    FIELD(resvpos), FIELD(lent_count),
+    FIELD(recvpos), FIELD(recvx), FIELD(received), FIELD(recv_parks), FIELD(sendq_wakes), FIELD(freepos),
+    FIELD(send_mask), FIELD(recv_mask), FIELD(send_futex), FIELD(recv_futex), FIELD(held), FIELD(held_msgs),
+    FIELD(send_min_need), FIELD(send_baton), FIELD(ack_futex),
     FIELD(tasks_done), FIELD(joinq), FIELD(tasks_futex),
+    FIELD(peak_used), FIELD(peak_qcount), FIELD(recoveries), FIELD(waiters_reaped),
+    FIELD(loans_taken), FIELD(views_taken), FIELD(loans_reclaimed), FIELD(views_reclaimed),
     SLOT0(send_waiters), SLOT0(recv_waiters),
 };
 
@@ -2008,9 +2663,43 @@ static int shm_path(const char *name, char path[RB_NAME_MAX + 2])
     return RB_OK;
 }
 
+/* Map the header and ring of the segment open on fd (its ring `size`
+ * bytes).  When the ring is a whole number of pages, it is mapped a second
+ * time right after itself, so that a record that wraps is contiguous in
+ * memory (*mirrored).  NULL (errno set) if mapping fails. */
+static struct rb_hdr *map_segment(int fd, uint64_t size, size_t *map_len, int *mirrored)
+{
+    long page = sysconf(_SC_PAGESIZE);
+    size_t len = RB_DATA_OFF + size;
+    uint8_t *base;
+
+    *mirrored = 0;
+    if (page > 0 && size % (uint64_t)page == 0 && RB_DATA_OFF % page == 0) {
+        /* Reserve the whole span, then map the file over it twice. */
+        base = mmap(NULL, len + size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (base != MAP_FAILED) {
+            if (mmap(base, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0) != MAP_FAILED &&
+                mmap(base + len, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, RB_DATA_OFF) !=
+                    MAP_FAILED) {
+                *map_len = len + size;
+                *mirrored = 1;
+                return (struct rb_hdr *)base;
+            }
+            munmap(base, len + size);
+        }
+    }
+    base = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (base == MAP_FAILED)
+        return NULL;
+    *map_len = len;
+    return (struct rb_hdr *)base;
+}
+
 /* The bounds are passed in, already validated, rather than read again from
- * the shared header, which a peer could change in between. */
-static struct rb_chan *new_handle(struct rb_hdr *h, size_t map_len, uint64_t capacity, uint64_t size, uint32_t flags)
+ * the shared header, which a peer could change in between.  The handle
+ * keeps fd. */
+static struct rb_chan *new_handle(struct rb_hdr *h, size_t map_len, uint64_t capacity, uint64_t size, uint32_t flags,
+                                  int mirrored, int fd)
 {
     struct rb_chan *ch = malloc(sizeof *ch);
 
@@ -2021,6 +2710,13 @@ static struct rb_chan *new_handle(struct rb_hdr *h, size_t map_len, uint64_t cap
         ch->dataqsiz = capacity;
         ch->size = size;
         ch->unbuffered = (flags & RB_UNBUFFERED) != 0;
+        ch->mirrored = mirrored;
+        ch->fd = fd;
+        ch->tag = new_tag();
+        pthread_mutex_lock(&handles_lock);
+        ch->next = handles;
+        handles = ch;
+        pthread_mutex_unlock(&handles_lock);
     }
     return ch;
 }
@@ -2034,10 +2730,10 @@ int rb_create(const char *name, uint64_t capacity, uint64_t size, uint32_t mode,
 {
     char path[RB_NAME_MAX + 2];
     pthread_mutexattr_t attr;
-    struct rb_hdr *h = MAP_FAILED;
+    struct rb_hdr *h = NULL;
     size_t map_len = RB_DATA_OFF + size;
     uint32_t flags;
-    int fd, err, rc = RB_ESYS;
+    int fd, err, rc = RB_ESYS, mirrored;
 
     pthread_once(&self_once, self_init);
     if (shm_path(name, path) != RB_OK || capacity > RB_MAX_CAPACITY ||
@@ -2055,8 +2751,7 @@ int rb_create(const char *name, uint64_t capacity, uint64_t size, uint32_t mode,
      * instead of killing a later sender with SIGBUS. */
     if (ftruncate(fd, (off_t)map_len) != 0 || (errno = posix_fallocate(fd, 0, (off_t)map_len)) != 0)
         goto fail;
-    h = mmap(NULL, map_len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (h == MAP_FAILED)
+    if ((h = map_segment(fd, size, &map_len, &mirrored)) == NULL)
         goto fail;
 
     /* W13: an unbuffered channel is a ring for one message in flight. */
@@ -2079,14 +2774,13 @@ int rb_create(const char *name, uint64_t capacity, uint64_t size, uint32_t mode,
     }
     /* Publish: pairs with the acquire load of magic in rb_attach. */
     __atomic_store_n(&h->magic, RB_MAGIC, __ATOMIC_RELEASE);
-    if ((*out = new_handle(h, map_len, capacity, size, flags)) == NULL)
+    if ((*out = new_handle(h, map_len, capacity, size, flags, mirrored, fd)) == NULL)
         goto fail;
-    close(fd);
     return RB_OK;
 
 fail:
     err = errno;
-    if (h != MAP_FAILED)
+    if (h != NULL)
         munmap(h, map_len);
     close(fd);
     shm_unlink(path);
@@ -2099,10 +2793,11 @@ int rb_attach(const char *name, struct rb_chan **out)
     char path[RB_NAME_MAX + 2];
     struct rb_hdr *h = MAP_FAILED;
     struct stat st;
+    size_t st_len;
     uint64_t size, cap;
     uint32_t flags;
     size_t map_len = 0;
-    int fd, err, rc = RB_ESYS;
+    int fd, err, rc = RB_ESYS, mirrored;
 
     pthread_once(&self_once, self_init);
     if (shm_path(name, path) != RB_OK)
@@ -2134,11 +2829,21 @@ int rb_attach(const char *name, struct rb_chan **out)
         map_len < RB_DATA_OFF + size || (flags & ~(uint32_t)RB_UNBUFFERED) != 0 ||
         ((flags & RB_UNBUFFERED) && cap != 1))
         goto fail;
+    /* Map it again with the bounds just checked (and mirrored if it can be),
+     * then let the first mapping go. */
     rc = RB_ESYS;
+    {
+        struct rb_hdr *again = map_segment(fd, size, &st_len, &mirrored);
+
+        if (again == NULL)
+            goto fail;
+        munmap(h, map_len);
+        h = again;
+        map_len = st_len;
+    }
     errno = ENOMEM;
-    if ((*out = new_handle(h, map_len, cap, size, flags)) == NULL)
+    if ((*out = new_handle(h, map_len, cap, size, flags, mirrored, fd)) == NULL)
         goto fail;
-    close(fd);
     return RB_OK;
 
 fail:
@@ -2154,6 +2859,14 @@ void rb_detach(struct rb_chan *ch)
 {
     if (!ch)
         return;
+    pthread_mutex_lock(&handles_lock);
+    for (struct rb_chan **p = &handles; *p; p = &(*p)->next)
+        if (*p == ch) {
+            *p = ch->next;
+            break;
+        }
+    pthread_mutex_unlock(&handles_lock);
+    close(ch->fd);  /* drops this handle's liveness locks, if any were left */
     munmap(ch->hdr, ch->map_len);
     free(ch);
 }

@@ -35,6 +35,13 @@
 #define RB_MAGIC          0x31465542474e4952ULL /* the bytes "RINGBUF1" on little-endian */
 #define RB_CACHELINE      64
 #define RB_REC_HDR        8     /* bytes of length before each payload */
+/* Flags in a record's length word, only ever in [sendpos, resvpos) (L1). */
+#define RB_REC_LENT       (1ULL << 63)  /* a loan still being written */
+#define RB_REC_SKIP       (1ULL << 62)  /* an aborted loan */
+#define RB_REC_FLAGS      (RB_REC_LENT | RB_REC_SKIP)
+/* The bytes of the segment's file whose locks say a hold's owner lives (L4):
+ * far past its end, where no data is. */
+#define RB_LIVENESS_OFF   (1LL << 60)
 
 /* The parked waiters of one process on one side (see W1-W3 below).  `word`
  * is the whole truth about them, changed only by single atomic operations:
@@ -51,6 +58,19 @@ struct rb_waiter {
     int64_t since_ns;           /* CLOCK_MONOTONIC time a waiter last counted in */
     int32_t pid;                /* the owner's pid, for observers only */
     uint32_t pad;
+};
+
+/* One loan or view (L4), changed only under the lock.  A hold whose owner
+ * is 0 is free.  Its owner is alive while it holds the byte
+ * RB_LIVENESS_OFF + index of the segment's file with an open-file-description
+ * lock (fcntl F_OFD_SETLK), which the kernel drops when the process dies. */
+struct rb_hold {
+    uint64_t pos;               /* where its record starts: a byte position
+                                 * like sendpos, not an offset */
+    uint64_t bytes;             /* its record's ring bytes, header included */
+    uint64_t owner;             /* the holder handle's random tag; 0: free */
+    int32_t pid;                /* the holder's pid, for observers */
+    uint32_t kind;              /* RB_HOLD_LOAN or RB_HOLD_VIEW */
 };
 
 /*
@@ -184,11 +204,71 @@ struct rb_waiter {
  *       sender sent.  The operation itself is done by the task, so a task
  *       cancelled while it waits has done nothing.
  *
+ * Loans and views: zero-copy sends and receives.  A loan is room reserved at
+ * the tail for a sender to write its message in place, outside the lock; a
+ * view is a message taken from the head for a receiver to read in place.
+ * The lock still covers every change of positions and counts; only the
+ * holder's own writing or reading of the bytes happens without it.  Four
+ * commit words bound the ring's regions, in byte positions:
+ *
+ *     freepos <= recvpos <= sendpos <= resvpos <= freepos + size
+ *     [freepos, recvpos)   records taken by views, held or already released
+ *     [recvpos, sendpos)   queued messages (I1..I7, as without loans)
+ *     [sendpos, resvpos)   loaned records and the records queued behind them
+ *
+ *   L1  A record in [sendpos, resvpos) is one of: a loan still being written
+ *       (its length word has RB_REC_LENT set), an aborted loan (RB_REC_SKIP),
+ *       or a message committed behind a loan (a plain length).  lent_count
+ *       counts them.  A send that finds lent_count > 0 writes its record at
+ *       resvpos and commits it there: messages are delivered in the order
+ *       their room was reserved, whoever finishes writing first.
+ *   L2  freepos is the start of the earliest record a live view holds, or
+ *       recvpos when none does.  A receive that takes the head while views
+ *       are out leaves its bytes in [freepos, recvpos) until freepos passes
+ *       them: room is freed in order, once every earlier view is released.
+ *   L3  held = (resvpos - sendpos) + (recvpos - freepos) and held_msgs =
+ *       lent_count + views out are copies, in the parking line that every
+ *       operation reads anyway, of what the commit words and holds say.
+ *       Room is size - used - held bytes and dataqsiz - qcount - held_msgs
+ *       messages: capacity bounds messages in every state.  held_msgs == 0
+ *       is the common path: there resvpos == sendpos and freepos == recvpos,
+ *       and send and receive keep them so with one store each on their own
+ *       line.
+ *   L4  A hold (loan or view) is taken under the lock, with its liveness lock
+ *       taken before the lock is dropped, and ended under the lock by
+ *       freeing it (owner 0) first: the hold's own commit.  At most RB_HOLDS
+ *       are out at once; a caller that finds none free parks like a sender
+ *       (loan) or receiver (view) without room or data, and the end of a hold
+ *       that frees the last slot taken wakes both sides.
+ *   L5  Advance.  Whenever the record at sendpos may have become
+ *       publishable (a loan ends, a receive empties the queue), advance()
+ *       moves sendpos over the committed records there, waking receivers as
+ *       a send does (W4, W5), up to the first record still lent.  An aborted
+ *       record at sendpos is stepped over only while the queue is empty:
+ *       then recvpos and sendpos move past it together (recvpos first, so
+ *       recover() can tell a half-done step and finish it).  Until the queue
+ *       drains, what is behind it waits, which receivers draining the queue
+ *       always resolve.
+ *   L6  Reclaim.  Whoever waits for room or data while holds are out (and
+ *       each W8 re-check), and every rb_stats, tests the liveness lock of the
+ *       holds of other handles (fcntl F_OFD_GETLK: a lock cannot outlive its
+ *       process, and no pid is compared, so pid reuse cannot fool it).  A
+ *       dead loan is aborted.  A dead view's receive never completed: its
+ *       record is queued again at resvpos (behind any loans), without
+ *       counting as sent again, once it is the earliest view (then the room
+ *       it frees is room enough).  A hold is thus reclaimed within
+ *       RB_RECHECK_NS of its holder's death for anyone waiting on it.
+ *   L7  Counts.  A send is counted in `sent` when it commits (a loan: when it
+ *       is published, whether or not it can be delivered yet); a view is
+ *       counted in `received` when it ends.  So sent - received == qcount +
+ *       views out + the committed records in [sendpos, resvpos).
+ *
  * Memory order.  The lock orders everything written under it.  The commit
  * words are stored with release order and loaded with acquire order where
  * another process relies on what they publish: sendpos (release in
- * publish(), acquire in recover()), recvpos (release in release_head(),
- * acquire in recover()), magic (release in rb_create(), acquire in
+ * publish() and advance(), acquire in recover()), recvpos (release in
+ * release_head() and take_view(), acquire in recover()), resvpos and freepos
+ * (release where loans and views store them, acquire in recover()), magic (release in rb_create(), acquire in
  * rb_attach()).  Fields read outside the lock (spin hints, observers, the
  * kernel's futex compare, the slot words of W3) use relaxed atomics: each is
  * a hint re-read under the lock before anything is decided, except the slot
@@ -232,8 +312,11 @@ struct rb_hdr {
     uint64_t send_parks;        /* times a sender parked */
     uint64_t recvq_wakes;       /* wake calls made for parked receivers (W5, W10) */
     uint64_t baton_passes;      /* wake-ups a woken sender handed on (W6) */
-    uint64_t peak_used;         /* the most ring bytes ever in use at once */
-    uint64_t peak_qcount;       /* the most messages ever queued at once */
+    uint64_t resvpos;           /* bytes ever reserved (L1): sendpos plus the
+                                 * records after it that loans hold or that
+                                 * wait behind a loan; storing it is the
+                                 * commit of a loan's reservation */
+    uint64_t lent_count;        /* records in [sendpos, resvpos) (L1) */
 
     /* Line 3: written by receivers only. */
     _Alignas(RB_CACHELINE)
@@ -246,6 +329,8 @@ struct rb_hdr {
     uint64_t recv_parks;        /* times a receiver parked */
     uint64_t sendq_wakes;       /* wake calls made for parked senders by
                                  * receives that freed room (W5) */
+    uint64_t freepos;           /* bytes ever freed (L2): recvpos less the
+                                 * records before it that views hold */
 
     /* Line 4: parking.  Both sides read the masks on every operation (is
      * anyone parked on the other side?) but they are written only when
@@ -258,8 +343,11 @@ struct rb_hdr {
                                  * room (or close) bumps it to wake them */
     uint32_t recv_futex;        /* receivers sleep on it; a sender (or close)
                                  * bumps it to wake them */
-    uint64_t recoveries;        /* times a lock was taken over from a dead owner */
-    uint64_t waiters_reaped;    /* parked waiters struck off because they died (W9) */
+    uint64_t held;              /* ring bytes outside `used` that loans and
+                                 * views hold: (resvpos - sendpos) + (recvpos
+                                 * - freepos); 0 on the common path (L3) */
+    uint32_t held_msgs;         /* lent_count + views outstanding (L3) */
+    uint32_t pad4;
     uint64_t send_min_need;     /* W7 */
     uint32_t send_baton;        /* W6: how many more unfitting passes */
     uint32_t ack_futex;         /* W13: an unbuffered channel's sender waits on
@@ -275,10 +363,24 @@ struct rb_hdr {
     uint32_t joinq;             /* joiners parked (or about to park) */
     uint32_t tasks_futex;       /* joiners sleep on it; bumped when the count reaches 0 */
 
-    /* Lines 6 on: who is parked (W1, W3, W9). */
+    /* Line 6: statistics, written rarely. */
+    _Alignas(RB_CACHELINE)
+    uint64_t peak_used;         /* the most ring bytes ever in use at once */
+    uint64_t peak_qcount;       /* the most messages ever queued at once */
+    uint64_t recoveries;        /* times a lock was taken over from a dead owner */
+    uint64_t waiters_reaped;    /* parked waiters struck off because they died (W9) */
+    uint64_t loans_taken;       /* loans ever taken (rb_loan_begin) */
+    uint64_t views_taken;       /* views ever taken (rb_view_begin) */
+    uint64_t loans_reclaimed;   /* loans of dead holders aborted (L6) */
+    uint64_t views_reclaimed;   /* views of dead holders given back (L6) */
+
+    /* Lines 7 on: who is parked (W1, W3, W9). */
     _Alignas(RB_CACHELINE)
     struct rb_waiter send_waiters[RB_WAITER_SLOTS];
     struct rb_waiter recv_waiters[RB_WAITER_SLOTS];
+
+    /* Then who holds loans and views (L4). */
+    struct rb_hold holds[RB_HOLDS];
 };
 
 /* A process-local handle.  The bounds used for every check are copied here at
@@ -291,6 +393,15 @@ struct rb_chan {
     uint64_t dataqsiz;          /* 1 for an unbuffered channel: one message in flight */
     uint64_t size;
     int unbuffered;             /* flags & RB_UNBUFFERED */
+    int mirrored;               /* the ring is mapped twice, back to back, so
+                                 * that a record is contiguous in memory even
+                                 * where it wraps: what loans and views need */
+    int fd;                     /* the segment's file, for the liveness locks
+                                 * of this handle's holds (L4) */
+    uint64_t tag;               /* names this handle's holds; random, renewed
+                                 * in a fork child along with fd's lock
+                                 * description */
+    struct rb_chan *next;       /* every handle of the process, for fork */
 };
 
 #endif

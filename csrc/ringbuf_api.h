@@ -15,7 +15,7 @@
 
 #include <stdint.h>
 
-#define RB_LAYOUT_VERSION 3
+#define RB_LAYOUT_VERSION 4
 #define RB_DATA_OFF       4096  /* the ring starts page-aligned after the header */
 #define RB_MIN_SIZE       64ULL
 #define RB_MAX_SIZE       (1ULL << 40)
@@ -25,6 +25,9 @@
                                  * waiters parked there, the last one shared */
 #define RB_SELECT_MAX     64    /* cases in one rb_select */
 #define RB_UNBUFFERED     1     /* rb_create flag: capacity 0, Go's rendezvous */
+#define RB_HOLDS          16    /* loans and views out at once, per channel */
+#define RB_HOLD_LOAN      1
+#define RB_HOLD_VIEW      2
 
 /* Deadlines are absolute CLOCK_MONOTONIC nanoseconds.  RB_FOREVER never
  * expires; a deadline that has passed makes the call non-blocking: it still
@@ -100,6 +103,20 @@ struct rb_stats {
     uint64_t tasks_done;
     uint64_t peak_used;
     uint64_t peak_qcount;
+    uint64_t held;              /* ring bytes loans and views hold */
+    uint32_t loans;             /* loans out */
+    uint32_t views;             /* views out */
+    uint64_t loans_taken;
+    uint64_t views_taken;
+    uint64_t loans_reclaimed;   /* loans of dead holders aborted */
+    uint64_t views_reclaimed;   /* views of dead holders queued again */
+};
+
+/* One loan or view out (rb_holds). */
+struct rb_hold_info {
+    uint32_t kind;              /* RB_HOLD_LOAN or RB_HOLD_VIEW */
+    int32_t pid;                /* its holder */
+    uint64_t bytes;             /* ring bytes it holds */
 };
 
 /* An asynchronous waiter's claim (W14): counted in on one side of a
@@ -217,6 +234,31 @@ int64_t rb_peek(struct rb_chan *ch, void *buf, uint64_t cap, uint64_t *token_out
 /* Receive the peeked message `token`, copying only its bytes [skip, skip+n)
  * into dst.  RB_ECHANGED if another receiver took it first; never waits. */
 int rb_recv_at(struct rb_chan *ch, uint64_t token, uint64_t skip, void *dst, uint64_t n);
+/* Loans and views (ringbuf.h, L1..L7): zero-copy sends and receives of one
+ * message, written or read in place, outside the lock, between the begin
+ * and the end.  Only for a ring that rb_ring() says is mapped for them
+ * (RB_EINVAL otherwise: an unbuffered channel, or a size that is not a
+ * multiple of the page size).  The hold is this handle's, numbered *hold;
+ * the message's payload is at rb_ring(ch) + *off, contiguous even where the
+ * ring wraps.  At most RB_HOLDS are out per channel; a begin that finds none
+ * free waits like one that finds no room (or no message).
+ * rb_loan_begin waits for room for len bytes, as rb_send does.  rb_loan_end
+ * publishes (publish != 0) or aborts it: RB_ECLOSED, aborted, if the channel
+ * was closed meanwhile.  A published loan is delivered after every message
+ * whose room was reserved before it, once those are published too.
+ * rb_view_begin waits for a message, as rb_recv does, and returns its length
+ * (or minus a status); rb_view_end frees its room, once no earlier view
+ * holds room.  Either end: RB_EINVAL if the hold is not this handle's. */
+int rb_loan_begin(struct rb_chan *ch, uint64_t len, int64_t deadline, uint32_t *hold, uint64_t *off);
+int rb_loan_end(struct rb_chan *ch, uint32_t hold, int publish);
+int64_t rb_view_begin(struct rb_chan *ch, int64_t deadline, uint32_t *hold, uint64_t *off);
+int rb_view_end(struct rb_chan *ch, uint32_t hold);
+/* The ring's first byte in this process, or NULL if loans and views cannot
+ * be had on this channel. */
+void *rb_ring(struct rb_chan *ch);
+/* The loans and views out, read without the lock: up to max; returns how
+ * many. */
+int rb_holds(struct rb_chan *ch, struct rb_hold_info *out, int max);
 /* JoinableQueue: every message sent is a task; mark one done.  RB_EINVAL,
  * with nothing changed, if every task sent is done already. */
 int rb_task_done(struct rb_chan *ch);
