@@ -13,6 +13,7 @@ from ringbuf._channel import (
     DEFAULT_SIZE,
     Channel,
     ChannelStats,
+    ChannelHold,
     ChannelWaiters,
     select,
     select_async,
@@ -43,6 +44,7 @@ from ringbuf.errors import (
 __all__ = [
     "Channel",
     "ChannelStats",
+    "ChannelHold",
     "ChannelWaiters",
     "CLOSED",
     "select",

@@ -10,14 +10,15 @@ import pickle
 import secrets
 import time
 import weakref
-from typing import Any, AsyncIterator, Callable, Deque, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, TypeVar
+from typing import Any, AsyncIterator, Callable, ContextManager, Deque, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
-from ringbuf import _async, _codec, errors
+from ringbuf import _async, _codec, _zerocopy, errors
 from ringbuf import _lowlevel
 from ringbuf._lowlevel import FOREVER, MAX_CAPACITY, MAX_SIZE, MIN_SIZE, NAME_MAX, SELECT_MAX, Handle
+from ringbuf._lowlevel import retrying as _retrying
 
 T = TypeVar("T")
 Dumps = Callable[[Any], Any]
@@ -47,18 +48,6 @@ _MAX_WAIT_NS = 1 << 62
 # A non-blocking call's deadline: now.  It still waits for the lock (held
 # for one copy), then finds room or data, or not.
 _now = time.monotonic_ns
-
-
-def _retrying(call: Callable[..., T], *args: Any) -> T:
-    """call(*args), again each time it returns early for Python's signal
-    handlers (InterruptedError): they run between the tries, and what one
-    raises (KeyboardInterrupt) propagates.  The arguments, deadline included,
-    stay the same."""
-    while True:
-        try:
-            return call(*args)
-        except InterruptedError:
-            pass
 
 
 def _deadline(timeout: float) -> int:
@@ -151,10 +140,37 @@ class ChannelStats:
     """The most ring bytes ever in use at once, since creation."""
     peak_qcount: int
     """The most messages ever queued at once, since creation."""
+    loans: int
+    """Loans out now (:meth:`Channel.loan`, :meth:`Channel.loan_array`);
+    :meth:`Channel.holds` says whose."""
+    views: int
+    """Views out now (:meth:`Channel.recv_bytes_view`, :meth:`Channel.recv_view`),
+    counting those whose block ended while an object made from them lives on."""
+    held: int
+    """Ring bytes loans and views hold, beyond ``used``: room that is neither
+    free nor queued."""
+    loans_taken: int
+    """Loans taken since creation."""
+    views_taken: int
+    """Views taken since creation."""
+    loans_reclaimed: int
+    """Loans of processes that died holding them, aborted by another."""
+    views_reclaimed: int
+    """Views of processes that died holding them, whose messages were queued again."""
     lock_owner: int = 0
     """Pid of the process holding the lock when :meth:`Channel.observe` read
     the header, 0 if free (always 0 from :meth:`Channel.stats`, which holds
     the lock itself)."""
+
+
+class ChannelHold(NamedTuple):
+    """One loan or view out: its kind ("loan" or "view"), the pid of the
+    process holding it, and the ring bytes it holds (its message's length
+    rounded up to 8, plus 8)."""
+
+    kind: str
+    pid: int
+    nbytes: int
 
 
 class ChannelWaiters(NamedTuple):
@@ -838,6 +854,136 @@ class Channel:
         """Who is parked on the channel now, read without the lock."""
         return ChannelWaiters(self._h.parked("senders"), self._h.parked("receivers"))
 
+    def holds(self) -> List[ChannelHold]:
+        """The loans and views out now, with the pids holding them (read
+        without the lock)."""
+        return [ChannelHold(*h) for h in self._h.holds()]
+
+    # -- zero copy: loans and views -----------------------------------------
+
+    def loan(self, nbytes: int, timeout: Optional[float] = None) -> ContextManager[memoryview]:
+        """Write a bytes message in place: ``with ch.loan(n) as buf: ...``.
+
+        Entering waits for room for ``nbytes``, as :meth:`send_bytes` does,
+        and reserves it; ``buf`` is a writable memoryview of exactly those
+        bytes, inside the ring.  Leaving the block normally publishes them as
+        one message (:meth:`recv_bytes` returns it); leaving it by an
+        exception aborts the loan: nothing is delivered and the room is freed.
+
+        Messages are delivered in the order their room was reserved: one sent
+        (or loaned) after this loan was taken waits behind it until it ends.
+        Up to 16 loans and views may be out at once per channel, from any
+        threads and processes; past that, entering waits like a send without
+        room.  A loan belongs to its process: one that dies holding it is
+        aborted by the next process that waits on the channel (within about
+        a second).
+
+        After the block ``buf`` is released (using it raises ValueError).  If
+        something made from it still exists then (a slice, a numpy array),
+        the loan is not published: :class:`BufferError` is raised, and the
+        loan is aborted once that object is gone.
+
+        Args:
+            nbytes: the message's length, 1 to ``max_message_size``.
+            timeout: seconds to wait for room; ``None`` waits as long as it
+                takes, ``0`` does not wait.
+
+        Raises:
+            Timeout: no room came before the timeout.
+            Closed: the channel was closed, before the loan (no room is
+                taken) or while it was out (on leaving: it is aborted).
+                ``close`` wakes a caller waiting for room.
+            MessageTooLarge: ``nbytes`` can never fit.
+            ValueError: ``nbytes`` < 1; or a channel without room to lend: an
+                unbuffered one, or one whose size is not a multiple of the
+                page size (4096).
+            RuntimeError: this thread already holds 16 loans and views of
+                the channel (another would wait for itself).
+            KeyboardInterrupt: Ctrl-C while waiting (signal handlers run, and
+                the wait resumes with the same deadline unless one raised).
+        """
+        _check_int("nbytes", nbytes, 1, max(1, self._h.max_message))
+        if nbytes > self._h.max_message:
+            raise errors.MessageTooLarge(
+                f"a message of {nbytes} bytes can never fit channel {self.name!r} "
+                f"(max_message_size is {self._h.max_message} bytes)"
+            )
+        return _zerocopy.Loan(self._h, nbytes, FOREVER if timeout is None else _deadline(timeout))
+
+    def loan_array(self, shape: Any, dtype: Any, order: str = "C",
+                   timeout: Optional[float] = None) -> ContextManager[npt.NDArray[Any]]:
+        """Write a numpy array in place: ``with ch.loan_array(shape, dtype) as arr:``.
+
+        Like :meth:`loan`, for an array: ``arr`` is an uninitialised array of
+        that shape, dtype and memory order (``"C"`` or ``"F"``) living in the
+        ring.  Leaving the block publishes it as a message that :meth:`recv`
+        returns as an equal array (one copy out) and :meth:`recv_view` as a
+        read-only view.  After the block ``arr`` is emptied in place (its
+        shape becomes ``(0,)``) so that it no longer reaches into the ring; a
+        view of it kept past the block (a slice, a reshape) stops the publish
+        with :class:`BufferError`, as for :meth:`loan`.
+
+        Raises:
+            TypeError: ``shape`` is not ints, ``dtype`` not a dtype.
+            ValueError: a negative dimension, a dtype holding Python objects,
+                another order, or a channel without room to lend (see
+                :meth:`loan`).
+            MessageTooLarge: the array and its header can never fit.
+            Timeout, Closed, RuntimeError, KeyboardInterrupt: as :meth:`loan`.
+        """
+        return _zerocopy.ArrayLoan(self._h, shape, dtype, order, FOREVER if timeout is None else _deadline(timeout))
+
+    def recv_bytes_view(self, timeout: Optional[float] = None) -> ContextManager[memoryview]:
+        """Read the next message in place: ``with ch.recv_bytes_view() as view:``.
+
+        Entering waits for a message, as :meth:`recv_bytes` does, and takes
+        it; ``view`` is a read-only memoryview of its bytes inside the ring.
+        Leaving the block completes the receive and frees the message's room,
+        once every view taken before it has been freed too (room is freed in
+        order).  A process that dies holding a view did not complete its
+        receive: the message is queued again (behind those queued meanwhile)
+        by the next process that waits on the channel.
+
+        After the block ``view`` is released (using it raises ValueError).
+        Anything made from it that still exists then (a numpy array over it)
+        stays valid: the room stays held, and is freed when the last such
+        object is gone, so no later message ever reuses memory it reads.
+
+        Args:
+            timeout: seconds to wait for a message; ``None`` waits as long as
+                it takes, ``0`` does not wait.
+
+        Raises:
+            Timeout: no message came before the timeout.
+            Closed: the channel is closed and drained (``close`` wakes a
+                waiting receiver).
+            ValueError: a channel without room to lend (see :meth:`loan`).
+            RuntimeError: this thread already holds 16 loans and views of
+                the channel.
+            KeyboardInterrupt: Ctrl-C while waiting (as :meth:`loan`).
+        """
+        return _zerocopy.BytesView(self._h, FOREVER if timeout is None else _deadline(timeout))
+
+    def recv_view(self, timeout: Optional[float] = None) -> ContextManager[Any]:
+        """Receive the next object without copying its arrays: ``with ch.recv_view() as obj:``.
+
+        Like :meth:`recv_bytes_view`, for an object sent with :meth:`send` or
+        :meth:`loan_array`: the numpy arrays in it whose data travelled out of
+        band (those of 32 KiB or more) are read-only views of the ring; the
+        rest is unpickled as by :meth:`recv`.  The room is freed when the
+        block has ended and none of those arrays is left: keep one past the
+        block (``obj`` itself stays bound) and its room stays held until it
+        is dropped or replaced, which ``stats().views`` shows.  Copy an array
+        (``arr.copy()``) to keep its data for longer.
+
+        Raises:
+            Timeout, Closed, ValueError, RuntimeError, KeyboardInterrupt: as
+                :meth:`recv_bytes_view`.
+            pickle.UnpicklingError: the message is not a pickled object (it
+                was sent with send_bytes); it is received all the same.
+        """
+        return _zerocopy.ObjectView(self._h, FOREVER if timeout is None else _deadline(timeout))
+
 
     def check(self) -> None:
         """Verify the shared header's invariants and walk every queued record.
@@ -887,6 +1033,13 @@ def _stats(s: Any) -> ChannelStats:
         waiters_reaped=s.waiters_reaped,
         peak_used=s.peak_used,
         peak_qcount=s.peak_qcount,
+        loans=s.loans,
+        views=s.views,
+        held=s.held,
+        loans_taken=s.loans_taken,
+        views_taken=s.views_taken,
+        loans_reclaimed=s.loans_reclaimed,
+        views_reclaimed=s.views_reclaimed,
         lock_owner=s.lock_owner,
     )
 

@@ -27,6 +27,7 @@ from another process.
 
 from __future__ import annotations
 
+import math
 import pickle
 import struct
 from typing import Any, List, Optional, Sequence, Tuple
@@ -119,6 +120,40 @@ def record_parts(data: bytes, bufs: Sequence[memoryview]) -> List[Any]:
     return parts
 
 
+def _array_from(buf: Any, dtype: np.dtype, shape: Tuple[int, ...], order: str) -> npt.NDArray[Any]:
+    """An array of dtype, shape and order over buf's memory: how a message
+    written through Channel.loan_array unpickles."""
+    return np.frombuffer(buf, dtype=dtype).reshape(shape, order=order)  # type: ignore[no-any-return]
+
+
+class _ArrayHead:
+    """Pickles as _array_from over one out-of-band buffer: the pickle of an
+    array whose data is written later, in place."""
+
+    def __init__(self, dtype: np.dtype, shape: Tuple[int, ...], order: str) -> None:
+        self.args = (dtype, shape, order)
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        return _array_from, (pickle.PickleBuffer(b""),) + self.args
+
+
+class _Span:
+    """Stands for a buffer of nbytes in record_parts, whose bytes are not there yet."""
+
+    def __init__(self, nbytes: int) -> None:
+        self.nbytes = nbytes
+
+
+def array_head(shape: Tuple[int, ...], dtype: np.dtype, order: str) -> Tuple[bytes, int]:
+    """The first bytes of an object record holding one array (everything
+    before the array's data, which starts at a multiple of 64) and the
+    data's length.  ``recv()`` returns such a message as an equal array."""
+    nbytes = math.prod(shape) * dtype.itemsize
+    data = pickle.dumps(_ArrayHead(dtype, shape, order), 5, buffer_callback=lambda pb: False)
+    parts = record_parts(data, [_Span(nbytes)])  # type: ignore[list-item]
+    return b"".join(parts[:-1]), nbytes
+
+
 def is_record(view: Any) -> bool:
     return bool(view[:len(PREFIX)] == PREFIX)
 
@@ -172,6 +207,14 @@ def decode_record(view: Any, owned: bool) -> Any:
         own = aligned_empty(len(view))
         own[:] = np.frombuffer(view, dtype=np.uint8)
         view = own
+    mv = memoryview(view).cast("B")
+    pstart, plen, spans = _layout(mv, len(mv))
+    return pickle.loads(mv[pstart:pstart + plen], buffers=[mv[o:o + n] for o, n in spans])
+
+
+def decode_view(view: Any) -> Any:
+    """Unpickle an object record in place: its out-of-band buffers become
+    views of ``view`` (read-only if it is)."""
     mv = memoryview(view).cast("B")
     pstart, plen, spans = _layout(mv, len(mv))
     return pickle.loads(mv[pstart:pstart + plen], buffers=[mv[o:o + n] for o, n in spans])

@@ -13,7 +13,9 @@ import errno
 import logging
 import os
 import time
-from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Tuple, TypeVar
+
+T = TypeVar("T")
 
 from ringbuf import errors
 from ringbuf._buffers import SCRATCH_SIZE, give_big, new_scratch, scratch as _scratch, take_big, take_scratch
@@ -26,6 +28,8 @@ MAX_CAPACITY: int = lib.RB_MAX_CAPACITY
 NAME_MAX: int = lib.RB_NAME_MAX
 DATA_OFFSET: int = lib.RB_DATA_OFF
 LAYOUT_VERSION: int = lib.RB_LAYOUT_VERSION
+#: Loans and views out at once, per channel.
+HOLDS: int = lib.RB_HOLDS
 
 
 
@@ -136,6 +140,18 @@ def _iovec(parts: Sequence[Any]) -> Tuple[Any, List[Any]]:
         iov[i].base = b
         iov[i].len = len(b)
     return iov, keep
+
+
+def retrying(call: Callable[..., T], *args: Any) -> T:
+    """call(*args), again each time it returns early for Python's signal
+    handlers (InterruptedError): they run between the tries, and what one
+    raises (KeyboardInterrupt) propagates.  The arguments, deadline included,
+    stay the same."""
+    while True:
+        try:
+            return call(*args)
+        except InterruptedError:
+            pass
 
 
 _log = logging.getLogger("ringbuf")
@@ -413,6 +429,52 @@ class Handle:
         dropped = ffi.new("uint64_t *")
         self._call(lib.rb_close_and_drop, dropped)
         return int(dropped[0])
+
+    # -- loans and views (L1..L7 in csrc/ringbuf.h) --------------------------
+
+    def can_hold(self) -> bool:
+        """Whether loans and views can be had on this channel."""
+        return bool(lib.rb_ring(self._ch) != ffi.NULL)
+
+    def loan_begin(self, nbytes: int, deadline: int) -> Tuple[int, Any]:
+        """Wait for room for nbytes and reserve it: (hold number, a cffi
+        buffer over the reserved bytes, to write in place)."""
+        hold, off = ffi.new("uint32_t *"), ffi.new("uint64_t *")
+        rc = lib.rb_loan_begin(self._ch, nbytes, deadline, hold, off)
+        while rc != _OK:
+            self._failed(rc, nbytes=nbytes, limit=self.max_message)
+            rc = lib.rb_loan_begin(self._ch, nbytes, deadline, hold, off)
+        return int(hold[0]), self._ring_buffer(int(off[0]), nbytes)
+
+    def loan_end(self, hold: int, publish: bool) -> None:
+        """Publish or abort this handle's loan.  Raises Closed (the loan
+        aborted) if it was to be published on a channel closed meanwhile."""
+        self._call(lib.rb_loan_end, hold, int(publish))
+
+    def view_begin(self, deadline: int) -> Tuple[int, Any]:
+        """Wait for a message and take it in place: (hold number, a cffi
+        buffer over its bytes)."""
+        hold, off = ffi.new("uint32_t *"), ffi.new("uint64_t *")
+        n = lib.rb_view_begin(self._ch, deadline, hold, off)
+        while n < 0:
+            self._failed(-n)
+            n = lib.rb_view_begin(self._ch, deadline, hold, off)
+        return int(hold[0]), self._ring_buffer(int(off[0]), n)
+
+    def view_end(self, hold: int) -> None:
+        """Free the room of this handle's view."""
+        self._call(lib.rb_view_end, hold)
+
+    def _ring_buffer(self, off: int, n: int) -> Any:
+        return ffi.buffer(ffi.cast("char *", lib.rb_ring(self._ch)) + off, n)
+
+    def holds(self) -> List[Tuple[str, int, int]]:
+        """(kind, pid, ring bytes) of each loan ("loan") and view ("view")
+        out, read without the lock."""
+        out = ffi.new("struct rb_hold_info[]", lib.RB_HOLDS)
+        n = lib.rb_holds(self._ch, out, lib.RB_HOLDS)
+        return [("loan" if out[i].kind == lib.RB_HOLD_LOAN else "view", int(out[i].pid), int(out[i].bytes))
+                for i in range(n)]
 
     def stats(self) -> Any:
         """A ``struct rb_stats`` snapshot taken under the lock."""
