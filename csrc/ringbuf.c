@@ -166,9 +166,10 @@ static void fork_parent(void)
 }
 
 /* In the child: open each segment again through /proc/self/fd (the name may
- * be unlinked by now) onto the same descriptor number.  Without /proc the
- * child keeps sharing the description; its holds then work, but a parent
- * that dies holding one is not found dead while the child lives. */
+ * be unlinked by now) onto the same descriptor number.  A child that cannot
+ * (no /proc, no descriptor left) keeps sharing its parent's description:
+ * through it a parent's lock looks like its own, so that handle neither
+ * takes holds nor reclaims others' (own_fd 0). */
 static void fork_child(void)
 {
     self_refresh();
@@ -183,10 +184,12 @@ static void fork_child(void)
         while (n > 0)
             path[len++] = digits[--n];
         path[len] = 0;
-        if ((nfd = open(path, O_RDWR | O_CLOEXEC)) >= 0) {
-            dup3(nfd, ch->fd, O_CLOEXEC);
+        if ((nfd = open(path, O_RDWR | O_CLOEXEC)) >= 0 && dup3(nfd, ch->fd, O_CLOEXEC) >= 0)
+            ch->own_fd = 1;
+        else
+            ch->own_fd = 0;  /* no holds here, and no judging others' (L6) */
+        if (nfd >= 0)
             close(nfd);
-        }
         ch->tag = new_tag();
     }
     pthread_mutex_unlock(&handles_lock);
@@ -229,6 +232,8 @@ static uint64_t wrap(const struct rb_chan *ch, uint64_t x)
 static int recover(struct rb_chan *ch);
 static void unlock(struct rb_chan *ch);
 static void set_held(struct rb_chan *ch);
+struct pos;
+static void advance(struct rb_chan *ch, struct pos *p);
 
 /*
  * Take the lock.  It is held only for bookkeeping and one copy, so every call
@@ -631,6 +636,20 @@ static int recover(struct rb_chan *ch)
     STORE(h->used, sp - rp);
     STORE(h->qcount, (uint64_t)count);
     STORE(h->lent_count, (uint64_t)lent);
+    /* L4: a hold taken by a section that died before its commit store holds
+     * nothing (a loan at or past resvpos, a view at or past recvpos): it is
+     * voided, to be freed by L6 once its owner's liveness lock is gone.  Not
+     * freed here: the kernel releases a dead owner's robust mutex before its
+     * files, so the lock may outlive this recovery by a moment. */
+    for (int i = 0; i < RB_HOLDS; i++) {
+        uint64_t pos = LOAD(h->holds[i].pos);
+        uint32_t kind = LOAD(h->holds[i].kind);
+
+        if (LOAD(h->holds[i].owner) != 0 &&
+            ((kind == RB_HOLD_LOAN && (pos < sp || pos >= rv)) || (kind == RB_HOLD_VIEW && (pos < fp || pos >= rp)) ||
+             (kind != RB_HOLD_LOAN && kind != RB_HOLD_VIEW)))
+            STORE(h->holds[i].kind, RB_HOLD_VOID);
+    }
     set_held(ch);
     /* L7.  Only the dead owner's side can have missed its total. */
     total = (uint64_t)count + committed + (LOAD(h->held_msgs) - (uint64_t)lent);
@@ -638,6 +657,9 @@ static int recover(struct rb_chan *ch)
         STORE(h->sent, received + total);
     else if (sent - received > total)
         STORE(h->received, sent - total);
+    /* L5: the owner may have died between a change that makes records
+     * publishable and its advance(); lock() wakes everyone after this. */
+    advance(ch, NULL);
     remask(senders(h));
     remask(receivers(h));
     INC(h->send_futex);
@@ -1030,8 +1052,6 @@ static int publish(struct rb_chan *ch, struct pos *p, uint64_t end, uint64_t cou
         STORE(h->peak_qcount, p->qcount);
     return receivers_to_wake(h, count);
 }
-
-static void advance(struct rb_chan *ch, struct pos *p);
 
 /* lock_nonempty(), then read and check the head record's length: RB_OK with
  * the lock held, or a status with it dropped. */
@@ -1499,6 +1519,10 @@ static void advance(struct rb_chan *ch, struct pos *p)
             published++;
             STORE(h->used, used);
             STORE(h->qcount, qcount);
+            if (used > LOAD(h->peak_used))
+                STORE(h->peak_used, used);
+            if (qcount > LOAD(h->peak_qcount))
+                STORE(h->peak_qcount, qcount);
         }
         STORE(h->lent_count, --lc);
     }
@@ -1556,6 +1580,8 @@ static int release_hold(struct rb_chan *ch, int i)
     if (LOAD(h->holds[i].owner) == ch->tag)
         liveness(ch, i, F_UNLCK);
     STORE(h->holds[i].owner, 0);
+    if (was_full)
+        INC(h->hold_futex);
     return was_full;
 }
 
@@ -1567,9 +1593,11 @@ static void unlock_and_wake_all(struct rb_chan *ch)
 
     INC(h->send_futex);
     INC(h->recv_futex);
+    INC(h->hold_futex);
     unlock(ch);
     futex_wake(&h->send_futex, WAKE_ALL);
     futex_wake(&h->recv_futex, WAKE_ALL);
+    futex_wake(&h->hold_futex, WAKE_ALL);
 }
 
 /* End loan i (lock held): publish it (`publish`, and the channel open) or
@@ -1620,7 +1648,7 @@ static int give_back(struct rb_chan *ch, int i)
     uint8_t *copy;
     int overlap;
 
-    if (pos >= rp || pos < fp || bytes > rp - pos || bytes < RB_REC_HDR || (bytes & 7) != 0) {
+    if (pos >= rp || pos < fp || rp - fp > ch->size || bytes > rp - pos || bytes < RB_REC_HDR || (bytes & 7) != 0) {
         /* Died before its take committed (the record is still queued), or
          * unsound: nothing to give back. */
         release_hold(ch, i);
@@ -1665,12 +1693,17 @@ static int reclaim(struct rb_chan *ch)
     struct rb_hdr *h = ch->hdr;
     int changed = 0;
 
+    if (!ch->own_fd)  /* its lock description is another process's: it cannot tell */
+        return 0;
     for (int i = 0; i < RB_HOLDS; i++) {
         uint64_t owner = LOAD(h->holds[i].owner);
 
         if (owner == 0 || owner == ch->tag || holder_alive(ch, i))
             continue;
-        if (LOAD(h->holds[i].kind) == RB_HOLD_VIEW) {
+        if (LOAD(h->holds[i].kind) == RB_HOLD_VOID) {
+            release_hold(ch, i);
+            changed = 1;
+        } else if (LOAD(h->holds[i].kind) == RB_HOLD_VIEW) {
             changed |= give_back(ch, i);
         } else {
             end_loan(ch, i, 0);
@@ -1684,42 +1717,60 @@ static int reclaim(struct rb_chan *ch)
 /* L4, lock held, no hold free: reclaim, or park like a waiter on side `s`
  * until a hold ends.  Returns RB_OK to try again (lock dropped either way),
  * or why not. */
-static int wait_for_hold(struct rb_chan *ch, struct side s, uint32_t *wake, int64_t deadline)
+static int wait_for_hold(struct rb_chan *ch, uint32_t *wake, int64_t deadline)
 {
-    int rc;
+    struct rb_hdr *h = ch->hdr;
+    int64_t until = now_ns() + RB_RECHECK_NS;
+    struct timespec ts;
+    uint32_t seq;
+    int r;
 
     if (reclaim(ch)) {
         unlock_and_wake_all(ch);
         return RB_OK;
     }
-    if (expired(deadline)) {
-        unlock(ch);
-        if (wake)
-            futex_wake(wake, 1);
+    seq = LOAD(h->hold_futex);
+    unlock(ch);
+    if (wake)
+        futex_wake(wake, 1);
+    if (expired(deadline))
         return RB_ETIMEDOUT;
-    }
-    rc = park(ch, s, wake, deadline);
-    return rc == RB_EINTR ? RB_EINTR : RB_OK;
+    if (deadline >= 0 && deadline < until)
+        until = deadline;
+    ts = to_timespec(until);
+    r = futex_wait(&h->hold_futex, seq, &ts);
+    return r == EINTR ? RB_EINTR : RB_OK;
 }
 
-/* Take hold i for this handle (lock held): liveness lock first (L4). */
-static int take_hold(struct rb_chan *ch, int i, uint64_t pos, uint64_t bytes, uint32_t kind)
+/* Take a free hold for this handle (lock held), its liveness lock first
+ * (L4).  Returns its index, -1 if none is free, or -RB_ESYS - 1.  A free
+ * hold whose byte is still locked (which L4 and L6 rule out, but a kernel
+ * may keep a dying owner's lock a moment) is passed over. */
+static int take_hold(struct rb_chan *ch, uint64_t pos, uint64_t bytes, uint32_t kind)
 {
     struct rb_hdr *h = ch->hdr;
 
-    if (liveness(ch, i, F_WRLCK) != RB_OK)
-        return RB_ESYS;
-    STORE(h->holds[i].pos, pos);
-    STORE(h->holds[i].bytes, bytes);
-    STORE(h->holds[i].pid, self_pid);
-    STORE(h->holds[i].kind, kind);
-    STORE(h->holds[i].owner, ch->tag);
-    return RB_OK;
+    for (int i = 0; i < RB_HOLDS; i++) {
+        if (LOAD(h->holds[i].owner) != 0)
+            continue;
+        if (liveness(ch, i, F_WRLCK) != RB_OK) {
+            if (errno == EAGAIN || errno == EACCES)
+                continue;
+            return -RB_ESYS - 1;
+        }
+        STORE(h->holds[i].pos, pos);
+        STORE(h->holds[i].bytes, bytes);
+        STORE(h->holds[i].pid, self_pid);
+        STORE(h->holds[i].kind, kind);
+        STORE(h->holds[i].owner, ch->tag);
+        return i;
+    }
+    return -1;
 }
 
 static int can_hold(const struct rb_chan *ch)
 {
-    return ch->mirrored && !ch->unbuffered;
+    return ch->mirrored && !ch->unbuffered && ch->own_fd;
 }
 
 int rb_loan_begin(struct rb_chan *ch, uint64_t len, int64_t deadline, uint32_t *hold, uint64_t *off)
@@ -1737,17 +1788,16 @@ int rb_loan_begin(struct rb_chan *ch, uint64_t len, int64_t deadline, uint32_t *
     for (;;) {
         if ((rc = lock_room(ch, need, deadline, &woken, &p)) != RB_OK)
             return rc;
-        if ((i = free_hold(h)) >= 0)
+        pos = LOAD(h->sendpos) + p.lent;
+        if ((i = take_hold(ch, pos, need, RB_HOLD_LOAN)) >= 0)
             break;
-        if (woken)  /* W6: this wake-up was for room, which it leaves */
-            INC(h->send_futex);
-        if ((rc = wait_for_hold(ch, senders(h), woken ? &h->send_futex : NULL, deadline)) != RB_OK)
+        if (i < -1) {
+            unlock_and_pass(ch, woken && pass_baton(ch, &p));
+            return RB_ESYS;
+        }
+        /* W6: a wake-up for room it leaves goes on to another sender. */
+        if ((rc = wait_for_hold(ch, woken && pass_baton(ch, &p) ? &h->send_futex : NULL, deadline)) != RB_OK)
             return rc;
-    }
-    pos = LOAD(h->sendpos) + p.lent;
-    if ((rc = take_hold(ch, i, pos, need, RB_HOLD_LOAN)) != RB_OK) {
-        unlock_and_pass(ch, woken && pass_baton(ch, &p));
-        return rc;
     }
     ring_put(ch, p.x, &w, RB_REC_HDR);
     /* L1: the reservation's commit.  Release: pairs with recover(). */
@@ -1791,26 +1841,29 @@ int64_t rb_view_begin(struct rb_chan *ch, int64_t deadline, uint32_t *hold, uint
     struct rb_hdr *h = ch->hdr;
     uint64_t len, bytes, pos;
     struct pos p;
-    int rc, i;
+    int rc, i, wake;
 
     if (!can_hold(ch))
         return -RB_EINVAL;
+    /* The hold first, then the take's commit: a view that dies in between
+     * holds a record still queued, which recover() voids. */
     for (;;) {
         if ((rc = lock_head(ch, deadline, &p, &len)) != RB_OK)
             return -rc;
-        if ((i = free_hold(h)) >= 0)
+        bytes = RB_REC_HDR + align8(len);
+        pos = LOAD(h->recvpos);
+        if ((i = take_hold(ch, pos, bytes, RB_HOLD_VIEW)) >= 0)
             break;
-        INC(h->recv_futex);  /* W10: a message is left for another receiver */
-        if ((rc = wait_for_hold(ch, receivers(h), &h->recv_futex, deadline)) != RB_OK)
+        if (i < -1) {
+            unlock(ch);
+            return -RB_ESYS;
+        }
+        /* W10: the message it leaves goes to another parked receiver. */
+        wake = parked(h, receivers(h)) > 0;
+        if (wake)
+            INC(h->recv_futex);
+        if ((rc = wait_for_hold(ch, wake ? &h->recv_futex : NULL, deadline)) != RB_OK)
             return -rc;
-    }
-    bytes = RB_REC_HDR + align8(len);
-    pos = LOAD(h->recvpos);
-    /* The hold first, then the take's commit: a view that dies in between
-     * holds a record still queued, which L6 just frees. */
-    if ((rc = take_hold(ch, i, pos, bytes, RB_HOLD_VIEW)) != RB_OK) {
-        unlock(ch);
-        return -rc;
     }
     CRASH_POINT(RB_CRASH_RECV_BEFORE_COMMIT);
     __atomic_store_n(&h->recvpos, pos + bytes, __ATOMIC_RELEASE);
@@ -1829,7 +1882,8 @@ int64_t rb_view_begin(struct rb_chan *ch, int64_t deadline, uint32_t *hold, uint
     if (p.used == 0)
         advance(ch, &p);
     *hold = (uint32_t)i;
-    unlock_and_wake(ch, (int)p.woke, 0);
+    /* W5: stepping over an aborted record (L5) may have freed room. */
+    unlock_and_wake(ch, (int)p.woke, owe_sender(ch, &p));
     return (int64_t)len;
 }
 
@@ -1872,7 +1926,7 @@ int rb_holds(struct rb_chan *ch, struct rb_hold_info *out, int max)
     int n = 0;
 
     for (int i = 0; i < RB_HOLDS && n < max; i++) {
-        if (LOAD(h->holds[i].owner) == 0)
+        if (LOAD(h->holds[i].owner) == 0 || LOAD(h->holds[i].kind) == RB_HOLD_VOID)
             continue;
         out[n].kind = LOAD(h->holds[i].kind);
         out[n].pid = LOAD(h->holds[i].pid);
@@ -2385,6 +2439,26 @@ int rb_close_and_drop(struct rb_chan *ch, uint64_t *dropped)
         release_head(ch, &p, len, 1);
         (*dropped)++;
     }
+    /* L1, L7: messages committed behind a loan still out are dropped too,
+     * as received: marked aborted, they are never delivered. */
+    if (p.held_msgs != 0) {
+        uint64_t sp = LOAD(h->sendpos), rv = LOAD(h->resvpos), w;
+
+        while (rv > sp && rv - sp <= ch->size) {
+            ring_get(ch, sp % ch->size, &w, RB_REC_HDR);
+            len = w & ~RB_REC_FLAGS;
+            if (len > ch->size - RB_REC_HDR || RB_REC_HDR + align8(len) > rv - sp)
+                break;
+            if ((w & RB_REC_FLAGS) == 0) {
+                w = len | RB_REC_SKIP;
+                ring_put(ch, sp % ch->size, &w, RB_REC_HDR);
+                STORE(h->received, LOAD(h->received) + 1);
+                (*dropped)++;
+            }
+            sp += RB_REC_HDR + align8(len);
+        }
+        advance(ch, NULL);
+    }
     if (*dropped > 0) {  /* each dropped message's task is done, as far as any is unfinished */
         uint64_t done = __atomic_load_n(&h->tasks_done, __ATOMIC_SEQ_CST), sent = LOAD(h->sent), nd;
 
@@ -2502,7 +2576,7 @@ static void snapshot(struct rb_chan *ch, struct rb_stats *out)
             continue;
         if (LOAD(h->holds[i].kind) == RB_HOLD_LOAN)
             out->loans++;
-        else
+        else if (LOAD(h->holds[i].kind) == RB_HOLD_VIEW)
             out->views++;
     }
     out->loans_taken = LOAD(h->loans_taken);
@@ -2574,6 +2648,20 @@ static int masks_cover(struct side s)
     return 1;
 }
 
+/* L5 for rb_check (lock held): what waits at sendpos waits for a reason:
+ * nothing is lent, or the record there is still lent, or aborted with
+ * messages queued before it, or the queue is full. */
+static int stuck_at_sendpos(struct rb_chan *ch, uint64_t qcount, uint64_t used)
+{
+    struct rb_hdr *h = ch->hdr;
+    uint64_t w;
+
+    if (LOAD(h->lent_count) == 0)
+        return 1;
+    ring_get(ch, LOAD(h->sendpos) % ch->size, &w, RB_REC_HDR);
+    return (w & RB_REC_LENT) || ((w & RB_REC_SKIP) && used != 0) || qcount >= ch->dataqsiz;
+}
+
 int rb_check(struct rb_chan *ch)
 {
     struct rb_hdr *h = ch->hdr;
@@ -2599,7 +2687,8 @@ int rb_check(struct rb_chan *ch)
          freepos <= recvpos && resvpos >= sendpos && resvpos - freepos <= ch->size &&
          (lent = walk_lent(ch, sendpos % ch->size, resvpos - sendpos, &committed)) == (int64_t)LOAD(h->lent_count) &&
          pr.held == (resvpos - sendpos) + (recvpos - freepos) && pr.held_msgs >= (uint64_t)lent &&
-         sent - received == pr.qcount + committed + (pr.held_msgs - (uint64_t)lent);
+         sent - received == pr.qcount + committed + (pr.held_msgs - (uint64_t)lent) &&
+         stuck_at_sendpos(ch, pr.qcount, pr.used);
     unlock(ch);
     return ok ? RB_OK : RB_ECORRUPT;
 }
@@ -2619,10 +2708,11 @@ static const struct rb_field header_fields[] = {
     FIELD(recvpos), FIELD(recvx), FIELD(received), FIELD(recv_parks), FIELD(sendq_wakes), FIELD(freepos),
     FIELD(send_mask), FIELD(recv_mask), FIELD(send_futex), FIELD(recv_futex), FIELD(held), FIELD(held_msgs),
     FIELD(send_min_need), FIELD(send_baton), FIELD(ack_futex),
-    FIELD(tasks_done), FIELD(joinq), FIELD(tasks_futex),
+    FIELD(tasks_done), FIELD(joinq), FIELD(tasks_futex), FIELD(hold_futex),
     FIELD(peak_used), FIELD(peak_qcount), FIELD(recoveries), FIELD(waiters_reaped),
     FIELD(loans_taken), FIELD(views_taken), FIELD(loans_reclaimed), FIELD(views_reclaimed),
     SLOT0(send_waiters), SLOT0(recv_waiters),
+    { "holds", offsetof(struct rb_hdr, holds), sizeof(struct rb_hold) },
 };
 
 int rb_header_fields(struct rb_field *out, int max)
@@ -2712,6 +2802,7 @@ static struct rb_chan *new_handle(struct rb_hdr *h, size_t map_len, uint64_t cap
         ch->unbuffered = (flags & RB_UNBUFFERED) != 0;
         ch->mirrored = mirrored;
         ch->fd = fd;
+        ch->own_fd = 1;
         ch->tag = new_tag();
         pthread_mutex_lock(&handles_lock);
         ch->next = handles;

@@ -70,7 +70,8 @@ struct rb_hold {
     uint64_t bytes;             /* its record's ring bytes, header included */
     uint64_t owner;             /* the holder handle's random tag; 0: free */
     int32_t pid;                /* the holder's pid, for observers */
-    uint32_t kind;              /* RB_HOLD_LOAN or RB_HOLD_VIEW */
+    uint32_t kind;              /* RB_HOLD_LOAN, RB_HOLD_VIEW, or RB_HOLD_VOID
+                                 * (its owner died before it held anything) */
 };
 
 /*
@@ -234,12 +235,18 @@ struct rb_hold {
  *       is the common path: there resvpos == sendpos and freepos == recvpos,
  *       and send and receive keep them so with one store each on their own
  *       line.
- *   L4  A hold (loan or view) is taken under the lock, with its liveness lock
- *       taken before the lock is dropped, and ended under the lock by
- *       freeing it (owner 0) first: the hold's own commit.  At most RB_HOLDS
- *       are out at once; a caller that finds none free parks like a sender
- *       (loan) or receiver (view) without room or data, and the end of a hold
- *       that frees the last slot taken wakes both sides.
+ *   L4  A hold (loan or view) is taken under the lock: its liveness lock
+ *       first, then its fields, owner last, then the commit store of what it
+ *       holds (resvpos for a loan, recvpos for a view).  It is ended under the
+ *       lock: its record first (a loan's length word), then its liveness lock
+ *       dropped, then owner set to 0, the end's commit.  recover() voids a
+ *       hold whose commit store never happened; L6 frees it.  At most
+ *       RB_HOLDS are out at once.  A caller that finds none free reads
+ *       hold_futex under the lock and sleeps on it (W8's re-check included),
+ *       counted on neither side, so that no wake-up meant for room or data
+ *       goes to it; before it sleeps it hands on (W6, W10) the wake-up it may
+ *       have been woken for.  The end of a hold that frees the last one bumps
+ *       hold_futex and wakes all its sleepers.
  *   L5  Advance.  Whenever the record at sendpos may have become
  *       publishable (a loan ends, a receive empties the queue), advance()
  *       moves sendpos over the committed records there, waking receivers as
@@ -253,7 +260,8 @@ struct rb_hold {
  *       each W8 re-check), and every rb_stats, tests the liveness lock of the
  *       holds of other handles (fcntl F_OFD_GETLK: a lock cannot outlive its
  *       process, and no pid is compared, so pid reuse cannot fool it).  A
- *       dead loan is aborted.  A dead view's receive never completed: its
+ *       void hold is freed.  A dead loan is aborted (its record marked
+ *       RB_REC_SKIP, or its room given back if it was the last reserved).  A dead view's receive never completed: its
  *       record is queued again at resvpos (behind any loans), without
  *       counting as sent again, once it is the earliest view (then the room
  *       it frees is room enough).  A hold is thus reclaimed within
@@ -362,6 +370,8 @@ struct rb_hdr {
     uint64_t tasks_done;        /* task_done() calls; never more than sent */
     uint32_t joinq;             /* joiners parked (or about to park) */
     uint32_t tasks_futex;       /* joiners sleep on it; bumped when the count reaches 0 */
+    uint32_t hold_futex;        /* L4: callers waiting for a free hold sleep
+                                 * on it; bumped when a hold frees the last */
 
     /* Line 6: statistics, written rarely. */
     _Alignas(RB_CACHELINE)
@@ -398,6 +408,9 @@ struct rb_chan {
                                  * where it wraps: what loans and views need */
     int fd;                     /* the segment's file, for the liveness locks
                                  * of this handle's holds (L4) */
+    int own_fd;                 /* fd's lock description is this process's
+                                 * alone (a fork child that could not open
+                                 * its own neither holds nor reclaims) */
     uint64_t tag;               /* names this handle's holds; random, renewed
                                  * in a fork child along with fd's lock
                                  * description */

@@ -28,6 +28,7 @@
 #define RB_HOLDS          16    /* loans and views out at once, per channel */
 #define RB_HOLD_LOAN      1
 #define RB_HOLD_VIEW      2
+#define RB_HOLD_VOID      3     /* its owner died before it held anything */
 
 /* Deadlines are absolute CLOCK_MONOTONIC nanoseconds.  RB_FOREVER never
  * expires; a deadline that has passed makes the call non-blocking: it still
@@ -139,7 +140,9 @@ struct rb_parked {
 
 /* One field of the shared header, for observers and tests that read or write
  * the segment directly: its name, byte offset and size.  For the waiter slot
- * arrays (send_waiters, recv_waiters) the entry is the first slot's word. */
+ * arrays (send_waiters, recv_waiters) the entry is the first slot's word;
+ * for `holds`, the first hold (struct rb_hold in ringbuf.h: pos, bytes,
+ * owner, pid, kind at offsets 0, 8, 16, 24, 28). */
 struct rb_field {
     const char *name;
     uint32_t offset;

@@ -902,7 +902,7 @@ class Channel:
             KeyboardInterrupt: Ctrl-C while waiting (signal handlers run, and
                 the wait resumes with the same deadline unless one raised).
         """
-        _check_int("nbytes", nbytes, 1, max(1, self._h.max_message))
+        _check_int("nbytes", nbytes, 1, 2**64 - 1)
         if nbytes > self._h.max_message:
             raise errors.MessageTooLarge(
                 f"a message of {nbytes} bytes can never fit channel {self.name!r} "

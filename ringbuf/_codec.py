@@ -123,7 +123,7 @@ def record_parts(data: bytes, bufs: Sequence[memoryview]) -> List[Any]:
 def _array_from(buf: Any, dtype: np.dtype, shape: Tuple[int, ...], order: str) -> npt.NDArray[Any]:
     """An array of dtype, shape and order over buf's memory: how a message
     written through Channel.loan_array unpickles."""
-    return np.frombuffer(buf, dtype=dtype).reshape(shape, order=order)  # type: ignore[no-any-return]
+    return np.frombuffer(buf, dtype=dtype).reshape(shape, order=order)  # type: ignore[call-overload,no-any-return]
 
 
 class _ArrayHead:
@@ -134,7 +134,8 @@ class _ArrayHead:
         self.args = (dtype, shape, order)
 
     def __reduce_ex__(self, protocol: Any) -> Any:
-        return _array_from, (pickle.PickleBuffer(b""),) + self.args
+        # A writable placeholder: a read-only one would make the receiver's array read-only.
+        return _array_from, (pickle.PickleBuffer(bytearray()),) + self.args
 
 
 class _Span:

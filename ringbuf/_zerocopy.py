@@ -27,6 +27,7 @@ gave is emptied in place (its shape becomes (0,)).  Then:
 from __future__ import annotations
 
 import math
+import os
 import pickle
 import threading
 import weakref
@@ -40,10 +41,18 @@ from ringbuf._lowlevel import HOLDS, Handle, retrying
 
 
 class _Tally(threading.local):
-    """Per thread: how many holds it has out on each handle (by id)."""
+    """Per thread: how many holds it has out on each handle (by id),
+    counting those whose block ended while something made from them lives
+    on.  A fork child starts afresh: its parent's holds are not its own."""
 
     def __init__(self) -> None:
+        self.pid = os.getpid()
         self.count: Dict[int, int] = {}
+
+    def mine(self) -> Dict[int, int]:
+        if self.pid != os.getpid():
+            self.pid, self.count = os.getpid(), {}
+        return self.count
 
 
 _tally = _Tally()
@@ -51,16 +60,16 @@ _tally = _Tally()
 
 class _End:
     """How a hold ends, shared by the block's exit and the exporter's
-    finalizer: whichever comes second does it, under `lock`."""
+    finalizer: whichever comes second does it, under `lock`.  ``tally`` is
+    the taking thread's count, which the end decrements wherever it runs."""
 
-    __slots__ = ("h", "hold", "loan", "lock", "gone", "armed", "publish")
+    __slots__ = ("h", "hold", "loan", "lock", "gone", "armed", "tally", "pid")
 
-    def __init__(self, h: Handle, hold: int, loan: bool) -> None:
-        self.h, self.hold, self.loan = h, hold, loan
+    def __init__(self, h: Handle, hold: int, loan: bool, tally: Dict[int, int]) -> None:
+        self.h, self.hold, self.loan, self.tally, self.pid = h, hold, loan, tally, os.getpid()
         self.lock = threading.Lock()
         self.gone = False     # the exporter died
         self.armed = False    # the block ended: the exporter's death ends the hold
-        self.publish = False
 
     def finalize(self) -> None:
         """The exporter died (weakref.finalize): end now if the block has."""
@@ -71,48 +80,56 @@ class _End:
         self.run()
 
     def run(self) -> None:
+        if self.pid != os.getpid():
+            return  # a fork child's copy: the hold is its parent's
         try:
             if self.loan:
-                self.h.loan_end(self.hold, self.publish)
+                self.h.loan_end(self.hold, False)
             else:
                 self.h.view_end(self.hold)
-        except errors.Closed:
-            pass  # a deferred publish on a closed channel: aborted, nobody to tell
+        except errors.RingbufError:
+            pass  # in a finalizer: nobody to tell; the channel's own calls report a damaged one
+        finally:
+            self.ended()
 
-    def block_ended(self, publish: bool) -> bool:
+    def ended(self) -> None:
+        _leave(self.tally, self.h)
+
+    def block_ended(self) -> bool:
         """The block ended.  Returns True if the exporter is gone (then the
         caller ends the hold itself, and sees its errors), False if it lives
-        on (its finalizer will end the hold)."""
+        on: its finalizer will end the hold then, a loan by aborting it."""
         with self.lock:
-            self.publish = publish
             if self.gone:
                 return True
             self.armed = True
             return False
 
 
-def _enter(h: Handle, kind: str) -> None:
+def _enter(h: Handle, kind: str) -> Dict[int, int]:
     if not h.can_hold():
         raise ValueError(
             f"channel {h.name!r} cannot lend or lend out its ring: "
             + ("an unbuffered channel holds no room to lend" if h.capacity == 0
                else f"its size ({h.size} bytes) is not a multiple of the page size")
         )
-    n = _tally.count.get(id(h), 0)
+    tally = _tally.mine()
+    n = tally.get(id(h), 0)
     if n >= HOLDS:
         raise RuntimeError(
-            f"this thread already holds {n} loans and views of channel {h.name!r}, the most a channel has; "
-            f"another {kind} would wait for this thread itself"
+            f"this thread already holds {n} loans and views of channel {h.name!r} (counting views kept alive "
+            f"by arrays made from them), the most a channel has; another {kind} would wait for this thread itself"
         )
-    _tally.count[id(h)] = n + 1
+    tally[id(h)] = n + 1
+    return tally
 
 
-def _leave(h: Handle) -> None:
-    n = _tally.count.get(id(h), 1) - 1
+def _leave(tally: Dict[int, int], h: Handle) -> None:
+    n = tally.get(id(h), 1) - 1
     if n:
-        _tally.count[id(h)] = n
+        tally[id(h)] = n
     else:
-        _tally.count.pop(id(h), None)
+        tally.pop(id(h), None)
 
 
 class _Hold:
@@ -132,16 +149,16 @@ class _Hold:
         if self._used:
             raise RuntimeError("a loan or view can be entered only once")
         self._used = True
-        _enter(self._h, "loan" if loan else "view")
+        tally = _enter(self._h, "loan" if loan else "view")
         try:
             if loan:
                 hold, exporter = retrying(self._h.loan_begin, nbytes, self._deadline)
             else:
                 hold, exporter = retrying(self._h.view_begin, self._deadline)
         except BaseException:
-            _leave(self._h)
+            _leave(tally, self._h)
             raise
-        self._end = _End(self._h, hold, loan)
+        self._end = _End(self._h, hold, loan, tally)
         weakref.finalize(exporter, self._end.finalize)
         self._exporter = exporter
         return exporter
@@ -160,16 +177,18 @@ class _Hold:
         elif isinstance(given, np.ndarray) and end.loan:
             # The caller's name for the array outlives the block: empty it in
             # place so that it no longer reaches into the ring.
-            given.__setstate__((1, (0,), given.dtype, False, b""))
+            given.__setstate__((1, (0,), given.dtype, False, b""))  # type: ignore[arg-type]
         del given
         self._exporter = None
-        _leave(self._h)
-        if not end.block_ended(publish):
+        if not end.block_ended():
             return False
-        if end.loan:
-            self._h.loan_end(end.hold, publish)
-        else:
-            self._h.view_end(end.hold)
+        try:
+            if end.loan:
+                self._h.loan_end(end.hold, publish)
+            else:
+                self._h.view_end(end.hold)
+        finally:
+            end.ended()
         return True
 
 

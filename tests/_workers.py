@@ -342,3 +342,97 @@ def async_wait_forever(ch: ringbuf.Channel, n: int) -> None:
         await asyncio.gather(*(ch.recv_async() for _ in range(n)))
 
     asyncio.run(main())
+
+
+# -- loans and views -------------------------------------------------------
+
+
+def loan_produce(ch: ringbuf.Channel, producer: int, count: int, max_payload: int) -> None:
+    """produce(), writing each message through a loan."""
+    rng = random.Random(producer)
+    for seq in range(count):
+        msg = make_message(producer, seq, rng, max_payload)
+        with ch.loan(len(msg)) as buf:
+            buf[:] = msg
+
+
+def view_consume(ch: ringbuf.Channel, results: Any) -> None:
+    """Read messages through views until the channel is closed and drained;
+    put the (producer, seq) of each, in order, on results."""
+    got = []
+    while True:
+        try:
+            with ch.recv_bytes_view() as view:
+                got.append(parse_message(bytes(view)))
+        except ringbuf.Closed:
+            break
+    results.put(got)
+
+
+def hold_loan_and_wait(ch: ringbuf.Channel, nbytes: int, ready: Any, child: Any = None) -> None:
+    """Take a loan, write half of it, and keep it until killed.  With a
+    queue `child`, first fork a child that sleeps and put its pid there."""
+    import os
+    import time
+
+    with ch.loan(nbytes) as buf:
+        buf[:nbytes // 2] = b"x" * (nbytes // 2)
+        if child is not None:
+            pid = os.fork()
+            if pid == 0:
+                time.sleep(60)
+                os._exit(0)
+            child.put(pid)
+        ready.set()
+        time.sleep(60)
+
+
+def hold_view_and_wait(ch: ringbuf.Channel, ready: Any, results: Any) -> None:
+    """Take a view, report its bytes, and keep it until killed."""
+    import time
+
+    with ch.recv_bytes_view() as view:
+        results.put(bytes(view))
+        ready.set()
+        time.sleep(60)
+
+
+def torture_loan_producer(ch: ringbuf.Channel, producer: int, log_path: str) -> None:
+    """torture_producer through loans: a message is logged once its block ended."""
+    import os
+
+    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    rng = random.Random(producer)
+    seq = 0
+    while True:
+        msg = make_message(producer, seq, rng, 3000)
+        with ch.loan(len(msg)) as buf:
+            half = len(msg) // 2
+            buf[:half] = msg[:half]
+            buf[half:] = msg[half:]
+        os.write(fd, LOG_RECORD.pack(producer, seq, 1))
+        seq += 1
+
+
+def torture_view_consumer(ch: ringbuf.Channel, log_path: str) -> None:
+    """torture_consumer through views.  A message is logged after its view
+    ended: one killed inside the view is delivered again to another."""
+    import os
+
+    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    while True:
+        try:
+            with ch.recv_bytes_view() as view:
+                try:
+                    record = LOG_RECORD.pack(*parse_message(bytes(view)), 1)
+                except (AssertionError, struct.error):
+                    record = LOG_RECORD.pack(0, 0, 0)
+        except ringbuf.Closed:
+            return
+        os.write(fd, record)
+
+
+def crash_in_recv(ch: ringbuf.Channel, point: str) -> None:
+    """Receive one message, dying at `point` inside it."""
+    ch._h.debug_crash_at(point)
+    ch.recv_bytes(timeout=10)

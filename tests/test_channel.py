@@ -213,7 +213,8 @@ def test_stats_walk_every_field(make_channel):
         capacity=4, size=128, qcount=0, used=0, sendx=0, recvx=0, sendq=0, recvq=0,
         closed=False, creator_pid=os.getpid(), sent=0, received=0, send_parks=0,
         recv_parks=0, recvq_wakes=0, sendq_wakes=0, baton_passes=0, recoveries=0, waiters_reaped=0,
-        peak_used=0, peak_qcount=0, lock_owner=0,
+        peak_used=0, peak_qcount=0, loans=0, views=0, held=0, loans_taken=0, views_taken=0,
+        loans_reclaimed=0, views_reclaimed=0, lock_owner=0,
     )
     ch.send_bytes(b"x" * 10)  # 8 + 16 = 24 bytes
     ch.send_bytes(b"y" * 3)  # 8 + 8 = 16 bytes
