@@ -42,6 +42,28 @@ def take_scratch() -> Tuple[Any, Any]:
         return new_scratch()
 
 
+# Receive buffers of the Handle's receives (recv, recv_batch, recv_planned),
+# each a (buffer, length cell, view) triple: the view, ``ffi.buffer`` of the
+# whole buffer, slices a received message out as ``bytes`` in one step.
+# Taken and given back as scratch pairs are, so each call has its own (a
+# signal handler that receives in the middle of a receive takes another).
+# The list's methods are bound once here: CPython 3.11 compiles a method call
+# on a name bound by an import (``from ... import rx``) as an attribute load
+# plus a call, which makes a bound method object on every call (figures in
+# docs/performance.md).
+rx: List[Tuple[Any, Any, Any]] = []
+#: A triple off the list; raises IndexError when none is free.
+take_rx = rx.pop
+#: Give a triple back.
+give_rx = rx.append
+
+
+def new_rx() -> Tuple[Any, Any, Any]:
+    """A fresh (buffer, length cell, view) triple."""
+    buf = _alloc_raw("char[]", SCRATCH_SIZE)
+    return buf, ffi.new("uint64_t *"), ffi.buffer(buf)
+
+
 # Buffers for messages longer than SCRATCH_SIZE, received as bytes.  Memory
 # fresh from the allocator costs a page fault per page on first touch, so up
 # to _BIG_POOL of them, of up to _BIG_KEEP bytes, are kept (the figures are in
