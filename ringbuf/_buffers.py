@@ -8,9 +8,10 @@ Python returns.
 
 from __future__ import annotations
 
+import collections
 import os
 import threading
-from typing import Any, List, Tuple
+from typing import Any, Deque, List, Tuple
 
 from ringbuf._rb import ffi
 
@@ -40,6 +41,30 @@ def take_scratch() -> Tuple[Any, Any]:
         return scratch.pop()
     except IndexError:
         return new_scratch()
+
+
+# Receive buffers of the Handle's receives (recv, recv_batch, recv_planned),
+# each a (buffer, length cell, view) triple: the view, ``ffi.buffer`` of the
+# whole buffer, slices a received message out as ``bytes`` in one step.
+# A triple is taken off the deque for the length of a call and given back
+# after, so each call has its own (threads of one process may receive at
+# once, and a signal handler may receive in the middle of a receive); deque
+# pop and append are atomic, and unlike a list's they never reallocate when
+# the deque empties and fills again.  The methods are bound once here:
+# CPython 3.11 compiles a method call on a name bound by an import (``from
+# ... import rx``) as an attribute load plus a call, which makes a bound
+# method object on every call (figures in docs/performance.md).
+rx: Deque[Tuple[Any, Any, Any]] = collections.deque()
+#: A triple off the deque; raises IndexError when none is free.
+take_rx = rx.pop
+#: Give a triple back.
+give_rx = rx.append
+
+
+def new_rx() -> Tuple[Any, Any, Any]:
+    """A fresh (buffer, length cell, view) triple."""
+    buf = _alloc_raw("char[]", SCRATCH_SIZE)
+    return buf, ffi.new("uint64_t *"), ffi.buffer(buf)
 
 
 # Buffers for messages longer than SCRATCH_SIZE, received as bytes.  Memory

@@ -18,7 +18,8 @@ from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Tupl
 T = TypeVar("T")
 
 from ringbuf import errors
-from ringbuf._buffers import SCRATCH_SIZE, give_big, new_scratch, scratch as _scratch, take_big, take_scratch
+from ringbuf._buffers import SCRATCH_SIZE, give_big, new_scratch, scratch as _scratch, take_big
+from ringbuf._buffers import give_rx as _give_rx, new_rx as _new_rx, take_rx as _take_rx
 from ringbuf._rb import ffi, lib
 
 FOREVER: int = lib.RB_FOREVER
@@ -284,24 +285,24 @@ class Handle:
         # Python steps as possible: for small messages these steps are a good
         # part of the cost.  Every other outcome goes to _recv_slow.
         try:
-            scratch = _scratch.pop()
+            rx = _take_rx()
         except IndexError:
-            scratch = new_scratch()
-        n = _rb_recv(self._ch, scratch[0], SCRATCH_SIZE, scratch[1], deadline)
+            rx = _new_rx()
+        n = _rb_recv(self._ch, rx[0], SCRATCH_SIZE, rx[1], deadline)
         if n >= 0:
-            data: bytes = _unpack(scratch[0], n)
-            _scratch.append(scratch)
+            data: bytes = rx[2][:n]
+            _give_rx(rx)
             return data
         try:
-            return self._recv_slow(n, scratch, deadline, alloc)
+            return self._recv_slow(n, rx, deadline, alloc)
         finally:
-            _scratch.append(scratch)
+            _give_rx(rx)
 
-    def _recv_slow(self, n: int, scratch: Tuple[Any, Any], deadline: int,
+    def _recv_slow(self, n: int, rx: Tuple[Any, Any, Any], deadline: int,
                    alloc: Optional[Callable[[int], Any]]) -> Any:
         """recv() after rb_recv answered ``-n``: a message longer than the
         scratch buffer, a recovery, or an error to raise."""
-        buf, needp = scratch
+        buf, needp, view = rx
         while True:
             # Longer than the scratch buffer: receive it into memory of its
             # own size.  It stays queued in between, so another receiver may
@@ -333,7 +334,7 @@ class Handle:
             self._failed(-n)
             n = lib.rb_recv(self._ch, buf, SCRATCH_SIZE, needp, deadline)
             if n >= 0:
-                return ffi.unpack(buf, n)
+                return view[:n]
 
     def recv_into(self, buffer: Any, deadline: int) -> int:
         """Receive one message into a writable buffer; returns its length.
@@ -364,9 +365,12 @@ class Handle:
 
     def recv_batch(self, max_items: int, deadline: int) -> List[bytes]:
         """Wait for a message, then receive up to max_items of those queued."""
-        scratch = take_scratch()
         try:
-            buf, needp = scratch
+            rx = _take_rx()
+        except IndexError:
+            rx = _new_rx()
+        try:
+            buf, needp, view = rx
             lens = ffi.new("uint64_t[]", max_items)
             while True:
                 n = lib.rb_recv_batch(self._ch, buf, SCRATCH_SIZE, lens, max_items, needp, deadline)
@@ -376,15 +380,14 @@ class Handle:
                     # Not even the first fits the scratch buffer: take it alone.
                     return [self.recv(deadline)]
                 self._failed(-n)
-            sizes = ffi.unpack(lens, n)
-            blob = ffi.unpack(buf, sum(sizes))
             out, off = [], 0
-            for size in sizes:
-                out.append(blob[off:off + size])
-                off += size
+            for size in ffi.unpack(lens, n):
+                end = off + size
+                out.append(view[off:end])
+                off = end
             return out
         finally:
-            _scratch.append(scratch)
+            _give_rx(rx)
 
     def recv_planned(self, dst: Any, plan: Callable[[Any, int], Tuple[int, int]], deadline: int) -> None:
         """Receive part of the next message straight into ``dst``.
@@ -395,9 +398,12 @@ class Handle:
         part.  If plan raises, the message stays queued.
         """
         dst_buf = ffi.from_buffer(dst, require_writable=True)
-        scratch = take_scratch()
         try:
-            buf, tokenp = scratch
+            rx = _take_rx()
+        except IndexError:
+            rx = _new_rx()
+        try:
+            buf, tokenp = rx[0], rx[1]
             while True:
                 n = lib.rb_peek(self._ch, buf, SCRATCH_SIZE, tokenp, deadline)
                 if n < 0:
@@ -419,7 +425,7 @@ class Handle:
                     lib.rb_pass_wake(self._ch)  # W10: the message stays for another receiver
                     self._failed(rc)
         finally:
-            _scratch.append(scratch)
+            _give_rx(rx)
 
     def close(self) -> None:
         self._call(lib.rb_close)

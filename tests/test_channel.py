@@ -132,6 +132,66 @@ def test_long_messages_received_by_several_threads_at_once(make_channel):
     assert sorted(got) == sorted(msgs)
 
 
+def test_short_messages_received_by_several_threads_at_once(make_channel):
+    # Short messages go through a receive buffer taken for the length of each
+    # call; threads receiving at once, one at a time and in batches, must
+    # each get whole messages of their own.
+    import threading
+
+    ch = make_channel(capacity=64, size=1 << 16)
+    msgs = [i.to_bytes(4, "little") * (1 + i % 70) for i in range(20_000)]
+    got, lock = [], threading.Lock()
+
+    def one_at_a_time():
+        for msg in ch.iter_bytes():
+            with lock:
+                got.append(msg)
+
+    def in_batches():
+        while True:
+            try:
+                batch = ch.recv_bytes_many(16)
+            except ringbuf.Closed:
+                return
+            with lock:
+                got.extend(batch)
+
+    threads = [threading.Thread(target=f) for f in (one_at_a_time, in_batches) * 2]
+    for t in threads:
+        t.start()
+    for msg in msgs:
+        ch.send_bytes(msg)
+    ch.close()
+    for t in threads:
+        t.join(30)
+    assert sorted(got) == sorted(msgs)
+
+
+def test_a_receive_inside_another_receive_gets_a_buffer_of_its_own(make_channel):
+    # Python code can run in the middle of a receive: a signal handler
+    # between two bytecodes, or, as here because it can be placed exactly, a
+    # profiler called when the C receive returns, before the message has
+    # been taken out of the receive buffer.  A receive made there must not
+    # overwrite the one it interrupted.
+    import sys
+
+    ch = make_channel()
+    ch.send_bytes(b"first " * 10)
+    ch.send_bytes(b"second")
+    inner = []
+
+    def profiler(frame, event, arg):
+        if event == "c_return" and getattr(arg, "__name__", "") == "rb_recv" and not inner:
+            inner.append(ch.recv_bytes())
+
+    sys.setprofile(profiler)
+    try:
+        outer = ch.recv_bytes()
+    finally:
+        sys.setprofile(None)
+    assert (outer, inner) == (b"first " * 10, [b"second"])
+
+
 def test_close_drains_then_ends(make_channel):
     ch = make_channel(capacity=10)
     ch.send_bytes(b"1")
