@@ -1527,7 +1527,8 @@ static int poll_cases(const struct sel_case *cases, const uint64_t *lens, uint32
     return RB_ETIMEDOUT;
 }
 
-/* rb_select's loop, on cases already checked (lens[i]: case i's message). */
+/* The select loop of rb_select and rb_select_recv, on cases already checked
+ * (lens[i]: the length of case i's message, 0 for a receive). */
 static int select_cases(const struct sel_case *cases, const uint64_t *lens, uint32_t n, void *buf, uint64_t cap,
                         uint64_t *chosen, uint64_t *len_out, uint64_t *offered, int64_t deadline)
 {
