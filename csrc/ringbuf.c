@@ -2012,8 +2012,8 @@ static void spin_select(const struct sel_case *cases, const uint64_t *lens, uint
     while (pace(&p));
 }
 
-/* Try case c: RB_ETIMEDOUT if it cannot proceed now, else what doing it
- * gave (see rb_select). */
+/* Try case c, which looked ready: RB_ETIMEDOUT if it cannot proceed now,
+ * else what doing it gave (see rb_select). */
 static int try_case(const struct sel_case *c, uint64_t len, void *buf, uint64_t cap, uint64_t *len_out,
                     uint64_t *offered, int64_t deadline)
 {
@@ -2023,8 +2023,6 @@ static int try_case(const struct sel_case *c, uint64_t len, void *buf, uint64_t 
     struct pos p;
     int rc;
 
-    if (!case_hint(ch, c->send, need))
-        return RB_ETIMEDOUT;
     if ((rc = lock(ch, deadline)) != RB_OK)
         return rc;
     if (!read_pos(ch, c->send ? &h->sendx : &h->recvx, &p)) {
@@ -2032,6 +2030,10 @@ static int try_case(const struct sel_case *c, uint64_t len, void *buf, uint64_t 
         return RB_ECORRUPT;
     }
     if (!case_ready(ch, c->send, &p, need)) {
+        if (p.held_msgs != 0 && reclaim(ch)) {  /* L6: a dead holder's room or message, taken back */
+            unlock_and_wake_all(ch);
+            return try_case(c, len, buf, cap, len_out, offered, deadline);
+        }
         unlock(ch);
         return RB_ETIMEDOUT;
     }
@@ -2182,49 +2184,55 @@ static int park_select(const struct sel_case *cases, const uint64_t *lens, uint3
     return rc == RB_EAGAIN_INTERNAL ? RB_OK : rc;
 }
 
-int rb_select(struct rb_chan *const *chans, const struct rb_case *ops, uint32_t n, void *buf, uint64_t cap,
-              uint64_t *chosen, uint64_t *len_out, uint64_t *offered, int64_t deadline)
+/* Poll the cases once.  Those that look ready are tried in a random order,
+ * each next one drawn uniformly from those left, and the first that can
+ * proceed is done, so each ready case is equally likely (a case that turns
+ * ready during the poll is found by the next one, or by the park, which asks
+ * under each lock).  RB_ETIMEDOUT if none could proceed; otherwise what
+ * try_case gave, with *chosen naming the case. */
+static int poll_cases(const struct sel_case *cases, const uint64_t *lens, uint32_t n, void *buf, uint64_t cap,
+                      uint64_t *chosen, uint64_t *len_out, uint64_t *offered, int64_t deadline)
 {
-    struct sel_case cases[RB_SELECT_MAX];
-    struct select_wait w[RB_SELECT_MAX];
-    uint64_t lens[RB_SELECT_MAX];
-    uint32_t order[RB_SELECT_MAX];
-    int nw = 0, spun = 0, rc;
+    uint32_t ready[RB_SELECT_MAX], m = 0;
 
-    if (n == 0 || n > RB_SELECT_MAX)
-        return RB_EINVAL;
-    for (uint32_t i = 0; i < n; i++) {
-        cases[i] = (struct sel_case){ chans[i], ops && ops[i].send, ops ? ops[i].niov : 0, ops ? ops[i].iov : NULL };
-        lens[i] = cases[i].send ? message_len(cases[i].ch, cases[i].iov, cases[i].niov) : 0;
-        if (lens[i] == UINT64_MAX) {
+    /* A channel with loans or views out is looked at under its lock too,
+     * where a dead holder's room or message is taken back (L6). */
+    for (uint32_t i = 0; i < n; i++)
+        if (case_hint(cases[i].ch, cases[i].send, RB_REC_HDR + align8(lens[i])) || LOAD(cases[i].ch->hdr->held_msgs))
+            ready[m++] = i;
+    while (m > 0) {
+        uint32_t j = m == 1 ? 0 : random_below(m), i = ready[j];
+        int rc;
+
+        ready[j] = ready[--m];
+        rc = try_case(&cases[i], lens[i], buf, cap, len_out, offered, deadline);
+        if (rc != RB_ETIMEDOUT) {
             *chosen = i;
-            return RB_ETOOBIG;
-        }
-    }
-    for (;;) {
-        /* Poll every case in a random order (a shuffle): the first that can
-         * proceed is done, so each ready case is equally likely. */
-        for (uint32_t i = 0; i < n; i++) {
-            uint32_t j = random_below(i + 1);
-
-            order[i] = order[j];
-            order[j] = i;
-        }
-        for (uint32_t k = 0; k < n; k++) {
-            const struct sel_case *c = &cases[order[k]];
-
-            rc = try_case(c, lens[order[k]], buf, cap, len_out, offered, deadline);
-            if (rc == RB_ETIMEDOUT)
-                continue;
-            if (rc == RB_EINTR || rc == RB_ERECOVERED) {
-                hand_on_moved(w, nw, NULL, 0);
-                return rc;
-            }
-            *chosen = order[k];
-            hand_on_moved(w, nw, c->ch, c->send);
             return rc;
         }
-        /* Nothing could proceed: pass on what the last sleep was woken for. */
+    }
+    return RB_ETIMEDOUT;
+}
+
+/* The select loop of rb_select and rb_select_recv, on cases already checked
+ * (lens[i]: the length of case i's message, 0 for a receive). */
+static int select_cases(const struct sel_case *cases, const uint64_t *lens, uint32_t n, void *buf, uint64_t cap,
+                        uint64_t *chosen, uint64_t *len_out, uint64_t *offered, int64_t deadline)
+{
+    struct select_wait w[RB_SELECT_MAX];
+    int nw = 0, spun = 0, rc;
+
+    for (;;) {
+        rc = poll_cases(cases, lens, n, buf, cap, chosen, len_out, offered, deadline);
+        if (rc == RB_EINTR || rc == RB_ERECOVERED) {  /* nothing was done */
+            hand_on_moved(w, nw, NULL, 0);
+            return rc;
+        }
+        if (rc != RB_ETIMEDOUT) {  /* W12: hand on every moved side but the one served */
+            hand_on_moved(w, nw, cases[*chosen].ch, cases[*chosen].send);
+            return rc;
+        }
+        /* Nothing could proceed: pass on what the last sleep was woken for (W12). */
         hand_on_moved(w, nw, NULL, 0);
         nw = 0;
         if (expired(deadline))
@@ -2242,6 +2250,40 @@ int rb_select(struct rb_chan *const *chans, const struct rb_case *ops, uint32_t 
             return rc;
         }
     }
+}
+
+int rb_select(struct rb_chan *const *chans, const struct rb_case *ops, uint32_t n, void *buf, uint64_t cap,
+              uint64_t *chosen, uint64_t *len_out, uint64_t *offered, int64_t deadline)
+{
+    struct sel_case cases[RB_SELECT_MAX];
+    uint64_t lens[RB_SELECT_MAX];
+
+    if (n == 0 || n > RB_SELECT_MAX)
+        return RB_EINVAL;
+    for (uint32_t i = 0; i < n; i++) {
+        cases[i] = (struct sel_case){ chans[i], ops && ops[i].send, ops ? ops[i].niov : 0, ops ? ops[i].iov : NULL };
+        lens[i] = cases[i].send ? message_len(cases[i].ch, cases[i].iov, cases[i].niov) : 0;
+        if (lens[i] == UINT64_MAX) {
+            *chosen = i;
+            return RB_ETOOBIG;
+        }
+    }
+    return select_cases(cases, lens, n, buf, cap, chosen, len_out, offered, deadline);
+}
+
+int64_t rb_select_recv(struct rb_chan *const *chans, uint32_t n, void *buf, uint64_t cap, uint64_t *out,
+                       int64_t deadline)
+{
+    static const uint64_t no_message[RB_SELECT_MAX];  /* receive cases send nothing */
+    struct sel_case cases[RB_SELECT_MAX];
+    int rc;
+
+    if (n == 0 || n > RB_SELECT_MAX)
+        return -RB_EINVAL;
+    for (uint32_t i = 0; i < n; i++)
+        cases[i] = (struct sel_case){ chans[i], 0, 0, NULL };
+    rc = select_cases(cases, no_message, n, buf, cap, &out[1], &out[0], NULL, deadline);
+    return rc == RB_OK ? (int64_t)out[0] : -rc;
 }
 
 /* ---- waiting elsewhere (W14) ------------------------------------------------ */

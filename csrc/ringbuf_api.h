@@ -195,6 +195,12 @@ int64_t rb_recv(struct rb_chan *ch, void *buf, uint64_t cap, uint64_t *need_out,
  * (rb_ack_begin, rb_take_back). */
 int rb_select(struct rb_chan *const *chans, const struct rb_case *cases, uint32_t n, void *buf, uint64_t cap,
               uint64_t *chosen, uint64_t *len_out, uint64_t *offered, int64_t deadline_ns);
+/* rb_select with every case a receive: no case array.  Returns the length
+ * of the message received from chans[out[1]] into buf, or minus a status
+ * (out[1] then names the case as rb_select's *chosen does; RB_ESMALLBUF
+ * puts the message's length in out[0]). */
+int64_t rb_select_recv(struct rb_chan *const *chans, uint32_t n, void *buf, uint64_t cap, uint64_t *out,
+                       int64_t deadline_ns);
 /* W14: the first half of a park, for a waiter that sleeps elsewhere (an
  * asyncio task, through one helper thread per process).  Counts the caller
  * in on the senders' side (send, for a message of len bytes) or the

@@ -137,23 +137,30 @@ PEERS: Dict[str, Peer] = {
 
 # ringbuf's own variants, measured against plain ringbuf in rows of their own
 # (bench --full): a receiver that selects over 2 or 8 channels of which the
-# first carries the messages, and unbuffered channels.
+# first carries the messages, through a Selector ("selector/N", the form for
+# a loop) or the free function ("select/N"), and unbuffered channels.
 def _select_make(n: int) -> Callable[[int], Any]:
-    return lambda largest: tuple(_ringbuf_make(largest) for _ in range(n))
+    return lambda largest: ringbuf.Selector(*(_ringbuf_make(largest) for _ in range(n)))
 
 
-def _select_dispose(chans: Any) -> None:
-    for ch in chans:
+def _select_dispose(sel: ringbuf.Selector) -> None:
+    for ch in sel.channels:
         _ringbuf_dispose(ch)
 
 
-def _select_peer(n: int) -> Peer:
+def _select_peer(n: int, free: bool) -> Peer:
+    if free:
+        recv: Callable[[Any], Any] = lambda sel: ringbuf.select(*sel.channels)[1]
+        recv_raw: Callable[[Any], bytes] = lambda sel: ringbuf.select_bytes(*sel.channels)[1]
+    else:
+        recv = lambda sel: sel.select()[1]
+        recv_raw = lambda sel: sel.select_bytes()[1]
     return Peer(
         make=_select_make(n),
-        send=lambda chans, obj: chans[0].send(obj),
-        recv=lambda chans: ringbuf.select(*chans)[1],
-        send_raw=lambda chans, data: chans[0].send_bytes(data),
-        recv_raw=lambda chans: ringbuf.select_bytes(*chans)[1],
+        send=lambda sel, obj: sel.channels[0].send(obj),
+        recv=recv,
+        send_raw=lambda sel, data: sel.channels[0].send_bytes(data),
+        recv_raw=recv_raw,
         send_batch=None,
         recv_batch=None,
         dispose=_select_dispose,
@@ -161,8 +168,10 @@ def _select_peer(n: int) -> Peer:
 
 
 VARIANTS: Dict[str, Peer] = {
-    "select/2": _select_peer(2),
-    "select/8": _select_peer(8),
+    "selector/2": _select_peer(2, free=False),
+    "selector/8": _select_peer(8, free=False),
+    "select/2": _select_peer(2, free=True),
+    "select/8": _select_peer(8, free=True),
     "unbuffered": Peer(
         make=lambda largest: ringbuf.Channel(capacity=0, size=max(1 << 22, 4 * (largest + 4096))),
         send=ringbuf.Channel.send,
@@ -1109,9 +1118,9 @@ def run_suite(full: bool = False, scale: float = 1.0, rounds: int = 3, peers: Op
                      _trip_figure(None), False, parks))
         # ringbuf against its own variants (the peer column names the variant).
         plan.append(("one-way 64 B, a receiver's select", _one_way("bytes", 64, max(2, int(100_000 * scale)), timeout),
-                     "msg/s", _median_times(1), True, among(RINGBUF, "select/2", "select/8")))
+                     "msg/s", _median_times(1), True, among(RINGBUF, "selector/2", "selector/8", "select/2", "select/8")))
         plan.append(("wake-up of a parked select, median", wake(max(10, trips // 20)), "us", _trip_figure(None),
-                     False, among(RINGBUF, "select/8")))
+                     False, among(RINGBUF, "selector/8")))
         plan.append(("ping-pong 64 B, unbuffered, median", ping(max(10, trips // 5)), "us", _trip_figure(None), False,
                      among(RINGBUF, "unbuffered")))
     if only is not None:

@@ -10,7 +10,7 @@ import pickle
 import secrets
 import time
 import weakref
-from typing import Any, AsyncIterator, Callable, ContextManager, Deque, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, TypeVar
+from typing import Any, AsyncIterator, Callable, ContextManager, Deque, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -27,8 +27,8 @@ Loads = Callable[[bytes], Any]
 #: The most messages one recv_many()/recv_bytes_many() call returns.
 MAX_BATCH = 8192
 
-__all__ = ["Channel", "ChannelStats", "ChannelWaiters", "DEFAULT_CAPACITY", "DEFAULT_SIZE", "CLOSED", "select", "select_bytes",
-           "select_async", "select_bytes_async"]
+__all__ = ["Channel", "ChannelStats", "ChannelWaiters", "DEFAULT_CAPACITY", "DEFAULT_SIZE", "CLOSED", "Selector", "select",
+           "select_bytes", "select_async", "select_bytes_async"]
 
 #: Messages a channel holds when ``capacity`` is not given.
 DEFAULT_CAPACITY = 1024
@@ -1115,6 +1115,12 @@ def select(*cases: Case, timeout: Optional[float] = None) -> Tuple[Channel, Any]
     once (Linux's futex_waitv, 5.16 or later), counted as a parked sender or
     receiver on each; nothing polls.
 
+    A loop that receives from the same channels again and again is faster
+    with a :class:`Selector`, which sets its cases up once.  (A select
+    whose cases all receive keeps them set up for the next call on the same
+    channels too, without keeping any channel alive, but still has to find
+    them each time.)
+
     Args:
         timeout: seconds to wait; ``None`` waits as long as it takes, ``0``
             does not wait (Go's ``default``).  A deadline on the monotonic
@@ -1133,7 +1139,11 @@ def select(*cases: Case, timeout: Optional[float] = None) -> Tuple[Channel, Any]
         KeyboardInterrupt: Ctrl-C while waiting (signal handlers run, and the
             wait resumes with the same deadline unless the handler raised).
     """
-    return _select(cases, timeout, raw=False)
+    entry = _recent.get(tuple(map(id, cases)))
+    receive = entry[0] if entry is not None else _receive_cases(cases)
+    if receive is None:
+        return _select(cases, timeout, raw=False)
+    return _select_objects(cases, receive, FOREVER if timeout is None else _deadline(timeout))
 
 
 def select_bytes(*cases: Case, timeout: Optional[float] = None) -> Tuple[Channel, Any]:
@@ -1141,7 +1151,117 @@ def select_bytes(*cases: Case, timeout: Optional[float] = None) -> Tuple[Channel
     object, sent as :meth:`Channel.send_bytes` does, and a receive case gives
     ``bytes`` (or :data:`CLOSED`), as :meth:`Channel.recv_bytes`.  The
     channels' codecs are not used."""
-    return _select(cases, timeout, raw=True)
+    entry = _recent.get(tuple(map(id, cases)))
+    receive = entry[0] if entry is not None else _receive_cases(cases)
+    if receive is None:
+        return _select(cases, timeout, raw=True)
+    deadline = FOREVER if timeout is None else _deadline(timeout)
+    try:
+        return receive.recv(cases, deadline, None, CLOSED)
+    except InterruptedError:
+        return _retrying(receive.recv, cases, deadline, None, CLOSED)
+
+
+class Selector:
+    """:func:`select` over receive cases on the same channels, again and
+    again, set up once: the cases are checked and the C array of channels
+    is built when the selector is made, so each select is one C call.  Use
+    it in a loop that receives from several channels::
+
+        sel = ringbuf.Selector(jobs, done)
+        while True:
+            ch, job = sel.select()
+            if ch is done:
+                break
+            handle(job)
+
+    ``sel.select()`` is ``ringbuf.select(jobs, done)``: the same choice among
+    ready channels (uniformly random), the same result, the same waiting
+    (counted as a parked receiver on every channel, no polling).  A closed
+    and drained channel is always ready and gives :data:`CLOSED`.  For send
+    cases, whose values change from one select to the next, use
+    :func:`select`.
+
+    The selector holds its channels (they stay open and mapped as long as it
+    lives); it owns nothing and has nothing to close.  It can be pickled (it
+    is rebuilt from its channels) and shared by threads.
+
+    Args:
+        *channels: 1 to 64 channels; the same channel may appear more than
+            once.
+
+    Raises:
+        TypeError: an argument is not a :class:`Channel`.
+        ValueError: no channels, or more than 64.
+    """
+
+    __slots__ = ("_channels", "_cases")
+
+    def __init__(self, *channels: Channel) -> None:
+        if not channels:
+            raise ValueError("a select needs at least one case")
+        if len(channels) > SELECT_MAX:
+            raise ValueError(f"a select takes at most {SELECT_MAX} cases, got {len(channels)}")
+        for n, ch in enumerate(channels):
+            if not isinstance(ch, Channel):
+                raise TypeError(f"Selector() argument {n}: expected a Channel, not {type(ch).__name__!r}")
+        self._channels: Tuple[Channel, ...] = channels
+        self._cases = _lowlevel.ReceiveCases([ch._h for ch in channels])
+
+    @property
+    def channels(self) -> Tuple[Channel, ...]:
+        """The channels, in the order given."""
+        return self._channels
+
+    def select(self, timeout: Optional[float] = None) -> Tuple[Channel, Any]:
+        """Receive one object from whichever channel has one, waiting until
+        one has.
+
+        Returns:
+            ``(channel, obj)``: the channel it came from (one of
+            :attr:`channels`, so ``if ch is done:`` works) and the object,
+            decoded with that channel's codec, or :data:`CLOSED` if the
+            channel is closed and drained.
+
+        Args:
+            timeout: seconds to wait; ``None`` waits as long as it takes,
+                ``0`` does not wait (Go's ``default``).  A deadline on the
+                monotonic clock, kept across signals.
+
+        Raises:
+            Timeout: no channel had a message before the timeout; nothing
+                was received.
+            TypeError, ValueError: a bad timeout, raised before anything
+                waits.
+            SelectUnsupported: it had to wait, and the kernel has no
+                futex_waitv (Linux 5.16 or later).
+            KeyboardInterrupt: Ctrl-C while waiting (signal handlers run,
+                and the wait resumes with the same deadline unless the
+                handler raised); every channel stays usable.
+            pickle.UnpicklingError, ...: as :meth:`Channel.recv`.
+
+        Closing one of the channels, in any process, wakes a waiting select,
+        which then returns that channel with its queued messages first and
+        :data:`CLOSED` once it is drained.
+        """
+        return _select_objects(self._channels, self._cases, FOREVER if timeout is None else _deadline(timeout))
+
+    def select_bytes(self, timeout: Optional[float] = None) -> Tuple[Channel, Any]:
+        """:meth:`select` for raw messages: ``(channel, bytes)``, or
+        ``(channel, CLOSED)``, as :meth:`Channel.recv_bytes` receives them;
+        the channels' codecs are not used.  Timeout, close, Ctrl-C and
+        errors as :meth:`select`."""
+        deadline = FOREVER if timeout is None else _deadline(timeout)
+        try:
+            return self._cases.recv(self._channels, deadline, None, CLOSED)
+        except InterruptedError:
+            return _retrying(self._cases.recv, self._channels, deadline, None, CLOSED)
+
+    def __reduce__(self) -> Tuple[Any, Tuple[Channel, ...]]:
+        return Selector, self._channels
+
+    def __repr__(self) -> str:
+        return f"<ringbuf.Selector over {', '.join(repr(ch.name) for ch in self._channels)}>"
 
 
 class _SelectCall(NamedTuple):
@@ -1171,10 +1291,11 @@ def _select_call(cases: Tuple[Case, ...], timeout: Optional[float], raw: bool) -
     return _SelectCall(chans, handles, sends, deadline, None if raw else _aligned_empty)
 
 
-def _leftover(call: _SelectCall) -> Optional[Tuple[Channel, Any]]:
+def _leftover(chans: Sequence[Channel], sends: Optional[Sequence[Optional[List[Any]]]] = None
+              ) -> Optional[Tuple[Channel, Any]]:
     """A receive case whose handle holds messages recv_many() left undecoded
     is ready at once: one of them, chosen at random, or None."""
-    waiting = [ch for i, ch in enumerate(call.chans) if ch._undecoded and (call.sends is None or call.sends[i] is None)]
+    waiting = [ch for i, ch in enumerate(chans) if ch._undecoded and (sends is None or sends[i] is None)]
     if not waiting:
         return None
     ch = waiting[secrets.randbelow(len(waiting))]
@@ -1189,10 +1310,49 @@ def _select_result(call: _SelectCall, done: Tuple[int, str, Any], raw: bool) -> 
     return ch, CLOSED if what == _lowlevel.DRAINED else None
 
 
+def _select_objects(chans: Tuple[Channel, ...], receive: _lowlevel.ReceiveCases, deadline: int) -> Tuple[Channel, Any]:
+    """Receive one object through a select whose cases all receive."""
+    left = _leftover(chans)
+    if left is not None:
+        return left
+    try:
+        ch, data = receive.recv(chans, deadline, _aligned_empty, CLOSED)
+    except InterruptedError:
+        ch, data = _retrying(receive.recv, chans, deadline, _aligned_empty, CLOSED)
+    if data is CLOSED:
+        return ch, data
+    return ch, ch._decode(data, type(data) is not bytes)
+
+
+# The receive cases of recent select() calls, so that a loop of selects on
+# the same channels builds them once: the ids of the channels -> their
+# ReceiveCases, and a weak reference to each channel.  Nothing here keeps a
+# channel alive, and an entry leaves when any of its channels goes, before
+# that id can be reused: an entry found by ids is on the very channels asked
+# for.
+_recent: Dict[Tuple[int, ...], Tuple[_lowlevel.ReceiveCases, List["weakref.ref[Channel]"]]] = {}
+_RECENT_MAX = 64
+
+
+def _receive_cases(cases: Tuple[Case, ...]) -> Optional[_lowlevel.ReceiveCases]:
+    """The ReceiveCases of a select whose cases all receive, made now and
+    kept in _recent; None for any other select."""
+    if not 1 <= len(cases) <= SELECT_MAX or not all(isinstance(c, Channel) for c in cases):
+        return None
+    key = tuple(map(id, cases))
+    made = _lowlevel.ReceiveCases([c._h for c in cases])
+    if len(_recent) >= _RECENT_MAX:
+        _recent.clear()
+    forget = lambda _: _recent.pop(key, None)  # noqa: E731
+    _recent[key] = made, [weakref.ref(c, forget) for c in cases]
+    return made
+
+
 def _select(cases: Tuple[Case, ...], timeout: Optional[float], raw: bool) -> Tuple[Channel, Any]:
+    """select() with send cases, or with bad ones (raised here)."""
     call = _select_call(cases, timeout, raw)
     if not raw:
-        left = _leftover(call)
+        left = _leftover(call.chans, call.sends)
         if left is not None:
             return left
     try:
@@ -1249,7 +1409,7 @@ async def _select_async(cases: Tuple[Case, ...], timeout: Optional[float], raw: 
         parts = None if call.sends is None else call.sends[i]
         sides.append((h, parts is not None, 0 if parts is None else sum(memoryview(p).nbytes for p in parts)))
     if not raw:
-        left = _leftover(call)
+        left = _leftover(call.chans, call.sends)
         if left is not None:
             return left
     while True:

@@ -61,6 +61,7 @@ SELECT_MAX: int = lib.RB_SELECT_MAX
 _rb_recv = lib.rb_recv
 _rb_send = lib.rb_send
 _rb_select = lib.rb_select
+_rb_select_recv = lib.rb_select_recv
 _unpack = ffi.unpack
 
 # status -> (exception class, message template).  Templates may use {name},
@@ -630,31 +631,92 @@ def select(handles: Sequence[Handle], sends: Optional[Sequence[Optional[Sequence
                 if keep.get(i) is not None:
                     return i, SENT, None
                 return i, RECEIVED, _unpack(buf, cells[0])
-            if rc == lib.RB_ETIMEDOUT:
-                raise errors.Timeout("select timed out: no case could proceed")
-            if rc == _EINTR:
-                raise InterruptedError("select interrupted by a signal")
-            if rc == _ERECOVERED:
-                _note_recovery("(one of a select's channels)")
-                continue
             i = int(cells[1])
-            if rc == _ECLOSED and i not in keep:
-                return i, DRAINED, None
-            if rc == _ESMALLBUF:
-                # A long message on a receive case: take it from that channel
-                # alone, without waiting.  If another receiver took it
-                # meanwhile, select again.
-                try:
-                    return i, RECEIVED, handles[i].recv(time.monotonic_ns(), alloc)
-                except errors.Timeout:
-                    continue
-                except errors.Closed:
-                    return i, DRAINED, None
-            h = handles[i]
-            nbytes = sum(len(v) for v in keep[i][1]) if i in keep else 0
-            _raise(rc, h.name, nbytes=nbytes, limit=h.max_message)
+            sending = rc not in _NO_CASE and i in keep
+            done = _select_failed(rc, handles, i, sending, alloc,
+                                  sum(len(v) for v in keep[i][1]) if sending else 0)
+            if done is not None:
+                return i, done[0], done[1]
     finally:
         _scratch.append(scratch)
+
+
+# Statuses of rb_select and rb_select_recv that name no case: nothing was done.
+_NO_CASE = (lib.RB_ETIMEDOUT, _EINTR, _ERECOVERED)
+
+
+def _select_failed(rc: int, handles: Sequence[Handle], i: int, sending: bool,
+                   alloc: Optional[Callable[[int], Any]], nbytes: int = 0) -> Optional[Tuple[str, Any]]:
+    """A select answered ``rc``, not RB_OK, for case i (a send case if
+    ``sending``).  Returns (DRAINED, None) or (RECEIVED, data) for a receive
+    case that happened after all, None to select again; raises otherwise."""
+    if rc == lib.RB_ETIMEDOUT:
+        raise errors.Timeout("select timed out: no case could proceed")
+    if rc == _EINTR:
+        raise InterruptedError("select interrupted by a signal")
+    if rc == _ERECOVERED:
+        _note_recovery("(one of a select's channels)")
+        return None
+    if rc == _ECLOSED and not sending:
+        return DRAINED, None
+    if rc == _ESMALLBUF:
+        # A long message on a receive case: take it from that channel alone,
+        # without waiting.  If another receiver took it meanwhile, select
+        # again.
+        try:
+            return RECEIVED, handles[i].recv(time.monotonic_ns(), alloc)
+        except errors.Timeout:
+            return None
+        except errors.Closed:
+            return DRAINED, None
+    h = handles[i]
+    _raise(rc, h.name, nbytes=nbytes, limit=h.max_message)
+
+
+class ReceiveCases:
+    """A select whose cases all receive, on channels fixed once, for
+    selecting on them again and again: each select is one C call
+    (rb_select_recv) on an array built here.  It keeps the handles, so the
+    mappings the array points into live as long as it does."""
+
+    __slots__ = ("handles", "_chans", "_n")
+
+    def __init__(self, handles: Sequence[Handle]) -> None:
+        if not 1 <= len(handles) <= SELECT_MAX:
+            raise ValueError(f"a select takes 1 to {SELECT_MAX} cases, got {len(handles)}")
+        self.handles = tuple(handles)
+        self._chans = ffi.new("struct rb_chan *[]", [h._ch for h in self.handles])
+        self._n = len(self.handles)
+
+    def recv(self, tags: Sequence[Any], deadline: int, alloc: Optional[Callable[[int], Any]],
+             closed: Any) -> Tuple[Any, Any]:
+        """Receive one message from whichever case can, waiting until one
+        can; returns ``(tags[i], message)`` for case i: ``bytes``, a
+        memoryview of ``alloc(n)`` for a message longer than the scratch
+        buffer when alloc is given, or ``closed`` for a channel closed and
+        drained.  Raises as select() does."""
+        # The common case in as few Python steps as possible, as Handle.recv.
+        try:
+            scratch = _scratch.pop()
+        except IndexError:
+            scratch = new_scratch()
+        buf, cells = scratch
+        n = _rb_select_recv(self._chans, self._n, buf, SCRATCH_SIZE, cells, deadline)
+        if n >= 0:
+            data = _unpack(buf, n)
+            _scratch.append(scratch)
+            return tags[cells[1]], data
+        try:
+            while True:
+                i = cells[1]
+                done = _select_failed(-n, self.handles, i, False, alloc)
+                if done is not None:
+                    return tags[i], closed if done[0] == DRAINED else done[1]
+                n = _rb_select_recv(self._chans, self._n, buf, SCRATCH_SIZE, cells, deadline)
+                if n >= 0:
+                    return tags[cells[1]], _unpack(buf, n)
+        finally:
+            _scratch.append(scratch)
 
 
 def waitv(words: Sequence[int], expected: Sequence[int], deadline: int) -> Tuple[bool, List[int]]:

@@ -129,7 +129,7 @@ def test_bench_json_and_full_matrix():
     # ringbuf's variants have rows of their own, against plain ringbuf.
     rows = {r["peer"]: r["status"] for r in results if r["workload"] == "one-way 64 B, a receiver's select"}
     expected = {p: "n/a" for p in TRANSPORTS}
-    expected.update({"ringbuf": "ok", "select/2": "ok", "select/8": "ok"})
+    expected.update({"ringbuf": "ok", "selector/2": "ok", "selector/8": "ok", "select/2": "ok", "select/8": "ok"})
     assert rows == expected
     assert [r for r in results if r["status"] not in ("ok", "n/a")] == []
     queue_rows = {r["workload"] for r in results if r["peer"] == "mp.Queue" and r["status"] == "ok"}

@@ -438,3 +438,195 @@ def test_a_select_send_case_on_an_unbuffered_channel_is_chosen_when_a_receiver_c
     assert ch.recv(timeout=10) == "offered"
     assert results.get(timeout=5) == ("chosen", 1, None)
     proc.join(5)
+
+
+# -- Selector: select over the same receive cases, set up once -------------------------------
+
+
+def test_a_selector_receives_from_whichever_channel_has_a_message(make_channel):
+    a, b, js = make_channel(), make_channel(), make_channel(dumps=_workers.json_dumps, loads=_workers.json_loads)
+    sel = ringbuf.Selector(a, b, js)
+    assert sel.channels == (a, b, js)
+    b.send({"from": "b"})
+    ch, value = sel.select()
+    assert ch is b and value == {"from": "b"}
+    js.send({"k": [1]})
+    assert sel.select() == (js, {"k": [1]})  # each channel's own codec
+    a.send_bytes(b"raw")
+    assert sel.select_bytes(timeout=0) == (a, b"raw")
+    assert (len(a), len(b), len(js)) == (0, 0, 0)
+
+
+def test_a_selector_is_fair_among_ready_channels(make_channel):
+    n = 4000
+    a, b = make_channel(capacity=n), make_channel(capacity=n)
+    for _ in range(n):
+        a.send_bytes(b"a")
+        b.send_bytes(b"b")
+    sel = ringbuf.Selector(a, b)
+    counts = collections.Counter(sel.select_bytes()[1] for _ in range(n))
+    assert 0.4 * n <= counts[b"a"] <= 0.6 * n, counts
+
+
+def test_a_selector_receives_long_messages_whole(make_channel):
+    a, b = make_channel(size=1 << 22), make_channel()
+    sel = ringbuf.Selector(b, a)
+    arr = np.arange(300_000, dtype=np.float64)
+    a.send(arr)
+    ch, got = sel.select()
+    assert ch is a
+    np.testing.assert_array_equal(got, arr)
+    a.send_bytes(b"x" * 200_000)
+    assert sel.select_bytes() == (a, b"x" * 200_000)
+
+
+def test_a_selector_gives_closed_for_a_closed_drained_channel(make_channel):
+    a, done = make_channel(), make_channel()
+    sel = ringbuf.Selector(a, done)
+    done.send_bytes(b"last")
+    done.close()
+    assert sel.select_bytes() == (done, b"last")
+    for _ in range(3):
+        assert sel.select() == (done, ringbuf.CLOSED)
+        assert sel.select_bytes() == (done, ringbuf.CLOSED)
+
+
+def test_a_selector_times_out_and_takes_nothing(make_channel):
+    a, b = make_channel(), make_channel()
+    sel = ringbuf.Selector(a, b)
+    with pytest.raises(ringbuf.Timeout):
+        sel.select(timeout=0.1)
+    with pytest.raises(ringbuf.Timeout):
+        sel.select_bytes(timeout=0)
+    assert (a.stats().recvq, b.stats().recvq) == (0, 0)
+    b.send_bytes(b"after")
+    assert sel.select_bytes(timeout=0) == (b, b"after")
+
+
+def selector_once(sel, raw, results):
+    """In a child: one select through a Selector; report the channel's position and the value."""
+    ch, value = sel.select_bytes(timeout=60) if raw else sel.select(timeout=60)
+    results.put((sel.channels.index(ch), value))
+
+
+def test_close_wakes_a_selector_parked_in_another_process(make_channel, mp_context):
+    # Under spawn and forkserver the selector reaches the child pickled.
+    a, b, done = make_channel(), make_channel(), make_channel()
+    sel = ringbuf.Selector(a, b, done)
+    results = mp_context.Queue()
+    proc = mp_context.Process(target=selector_once, args=(sel, False, results))
+    proc.start()
+    wait_until(lambda: all(ch.stats().recvq == 1 for ch in (a, b, done)), timeout=30, what="the selector parking")
+    done.close()
+    assert results.get(timeout=10) == (2, ringbuf.CLOSED)
+    proc.join(10)
+    assert (a.stats().recvq, b.stats().recvq, done.stats().recvq) == (0, 0, 0)
+
+
+def test_a_message_wakes_a_parked_selector_with_a_wake_call(make_channel):
+    chans = [make_channel() for _ in range(8)]
+    sel = ringbuf.Selector(*chans)
+    results = ctx.Queue()
+    proc = ctx.Process(target=selector_once, args=(sel, True, results))
+    proc.start()
+    wait_until(lambda: all(ch.stats().recvq == 1 for ch in chans), what="the selector parking on 8 channels")
+    chans[6].send_bytes(b"go")
+    assert results.get(timeout=5) == (6, b"go")
+    assert chans[6].stats().recvq_wakes == 1
+    proc.join(5)
+
+
+def test_sigint_interrupts_a_parked_selector_and_the_channels_stay_usable(make_channel):
+    a, b = make_channel(), make_channel()
+    proc = run_child(f"""
+        import ringbuf
+        a, b = ringbuf.Channel.attach({a.name!r}), ringbuf.Channel.attach({b.name!r})
+        sel = ringbuf.Selector(a, b)
+        try:
+            sel.select_bytes()
+        except KeyboardInterrupt:
+            print("interrupted", flush=True)
+        print(sel.select_bytes(timeout=30)[1].decode(), flush=True)
+    """)
+    wait_until(lambda: a.stats().recvq == 1 and b.stats().recvq == 1, what="the selector parking")
+    os.kill(proc.pid, signal.SIGINT)
+    assert read_line(proc) == "interrupted"
+    b.send_bytes(b"still usable")
+    assert read_line(proc) == "still usable"
+    assert proc.wait(10) == 0
+    assert (a.stats().recvq, b.stats().recvq) == (0, 0)
+
+
+def test_a_selector_receives_every_message_of_many_producers_once(make_channel):
+    chans = [make_channel(capacity=8) for _ in range(4)]
+    per_producer = 400
+    producers = [ctx.Process(target=_workers.select_producer, args=(chans, p, per_producer)) for p in range(3)]
+    for proc in producers:
+        proc.start()
+    sel = ringbuf.Selector(*chans)
+    seen = collections.Counter()
+    last = {}
+    for _ in range(3 * per_producer):
+        ch, (producer, seq) = sel.select(timeout=60)
+        key = (chans.index(ch), producer)
+        assert seq > last.get(key, -1)
+        last[key] = seq
+        seen[(producer, seq)] += 1
+    for proc in producers:
+        proc.join(30)
+        assert proc.exitcode == 0
+    assert sorted(seen) == [(p, s) for p in range(3) for s in range(per_producer)]
+    assert set(seen.values()) == {1}
+
+
+@pytest.mark.parametrize("kind", ["none", "str", "int", "send case", "65 channels"])
+def test_a_selector_checks_its_channels(make_channel, kind):
+    ch = make_channel()
+    args = {"none": (), "str": (ch, "not a channel"), "int": (42,), "send case": (ch, (ch, b"x")),
+            "65 channels": (ch,) * 65}[kind]
+    with pytest.raises(TypeError if kind in ("str", "int", "send case") else ValueError):
+        ringbuf.Selector(*args)
+
+
+def test_a_selector_may_name_a_channel_twice(make_channel):
+    ch = make_channel()
+    ch.send_bytes(b"once")
+    assert ringbuf.Selector(ch, ch).select_bytes(timeout=0) == (ch, b"once")
+
+
+@pytest.mark.parametrize("timeout", [-1, math.nan, "1"])
+def test_a_selector_rejects_bad_timeouts_before_anything_waits(make_channel, timeout):
+    ch = make_channel()
+    ch.send("kept")
+    sel = ringbuf.Selector(ch)
+    with pytest.raises((TypeError, ValueError)):
+        sel.select(timeout=timeout)
+    with pytest.raises((TypeError, ValueError)):
+        sel.select_bytes(timeout=timeout)
+    assert len(ch) == 1
+
+
+def test_a_selector_pickles_and_shows_its_channels(make_channel):
+    a, b = make_channel(), make_channel()
+    sel = pickle.loads(pickle.dumps(ringbuf.Selector(a, b)))
+    assert [ch.name for ch in sel.channels] == [a.name, b.name]
+    b.send_bytes(b"through the copy")
+    ch, value = sel.select_bytes(timeout=0)
+    assert ch is sel.channels[1] and value == b"through the copy"
+    assert a.name in repr(sel) and b.name in repr(sel)
+
+
+def test_select_keeps_no_channel_alive_and_never_confuses_channels():
+    # select() keeps the receive cases of recent calls for the next call on
+    # the same channels.  A channel dropped afterwards still goes (its
+    # segment is removed), and a new channel that happens to get the old
+    # one's id (CPython reuses memory) is never served by the old entry.
+    for i in range(50):
+        a, b = ringbuf.Channel(size=64), ringbuf.Channel(size=64)
+        name = b.name
+        b.send_bytes(b"%d" % i)
+        assert ringbuf.select_bytes(a, b, timeout=0) == (b, b"%d" % i)
+        b.send_bytes(b"again")
+        assert ringbuf.select_bytes(a, b, timeout=0) == (b, b"again")
+        del a, b
+        assert not os.path.exists(f"/dev/shm/{name}")

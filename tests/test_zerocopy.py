@@ -679,3 +679,24 @@ def test_views_kept_alive_count_toward_a_threads_holds(make_channel):
         assert arr.shape == (8192,)
     del arr
     assert ch.stats().views == 0
+
+
+def test_select_takes_back_what_a_dead_holder_held(make_channel):
+    behind, full, other = (make_channel(capacity=4, size=PAGE) for _ in range(3))
+    ready = ctx.Event()
+    holders = [ctx.Process(target=_workers.hold_loan_and_wait, args=(behind, 64, ready))]
+    holders[0].start()
+    assert ready.wait(10)
+    behind.send_bytes(b"behind a dead loan")
+    ready2 = ctx.Event()
+    holders.append(ctx.Process(target=_workers.hold_loan_and_wait, args=(full, PAGE - 64, ready2)))
+    holders[1].start()
+    assert ready2.wait(10)
+    for proc in holders:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.join(10)
+    ch, value = ringbuf.select_bytes(behind, other, timeout=10)
+    assert (ch, value) == (behind, b"behind a dead loan")
+    ch, value = ringbuf.select_bytes((full, b"room a dead loan held"), other, timeout=10)
+    assert ch is full and full.recv_bytes(timeout=0) == b"room a dead loan held"
+    assert (behind.stats().loans_reclaimed, full.stats().loans_reclaimed) == (1, 1)
