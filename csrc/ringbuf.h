@@ -175,10 +175,10 @@ struct rb_hold {
  *       wake system call that wakes nobody, never a lost wake-up.  A close
  *       that drops the queued messages (rb_close_and_drop) counts them done
  *       and wakes the joiners the same way.
- *   W12 A selector (rb_select) is a waiter on every side its cases name at
- *       once: it counts itself in on each (W1, one lock at a time, never
- *       two), reads each futex word, and sleeps on all of them with
- *       futex_waitv.  A wake-up on any side may have been meant for it and no
+ *   W12 A selector (rb_select, rb_select_recv) is a waiter on every side
+ *       its cases name at once: it counts itself in on each (W1, one lock at
+ *       a time, never two), reads each futex word, and sleeps on all of them
+ *       with futex_waitv.  A wake-up on any side may have been meant for it and no
  *       one else, so after it wakes, whatever case it then performs (or none:
  *       timeout, signal), it hands on the wake-up of every side whose word
  *       moved and that it did not serve: to a receiver if a message is still

@@ -11,7 +11,7 @@ import os
 import stat
 import sys
 import time
-from typing import Any, List, Optional, TextIO, Tuple
+from typing import Any, List, Optional, Sequence, TextIO, Tuple
 
 from ringbuf import errors
 from ringbuf._channel import Channel
@@ -77,8 +77,10 @@ def ls(out: TextIO = sys.stdout) -> int:
     return 0
 
 
-def render(name: str, s: Any, senders: List[Tuple[int, int]], receivers: List[Tuple[int, int]]) -> str:
-    """The header drawn as the struct it is, with Go's hchan names."""
+def render(name: str, s: Any, senders: List[Tuple[int, int]], receivers: List[Tuple[int, int]],
+           holds: Sequence[Tuple[str, int, int]] = ()) -> str:
+    """The header drawn as the struct it is, with Go's hchan names, and the
+    loans and views out (kind, pid, ring bytes)."""
     lock = f"held by pid {s.lock_owner}" if s.lock_owner else "free"
     pct = 100.0 * s.used / s.size if s.size else 0.0
 
@@ -105,13 +107,18 @@ def render(name: str, s: Any, senders: List[Tuple[int, int]], receivers: List[Tu
         f"baton passes {s.baton_passes}\n"
         f"lock recoveries {s.recoveries}   dead waiters reaped {s.waiters_reaped}",
     ]
+    if holds or s.held:
+        lines.append(f"loans and views out: {len(holds)}, holding {s.held} bytes beyond `used`   "
+                     f"(taken: {s.loans_taken} loans, {s.views_taken} views; of dead holders: "
+                     f"{s.loans_reclaimed} loans aborted, {s.views_reclaimed} views queued again)")
+        lines += [f"    {kind:<4}  pid {pid:<8} {nbytes} bytes" for kind, pid, nbytes in holds]
     return "\n".join(lines)
 
 
 def inspect(name: str, out: TextIO = sys.stdout) -> int:
     ch = _open(name)
     waiting = ch.waiters()
-    print(render(name, ch.observe(), waiting.senders, waiting.receivers), file=out)
+    print(render(name, ch.observe(), waiting.senders, waiting.receivers, ch.holds()), file=out)
     return 0
 
 
@@ -130,7 +137,7 @@ def top(name: str, interval: float = 1.0, count: Optional[int] = None, out: Text
             if clear:
                 out.write("\x1b[H\x1b[2J")
             waiting = ch.waiters()
-            print(render(name, s, waiting.senders, waiting.receivers), file=out)
+            print(render(name, s, waiting.senders, waiting.receivers, ch.holds()), file=out)
             print(f"rates over {dt:.1f} s: {(s.sent - prev.sent) / dt:,.0f} sent/s   "
                   f"{(s.received - prev.received) / dt:,.0f} received/s", file=out)
             out.flush()

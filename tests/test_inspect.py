@@ -40,6 +40,23 @@ def test_inspect_shows_the_struct_and_the_parked_pids(make_channel):
     receiver.join(5)
 
 
+def test_inspect_shows_loans_and_views_with_their_pids(make_channel):
+    ch = make_channel(capacity=16)
+    ch.send_bytes(b"viewed")
+    ready = ctx.Event()
+    holder = ctx.Process(target=_workers.hold_loan_and_wait, args=(ch, 100, ready))
+    holder.start()
+    assert ready.wait(10)
+    with ch.recv_bytes_view():
+        out = cli("inspect", ch.name)
+    holder.kill()
+    holder.join(5)
+    assert out.returncode == 0, out.stderr
+    assert "loans and views out: 2, holding 128 bytes beyond `used`" in out.stdout
+    assert re.search(rf"loan\s+pid {holder.pid}\s+112 bytes", out.stdout)
+    assert re.search(rf"view\s+pid {os.getpid()}\s+16 bytes", out.stdout)
+
+
 def test_inspect_does_not_take_the_lock(make_channel):
     ch = make_channel()
     ready = ctx.Event()
