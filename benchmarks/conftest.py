@@ -44,6 +44,16 @@ VARIANT_TARGETS = {
     "one-way 64 B, asyncio": {"asyncio": 0.6},  # issue 14
     "wake-up, parked recv_async": {"asyncio": 1 / 2},
 }
+# workload -> {other: target}, as ringbuf/zero-copy's figure over the other's
+# in the same rounds (issue 15): "memcpy" is the memcpy bandwidth of the same
+# payload, measured between the peers' rounds; "ringbuf" today's send/recv;
+# iceoryx2's is its own zero-copy (loaned slices, samples read in place).
+# Reaching a target means at least it, and for a peer (ahead of it) above it.
+ZEROCOPY = "ringbuf/zero-copy"
+ZEROCOPY_TARGETS = {
+    "float32 array 16 MiB, pages read": {"memcpy": 0.9, "iceoryx2": 1.0},
+    "float32 array 1 MiB, pages read": {"ringbuf": 1.5, "iceoryx2": 1.0},
+}
 # Array rows must also reach this share of the memcpy bandwidth measured in the run.
 MEMCPY = ("memcpy 16 MiB", "numpy")
 MEMCPY_SHARE = 1 / 3
@@ -118,6 +128,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         for (w, peer), reason in _FAILED.items():
             if w == workload:
                 tr.write_line(f"{workload:<28} {peer:<10} failed: {reason}")
+    _zerocopy_summary(tr)
     mine = {w: f for (w, peer), f in _FIGURES.items() if peer == "ringbuf"}
     others = [(w, peer, f) for (w, peer), f in _FIGURES.items() if peer != "ringbuf" and w in mine]
     if not others:
@@ -138,3 +149,33 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             line += f"; the variant at {1 / ratio:.2f} of ringbuf (target {share:.2f}: "
             line += f"{'met' if 1 / ratio >= share else 'NOT met'})"
         tr.write_line(line)
+
+
+def _zerocopy_summary(tr: Any) -> None:
+    """ringbuf/zero-copy against every other figure of its rows, paired by round."""
+    rows = [w for w in dict.fromkeys(w for w, _ in _FIGURES) if (w, ZEROCOPY) in _FIGURES]
+    if not rows:
+        return
+    tr.section(f"{ZEROCOPY} over each other figure of its rows (alternating rounds): above 1 when it is ahead")
+    for w in rows:
+        zc = _FIGURES[(w, ZEROCOPY)]
+        targets = ZEROCOPY_TARGETS.get(w, {})
+        for (w2, other), (fig, unit, higher, rounds) in _FIGURES.items():
+            if w2 != w or other == ZEROCOPY:
+                continue
+            paired = _paired_ratio(zc[3], rounds, higher)
+            ratio = paired[0] if paired else (zc[0] / fig if higher else fig / zc[0])
+            line = f"{w:<34} vs {other:<10} {ratio:5.2f}x"
+            if paired:
+                line += f" (rounds {paired[1]:.2f}-{paired[2]:.2f}x)"
+            target = targets.get(other)
+            if target is not None:
+                met = ratio > target if other not in ("memcpy", "ringbuf") else ratio >= target
+                line += f" (target {'above ' if other not in ('memcpy', 'ringbuf') else ''}{target:g}x: "
+                line += f"{'met' if met else 'NOT met'})"
+            tr.write_line(line)
+        for other in targets:
+            if (w, other) not in _FIGURES:
+                why = _FAILED.get((w, other), "no figure" if other in _bench.PEERS or other == _bench.MEMCPY
+                                 else "not installed")
+                tr.write_line(f"{w:<34} vs {other:<10} no figure ({why}): target NOT checked")

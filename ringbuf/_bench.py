@@ -75,10 +75,34 @@ class Peer(NamedTuple):
     fresh: bool = False  # make a new address for every round
     many_to_many: bool = True  # several senders and several receivers at once (ManyToMany)
     parks: bool = True  # a receiver with nothing to take sleeps rather than polls
+    # The "pages" workloads (numpy arrays whose every page the consumer
+    # reads): how the peer sends such an array and how it receives one and
+    # reads it (returning what read_pages returns).  None: ``send``, and
+    # ``recv`` followed by read_pages on what it returned.
+    send_array: Optional[Callable[[Any, Any], None]] = None
+    recv_pages: Optional[Callable[[Any], float]] = None
+
+
+def _ring_size(largest: int) -> int:
+    """Ring bytes for a workload whose largest message is ``largest``: at
+    least four such messages (so that a producer and a consumer overlap) and
+    4 MiB, rounded up to whole pages (which loans and views need)."""
+    return -(-max(1 << 22, 4 * (largest + 4096)) // 4096) * 4096
 
 
 def _ringbuf_make(largest: int) -> ringbuf.Channel:
-    return ringbuf.Channel(capacity=1024, size=max(1 << 22, 4 * (largest + 4096)))
+    return ringbuf.Channel(capacity=1024, size=_ring_size(largest))
+
+
+def read_pages(a: Any) -> float:
+    """Read one element of every 4096-byte page of array ``a`` (contiguous)
+    where it lies, and its last element: what a consumer that uses a large
+    array at least does.  Returns their sum."""
+    flat = a.reshape(-1)
+    if not flat.size:
+        return 0.0
+    step = max(1, 4096 // flat.itemsize)
+    return float(flat[::step].sum()) + float(flat[-1])
 
 
 def _ringbuf_dispose(ch: ringbuf.Channel) -> None:
@@ -138,7 +162,8 @@ PEERS: Dict[str, Peer] = {
 # ringbuf's own variants, measured against plain ringbuf in rows of their own
 # (bench --full): a receiver that selects over 2 or 8 channels of which the
 # first carries the messages, through a Selector ("selector/N", the form for
-# a loop) or the free function ("select/N"), and unbuffered channels.
+# a loop) or the free function ("select/N"), unbuffered channels, and loans
+# and views ("ringbuf/zero-copy").
 def _select_make(n: int) -> Callable[[int], Any]:
     return lambda largest: ringbuf.Selector(*(_ringbuf_make(largest) for _ in range(n)))
 
@@ -167,6 +192,41 @@ def _select_peer(n: int, free: bool) -> Peer:
     )
 
 
+def _zc_send_raw(ch: ringbuf.Channel, data: bytes) -> None:
+    if not data:  # a loan has at least one byte
+        ch.send_bytes(data)
+        return
+    with ch.loan(len(data)) as buf:
+        buf[:] = data
+
+
+def _zc_recv_raw(ch: ringbuf.Channel) -> bytes:
+    with ch.recv_bytes_view() as view:
+        return bytes(view)
+
+
+def _zc_send(ch: ringbuf.Channel, obj: Any) -> None:
+    if isinstance(obj, np.ndarray) and not obj.dtype.hasobject:
+        _zc_send_array(ch, obj)
+    else:
+        ch.send(obj)
+
+
+def _zc_send_array(ch: ringbuf.Channel, src: Any) -> None:
+    """Fill a loaned array from ``src``: its one copy, outside the lock."""
+    order = "F" if src.flags.f_contiguous and not src.flags.c_contiguous else "C"
+    with ch.loan_array(src.shape, src.dtype, order) as arr:
+        np.copyto(arr, src)
+
+
+def _zc_recv_pages(ch: ringbuf.Channel) -> float:
+    """Read the next array where it lies in the ring, through a view."""
+    with ch.recv_view() as arr:
+        seen = read_pages(arr)
+        del arr  # nothing made from the view outlives the block: its room is freed at once
+    return seen
+
+
 VARIANTS: Dict[str, Peer] = {
     "selector/2": _select_peer(2, free=False),
     "selector/8": _select_peer(8, free=False),
@@ -181,6 +241,22 @@ VARIANTS: Dict[str, Peer] = {
         send_batch=None,
         recv_batch=None,
         dispose=_ringbuf_dispose,
+    ),
+    # Bytes through loan() and recv_bytes_view() (one copy in, one out, both
+    # outside the lock), arrays through loan_array() (recv() copies them
+    # out), and the "pages" workloads through loan_array() and recv_view():
+    # the producer's copy into the ring is the only one.
+    "ringbuf/zero-copy": Peer(
+        make=_ringbuf_make,
+        send=_zc_send,
+        recv=ringbuf.Channel.recv,
+        send_raw=_zc_send_raw,
+        recv_raw=_zc_recv_raw,
+        send_batch=None,
+        recv_batch=None,
+        dispose=_ringbuf_dispose,
+        send_array=_zc_send_array,
+        recv_pages=_zc_recv_pages,
     ),
 }
 PEERS.update(VARIANTS)
@@ -365,6 +441,33 @@ def _add_iceoryx2() -> None:
             if sample is not None:
                 return string_at(sample.payload_ptr, sample.header.number_of_elements)
 
+    # The "pages" workloads: a loaned slice filled from the array (the one
+    # copy), and the subscriber reading the sample where it lies.  The
+    # subscriber reads it as bytes: a slice of uint8 carries no dtype, and
+    # one byte per page is what read_pages reads of it.
+    def iox_send_array(end: _IoxEnd, src: Any) -> None:
+        n = src.nbytes
+        port = end.port
+        while True:
+            sample = port.loan_slice_uninit(n)
+            dst = np.frombuffer((ctypes.c_char * n).from_address(sample.payload_ptr), dtype=src.dtype)
+            np.copyto(dst.reshape(src.shape), src)
+            del dst
+            if sample.assume_init().send():
+                return
+            port.update_connections()  # as in iox_send_raw
+
+    def iox_recv_pages(end: _IoxEnd) -> float:
+        receive = end.port.receive
+        while True:
+            sample = receive()
+            if sample is not None:
+                break
+        n = sample.header.number_of_elements
+        seen = read_pages(np.frombuffer((ctypes.c_char * n).from_address(sample.payload_ptr), dtype=np.uint8))
+        sample.delete()  # back to the publisher now, not when the next receive rebinds the name
+        return seen
+
     def iox_send(end: _IoxEnd, obj: Any) -> None:
         iox_send_raw(end, pickle.dumps(obj, pickle.HIGHEST_PROTOCOL))
 
@@ -385,6 +488,8 @@ def _add_iceoryx2() -> None:
         fresh=True,
         many_to_many=False,  # publish/subscribe: every subscriber gets every message
         parks=False,
+        send_array=iox_send_array,
+        recv_pages=iox_recv_pages,
     )
 
 
@@ -403,6 +508,8 @@ KINDS: Dict[str, Callable[[int], Any]] = {
     "batch": lambda n: b"x" * n,
     "object": lambda n: {"id": 12345, "name": "sensor-7", "ok": True, "values": [0.5, 1.5, 2.5]},
     "array": lambda n: np.ones(n // 4, dtype=np.float32),
+    # A float32 array of which the consumer reads every page (Peer.send_array, Peer.recv_pages).
+    "pages": lambda n: np.ones(n // 4, dtype=np.float32),
 }
 
 
@@ -466,7 +573,10 @@ def _producer(peer_name: str, made: Any, kind: str, payload: Any, count: int, ch
                 batch = [_stamped(kind, payload, b * BATCH + j) for j in range(BATCH)]
             peer.send_batch(ep, batch)
     else:
-        send = peer.send if kind in ("object", "array") else peer.send_raw
+        if kind == "pages":
+            send = peer.send_array or peer.send
+        else:
+            send = peer.send if kind in ("object", "array") else peer.send_raw
         if check:
             for i in range(count):
                 send(ep, _stamped(kind, payload, i))
@@ -478,8 +588,9 @@ def _producer(peer_name: str, made: Any, kind: str, payload: Any, count: int, ch
 
 def _consumer(peer_name: str, made: Any, kind: str, count: int, check: bool, sig: _Signals, results: Any,
               ready: Any) -> None:
-    """Receive count messages; report the rate from the first in hand to the
-    last and, in a check run, how many times each message number arrived."""
+    """Receive count messages; report the rate from the first in hand (the
+    PAGES_WARMUP-th, for "pages") to the last and, in a check run, how many
+    times each message number arrived."""
     peer = PEERS[peer_name]
     ep = _open(peer, made, Role("recv"))
     ready.set()
@@ -502,21 +613,41 @@ def _consumer(peer_name: str, made: Any, kind: str, count: int, check: bool, sig
             while got < count:
                 got += len(recv_batch(ep, BATCH))
     else:
-        recv = peer.recv if kind in ("object", "array") else peer.recv_raw
+        recv: Callable[[Any], Any]
+        if kind == "pages":
+            recv = peer.recv_pages or _then_read_pages(peer.recv)
+        else:
+            recv = peer.recv if kind in ("object", "array") else peer.recv_raw
         msg = recv(ep)
-        first = 1
+        # The "pages" rows start the clock later (see PAGES_WARMUP).
+        first = max(1, min(PAGES_WARMUP, count - 1)) if kind == "pages" else 1
+        for _ in range(first - 1):
+            recv(ep)
         t0 = time.perf_counter()
         if seen is not None:
             seen[_stamp_of(kind, msg)] += 1
             for _ in range(count - 1):
                 seen[_stamp_of(kind, recv(ep))] += 1
         else:
-            for _ in range(count - 1):
+            for _ in range(count - first):
                 recv(ep)
     elapsed = time.perf_counter() - t0
     # With everything in the first batch there is nothing left to time.
     results.put(((count - first) / elapsed if count > first else float("nan"), seen))
     _close(peer, ep, sig)
+
+
+#: Messages of a "pages" round that the consumer takes before it starts the
+#: clock: two laps of a ring of four messages.  The ends are fresh processes
+#: every round, and the first lap of a ring or pool faults in every page of
+#: it in each of them (for a 64 MiB ring, about 8 ms per 16 MiB message, a
+#: fifth of a 100-message round); the memcpy these rows are compared with
+#: writes to pages touched beforehand, and a long-lived process pays this once.
+PAGES_WARMUP = 8
+
+
+def _then_read_pages(recv: Callable[[Any], Any]) -> Callable[[Any], float]:
+    return lambda ep: read_pages(recv(ep))
 
 
 def _check_seen(name: str, seen: Any, total: int) -> None:
@@ -649,7 +780,12 @@ class OneWay(_Workload):
     another peer's round runs.
 
     With ``check``, every message carries its number and the round fails
-    unless each arrived exactly once (slower: for tests, not figures)."""
+    unless each arrived exactly once (slower: for tests, not figures).
+
+    Kind ``"pages"`` sends a float32 array of ``payload`` bytes through the
+    peer's ``send_array`` and receives it through ``recv_pages``, which reads
+    one element of every page of it (see Peer): the consumer of a large array
+    uses it, and a view of the ring costs nothing until it is read."""
 
     def __init__(self, peer: str, payload: int, count: int, kind: str = "bytes", timeout: float = ROUND_TIMEOUT,
                  check: bool = False) -> None:
@@ -658,6 +794,8 @@ class OneWay(_Workload):
             raise ValueError(f"a batched count must be a multiple of {BATCH}")
         if count < 2:
             raise ValueError("count must be at least 2: the first message starts the clock")
+        if check and kind == "pages":
+            raise ValueError("a pages workload cannot be checked: its consumer only reads a few bytes of each page")
         if check and kind in ("bytes", "batch") and payload < 8:
             raise ValueError("a checked bytes payload needs at least 8 bytes for the message number")
         self.kind = kind
@@ -970,6 +1108,54 @@ def memcpy_bandwidth(nbytes: int = 16 << 20, region: int = 256 << 20, copies: in
     return nbytes / statistics.median(times)
 
 
+#: The name under which memcpy runs beside the peers of the "pages" rows.
+MEMCPY = "memcpy"
+
+
+class MemcpyRounds:
+    """memcpy as if it were a peer of a Comparison: each round measures
+    :func:`memcpy_bandwidth` for copies of ``payload`` bytes, in this
+    process, between the rounds of the peers (so that a ratio against it
+    pairs figures taken under the same conditions), and returns it in
+    messages of ``payload`` bytes per second, as OneWay does."""
+
+    def __init__(self, payload: int, copies: int = 48) -> None:
+        self.payload, self.copies = payload, copies
+        self.procs: List[Any] = []
+
+    def prepare(self) -> None:
+        pass
+
+    def run(self) -> float:
+        return memcpy_bandwidth(self.payload, copies=self.copies) / self.payload
+
+    def finish(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+    def dispose(self) -> None:
+        pass
+
+
+def pages(payload: int, count: int, timeout: float = ROUND_TIMEOUT) -> Callable[[str], Any]:
+    """The "pages" workload for a peer (OneWay, kind "pages"), or, for
+    MEMCPY, memcpy of the same payload: what ``Comparison`` takes."""
+
+    def make(peer: str) -> Any:
+        if peer == MEMCPY:
+            return MemcpyRounds(payload)
+        return OneWay(peer, payload, count, kind="pages", timeout=timeout)
+
+    return make
+
+
+#: Who runs the "pages" rows: ringbuf copying (send, recv) and in place (loan_array,
+#: recv_view), iceoryx2 in place (loaned slices, samples read where they lie), memcpy.
+PAGES_PEERS = ["ringbuf", "ringbuf/zero-copy", "iceoryx2", MEMCPY]
+
+
 def percentile(xs: List[float], q: float) -> float:
     """The q-th percentile (0..100) of xs, by nearest rank."""
     s = sorted(xs)
@@ -1000,6 +1186,11 @@ ARRAY_SWEEP = [
     ("float32 array 64 KiB", "array", 65536, 10_000),
     ("float32 array 1 MiB", "array", 1 << 20, 400),
     ("float32 array 16 MiB", "array", 16 << 20, 40),
+]
+#: The zero-copy rows (issue 15): (label, payload bytes, messages per round at scale 1).
+PAGES = [
+    ("float32 array 1 MiB, pages read", 1 << 20, 2000),
+    ("float32 array 16 MiB, pages read", 16 << 20, 200),
 ]
 FULL = SWEEP + [
     ("small dict", "object", 0, 50_000),
@@ -1077,13 +1268,14 @@ def run_suite(full: bool = False, scale: float = 1.0, rounds: int = 3, peers: Op
     workload).  An "ok" row also has its ratio against mp.Queue
     (``vs_mp_queue``) and ringbuf's ratio against it (``ringbuf_vs``), both
     above 1 when the first named is ahead.  ``only`` keeps the workloads
-    whose labels it lists."""
+    whose labels it lists.  The zero-copy rows (PAGES, with ``full``) also
+    have a row for memcpy (peer MEMCPY), measured in the same rounds."""
     peers = peers or [p for p in PEERS if p not in VARIANTS]
     trips = max(10, int(5_000 * scale))
     # (label, how to make the workload for a peer, unit, figure from per-round results, higher is better,
     #  which peers can run it)
     plan: List[Tuple[str, Callable[[str], Any], str, Callable[[List[Any]], float], bool, Callable[[str], bool]]] = []
-    anyone: Callable[[str], bool] = lambda peer: peer not in VARIANTS
+    anyone: Callable[[str], bool] = lambda peer: peer in PEERS and peer not in VARIANTS
     for label, kind, payload, count in (FULL if full else QUICK):
         n = max(2, int(count * scale))
         if kind == "batch":
@@ -1099,10 +1291,10 @@ def run_suite(full: bool = False, scale: float = 1.0, rounds: int = 3, peers: Op
         return lambda peer: WakeUp(peer, count, timeout=timeout)
 
     def fans(peer: str) -> bool:
-        return PEERS[peer].many_to_many and peer not in VARIANTS
+        return peer in PEERS and PEERS[peer].many_to_many and peer not in VARIANTS
 
     def parks(peer: str) -> bool:
-        return PEERS[peer].parks and peer not in VARIANTS
+        return peer in PEERS and PEERS[peer].parks and peer not in VARIANTS
 
     def among(*names: str) -> Callable[[str], bool]:
         return lambda peer: peer in names
@@ -1123,6 +1315,11 @@ def run_suite(full: bool = False, scale: float = 1.0, rounds: int = 3, peers: Op
                      False, among(RINGBUF, "selector/8")))
         plan.append(("ping-pong 64 B, unbuffered, median", ping(max(10, trips // 5)), "us", _trip_figure(None), False,
                      among(RINGBUF, "unbuffered")))
+        # Arrays whose every page the consumer reads: ringbuf copying and in
+        # place, iceoryx2 in place, and memcpy, in the same alternating rounds.
+        for label, payload, count in PAGES:
+            plan.append((label, pages(payload, max(2, int(count * scale)), timeout), "B/s", _median_times(payload),
+                         True, among(*PAGES_PEERS)))
     if only is not None:
         unknown = set(only) - {p[0] for p in plan}
         if unknown:
@@ -1134,8 +1331,10 @@ def run_suite(full: bool = False, scale: float = 1.0, rounds: int = 3, peers: Op
         if progress:
             progress(f"[{i}/{len(plan)}] {label}")
         these = [p for p in peers + [v for v in VARIANTS if v not in peers] if can(p)]
+        these += [MEMCPY] if can(MEMCPY) else []  # not a transport: in the rows that ask for it
         per_peer, failed = _compare(make, these, rounds)
-        for peer in peers + [v for v in VARIANTS if can(v) and v not in peers]:
+        others = [p for p in these if p not in PEERS]  # memcpy
+        for peer in peers + [v for v in VARIANTS if can(v) and v not in peers] + others:
             row: Dict[str, Any] = {"workload": label, "peer": peer, "unit": unit, "higher_is_better": higher}
             if peer not in these:
                 results.append({**row, "status": "n/a"})

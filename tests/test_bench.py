@@ -62,6 +62,45 @@ def test_comparison_alternates_the_peers():
     assert all(t > 0 for r in cmp.results.values() for t in r)
 
 
+@pytest.mark.parametrize("kind,payload", [("bytes", 4096), ("array", 65536)])
+def test_zero_copy_variant_delivers_every_message_once(kind, payload):
+    # Bytes through loan() and recv_bytes_view(), arrays through loan_array().
+    wl = _bench.OneWay("ringbuf/zero-copy", payload=payload, count=300, kind=kind, check=True)
+    try:
+        for _ in range(2):
+            wl.prepare()
+            assert wl.run() > 0  # raises if a message went missing or came twice
+            wl.finish()
+    finally:
+        wl.dispose()
+
+
+def test_read_pages_reads_one_element_per_page_and_the_last():
+    import numpy as np
+
+    a = np.arange(3000, dtype=np.float32)  # 12000 bytes: pages at elements 0, 1024, 2048
+    assert _bench.read_pages(a) == 0 + 1024 + 2048 + 2999
+    assert _bench.read_pages(np.zeros(0, dtype=np.float32)) == 0.0
+    assert _bench.read_pages(np.ones((64, 64), dtype=np.uint8)) == 2.0
+
+
+def test_pages_workload_on_each_of_its_peers():
+    # Fewer messages than PAGES_WARMUP: the clock still has one to time.
+    cmp = _bench.Comparison({p: _bench.pages(1 << 20, 6)(p) for p in _bench.PAGES_PEERS
+                             if p in _bench.PEERS or p == _bench.MEMCPY})
+    try:
+        for _ in range(2):
+            cmp.prepare()
+            cmp.run()
+    finally:
+        cmp.dispose()
+    assert cmp.failed == {}
+    assert {"ringbuf", "ringbuf/zero-copy", "memcpy"} <= set(cmp.results)
+    assert all(len(r) == 2 and min(r) > 0 for r in cmp.results.values())
+    with pytest.raises(ValueError, match="cannot be checked"):
+        _bench.OneWay("ringbuf", payload=4096, count=10, kind="pages", check=True)
+
+
 def test_memcpy_bandwidth_is_measured():
     assert _bench.memcpy_bandwidth(nbytes=1 << 16, region=1 << 20, copies=8) > 0
 
@@ -131,6 +170,12 @@ def test_bench_json_and_full_matrix():
     expected = {p: "n/a" for p in TRANSPORTS}
     expected.update({"ringbuf": "ok", "selector/2": "ok", "selector/8": "ok", "select/2": "ok", "select/8": "ok"})
     assert rows == expected
+    # The zero-copy rows: ringbuf copying and in place, iceoryx2, and memcpy beside them.
+    for label, _, _ in _bench.PAGES:
+        rows = {r["peer"]: r["status"] for r in results if r["workload"] == label}
+        expected = {p: "n/a" for p in TRANSPORTS}
+        expected.update({p: "ok" for p in _bench.PAGES_PEERS if p in _bench.PEERS or p == _bench.MEMCPY})
+        assert {p: s for p, s in rows.items() if p in expected} == expected, label
     assert [r for r in results if r["status"] not in ("ok", "n/a")] == []
     queue_rows = {r["workload"] for r in results if r["peer"] == "mp.Queue" and r["status"] == "ok"}
     for r in results:
