@@ -1362,7 +1362,8 @@ def run_suite(full: bool = False, scale: float = 1.0, rounds: int = 3, peers: Op
 
 
 def format_table(results: List[Dict[str, Any]]) -> str:
-    lines = [f"{'workload':<36} {'peer':<11} {'figure':>22}  {'vs mp.Queue':>11}  {'ringbuf vs':>10}"]
+    pw = max([11] + [len(r["peer"]) for r in results])  # "ringbuf/zero-copy" is longer
+    lines = [f"{'workload':<36} {'peer':<{pw}} {'figure':>22}  {'vs mp.Queue':>11}  {'ringbuf vs':>10}"]
     for r in results:
         if r["status"] == "ok":
             figure = f"{r['figure']:>16,.1f} {r['unit']:<5}"
@@ -1370,7 +1371,7 @@ def format_table(results: List[Dict[str, Any]]) -> str:
             figure = f"{r['status']:>16} {'':<5}"
         vs_queue = f"{r['vs_mp_queue']:.2f}x" if "vs_mp_queue" in r else ""
         vs_ringbuf = f"{r['ringbuf_vs']:.2f}x" if "ringbuf_vs" in r else ""
-        lines.append(f"{r['workload']:<36} {r['peer']:<11} {figure} {vs_queue:>11}  {vs_ringbuf:>10}".rstrip())
+        lines.append(f"{r['workload']:<36} {r['peer']:<{pw}} {figure} {vs_queue:>11}  {vs_ringbuf:>10}".rstrip())
     reasons = [f"  {r['workload']}, {r['peer']}: {r['reason']}" for r in results if r["status"] == "failed"]
     if reasons:
         lines += ["", "failed:"] + reasons
