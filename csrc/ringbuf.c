@@ -1601,10 +1601,12 @@ static void unlock_and_wake_all(struct rb_chan *ch)
 }
 
 /* End loan i (lock held): publish it (`publish`, and the channel open) or
- * abort it, then let what waits behind it through (L5).  RB_ECLOSED if it
- * was to be published on a closed channel (it is aborted), RB_ECORRUPT if
- * its record is not where it should be (the hold is freed all the same). */
-static int end_loan(struct rb_chan *ch, int i, int publish_it)
+ * abort it, then let what waits behind it through (L5), with *p (a
+ * receiver's positions, or NULL: see advance()) told whom to wake.
+ * RB_ECLOSED if it was to be published on a closed channel (it is aborted),
+ * RB_ECORRUPT if its record is not where it should be (the hold is freed
+ * all the same). */
+static int end_loan(struct rb_chan *ch, int i, int publish_it, struct pos *p)
 {
     struct rb_hdr *h = ch->hdr;
     uint64_t pos = LOAD(h->holds[i].pos), bytes = LOAD(h->holds[i].bytes);
@@ -1634,7 +1636,7 @@ static int end_loan(struct rb_chan *ch, int i, int publish_it)
         }
     }
     release_hold(ch, i);
-    advance(ch, NULL);
+    advance(ch, p);
     return rc;
 }
 
@@ -1706,7 +1708,7 @@ static int reclaim(struct rb_chan *ch)
         } else if (LOAD(h->holds[i].kind) == RB_HOLD_VIEW) {
             changed |= give_back(ch, i);
         } else {
-            end_loan(ch, i, 0);
+            end_loan(ch, i, 0, NULL);
             STORE(h->loans_reclaimed, LOAD(h->loans_reclaimed) + 1);
             changed = 1;
         }
@@ -1823,16 +1825,25 @@ static int own_hold(struct rb_chan *ch, uint32_t i, uint32_t kind)
 
 int rb_loan_end(struct rb_chan *ch, uint32_t hold, int publish_it)
 {
-    int rc, i;
+    struct rb_hdr *h = ch->hdr;
+    struct pos p;
+    int rc, i, all;
 
     if ((rc = lock(ch, RB_FOREVER)) != RB_OK)
         return rc;
-    if ((i = own_hold(ch, hold, RB_HOLD_LOAN)) < 0) {
+    if ((i = own_hold(ch, hold, RB_HOLD_LOAN)) < 0 || !read_pos(ch, &h->recvx, &p)) {
         unlock(ch);
-        return RB_EINVAL;
+        return i < 0 ? RB_EINVAL : RB_ECORRUPT;
     }
-    rc = end_loan(ch, i, publish_it);
-    unlock_and_wake_all(ch);
+    all = free_hold(h) < 0;  /* L4: freeing the last hold wakes everyone */
+    rc = end_loan(ch, i, publish_it, &p);
+    if (all) {
+        unlock_and_wake_all(ch);
+        return rc;
+    }
+    /* W4, W5: receivers for what was published, a sender for room an abort
+     * gave back; no system call when nobody is parked. */
+    unlock_and_wake(ch, (int)p.woke, owe_sender(ch, &p));
     return rc;
 }
 

@@ -40,18 +40,23 @@ from ringbuf import _codec, errors
 from ringbuf._lowlevel import HOLDS, Handle, retrying
 
 
+# This process's pid, kept current across fork (os.getpid is a system call).
+_pid = [os.getpid()]
+os.register_at_fork(after_in_child=lambda: _pid.__setitem__(0, os.getpid()))
+
+
 class _Tally(threading.local):
-    """Per thread: how many holds it has out on each handle (by id),
+    """Per thread: how many holds it has out on each handle,
     counting those whose block ended while something made from them lives
     on.  A fork child starts afresh: its parent's holds are not its own."""
 
     def __init__(self) -> None:
-        self.pid = os.getpid()
-        self.count: Dict[int, int] = {}
+        self.pid = _pid[0]
+        self.count: Dict[Handle, int] = {}
 
-    def mine(self) -> Dict[int, int]:
-        if self.pid != os.getpid():
-            self.pid, self.count = os.getpid(), {}
+    def mine(self) -> Dict[Handle, int]:
+        if self.pid != _pid[0]:
+            self.pid, self.count = _pid[0], {}
         return self.count
 
 
@@ -65,8 +70,8 @@ class _End:
 
     __slots__ = ("h", "hold", "loan", "lock", "gone", "armed", "tally", "pid")
 
-    def __init__(self, h: Handle, hold: int, loan: bool, tally: Dict[int, int]) -> None:
-        self.h, self.hold, self.loan, self.tally, self.pid = h, hold, loan, tally, os.getpid()
+    def __init__(self, h: Handle, hold: int, loan: bool, tally: Dict[Handle, int]) -> None:
+        self.h, self.hold, self.loan, self.tally, self.pid = h, hold, loan, tally, _pid[0]
         self.lock = threading.Lock()
         self.gone = False     # the exporter died
         self.armed = False    # the block ended: the exporter's death ends the hold
@@ -80,7 +85,7 @@ class _End:
         self.run()
 
     def run(self) -> None:
-        if self.pid != os.getpid():
+        if self.pid != _pid[0]:
             return  # a fork child's copy: the hold is its parent's
         try:
             if self.loan:
@@ -106,7 +111,7 @@ class _End:
             return False
 
 
-def _enter(h: Handle, kind: str) -> Dict[int, int]:
+def _enter(h: Handle, kind: str) -> Dict[Handle, int]:
     if not h.can_hold():
         raise ValueError(
             f"channel {h.name!r} cannot lend or lend out its ring: "
@@ -114,22 +119,22 @@ def _enter(h: Handle, kind: str) -> Dict[int, int]:
                else f"its size ({h.size} bytes) is not a multiple of the page size")
         )
     tally = _tally.mine()
-    n = tally.get(id(h), 0)
+    n = tally.get(h, 0)
     if n >= HOLDS:
         raise RuntimeError(
             f"this thread already holds {n} loans and views of channel {h.name!r} (counting views kept alive "
             f"by arrays made from them), the most a channel has; another {kind} would wait for this thread itself"
         )
-    tally[id(h)] = n + 1
+    tally[h] = n + 1
     return tally
 
 
-def _leave(tally: Dict[int, int], h: Handle) -> None:
-    n = tally.get(id(h), 1) - 1
+def _leave(tally: Dict[Handle, int], h: Handle) -> None:
+    n = tally.get(h, 1) - 1
     if n:
-        tally[id(h)] = n
+        tally[h] = n
     else:
-        tally.pop(id(h), None)
+        tally.pop(h, None)
 
 
 class _Hold:
@@ -220,9 +225,8 @@ class ArrayLoan(_Hold):
 
     def __init__(self, h: Handle, shape: Any, dtype: Any, order: str, deadline: int) -> None:
         super().__init__(h, deadline)
-        self._shape, self._dtype = check_array(shape, dtype, order)
+        self._shape, self._dtype, self._head, nbytes = _array_layout(shape, dtype, order)
         self._order = order
-        self._head, nbytes = _codec.array_head(self._shape, self._dtype, order)
         total = len(self._head) + nbytes
         if total > h.max_message:
             raise errors.MessageTooLarge(
@@ -232,7 +236,7 @@ class ArrayLoan(_Hold):
 
     def __enter__(self) -> npt.NDArray[Any]:
         head = self._head
-        buf = memoryview(self._begin(True, len(head) + _nbytes(self._shape, self._dtype)))
+        buf = memoryview(self._begin(True, len(head) + math.prod(self._shape) * self._dtype.itemsize))
         buf[:len(head)] = head
         arr = np.frombuffer(buf[len(head):], dtype=self._dtype).reshape(self._shape, order=self._order)  # type: ignore[call-overload]
         buf.release()
@@ -278,8 +282,28 @@ class ObjectView(_Hold):
         self._finish(False)
 
 
-def _nbytes(shape: Tuple[int, ...], dtype: np.dtype) -> int:
-    return math.prod(shape) * dtype.itemsize
+# (shape, dtype, order) as given -> what _array_layout returns: a loop that
+# loans arrays of one kind pickles their header once (it costs about 6 us).
+_layouts: Dict[Any, Tuple[Tuple[int, ...], np.dtype, bytes, int]] = {}
+_LAYOUTS_KEPT = 64
+
+
+def _array_layout(shape: Any, dtype: Any, order: str) -> Tuple[Tuple[int, ...], np.dtype, bytes, int]:
+    """(shape, dtype, record head, data bytes) of a loaned array, checked."""
+    key = (shape, dtype, order)
+    try:
+        return _layouts[key]
+    except (KeyError, TypeError):  # TypeError: an unhashable shape, a list say
+        pass
+    shape_, dt = check_array(shape, dtype, order)
+    layout = (shape_, dt) + _codec.array_head(shape_, dt, order)
+    try:
+        if len(_layouts) >= _LAYOUTS_KEPT:
+            _layouts.clear()
+        _layouts[key] = layout
+    except TypeError:
+        pass
+    return layout
 
 
 def check_array(shape: Any, dtype: Any, order: str) -> Tuple[Tuple[int, ...], np.dtype]:

@@ -330,6 +330,8 @@ def test_another_thread_waits_for_a_free_hold(make_channel):
     with pytest.raises(ringbuf.Timeout):
         with ch.loan(8, timeout=0.05):
             pass
+    for loan in loans[1:]:
+        loan.__exit__(KeyError, KeyError(), None)
 
 
 # -- blocking: timeout, close, Ctrl-C --------------------------------------------
@@ -700,3 +702,17 @@ def test_select_takes_back_what_a_dead_holder_held(make_channel):
     ch, value = ringbuf.select_bytes((full, b"room a dead loan held"), other, timeout=10)
     assert ch is full and full.recv_bytes(timeout=0) == b"room a dead loan held"
     assert (behind.stats().loans_reclaimed, full.stats().loans_reclaimed) == (1, 1)
+
+
+def test_loans_and_views_make_no_wake_call_when_nobody_is_parked(make_channel):
+    ch = make_channel(capacity=8, size=PAGE)
+    for _ in range(20):
+        with ch.loan(64) as buf:
+            buf[:] = bytes(64)
+        with ch.recv_bytes_view():
+            pass
+    with pytest.raises(KeyError):
+        with ch.loan(64):
+            raise KeyError
+    st = ch.stats()
+    assert (st.recvq_wakes, st.sendq_wakes, st.baton_passes) == (0, 0, 0)
