@@ -1646,7 +1646,7 @@ static int give_back(struct rb_chan *ch, int i)
 {
     struct rb_hdr *h = ch->hdr;
     uint64_t pos = LOAD(h->holds[i].pos), bytes = LOAD(h->holds[i].bytes);
-    uint64_t rp = LOAD(h->recvpos), fp = LOAD(h->freepos), sp, rv, room;
+    uint64_t rp = LOAD(h->recvpos), fp = LOAD(h->freepos), rv, room;
     uint8_t *copy;
     int overlap;
 
@@ -1662,7 +1662,6 @@ static int give_back(struct rb_chan *ch, int i)
     if ((copy = malloc(bytes)) == NULL)
         return 0;
     ring_get(ch, pos % ch->size, copy, bytes);
-    sp = LOAD(h->sendpos);
     rv = LOAD(h->resvpos);
     room = ch->size - (rv - fp);
     /* Where there is room without it, the copy is queued before the hold is
@@ -1680,7 +1679,6 @@ static int give_back(struct rb_chan *ch, int i)
     STORE(h->lent_count, LOAD(h->lent_count) + 1);
     if (!overlap)
         release_hold(ch, i);
-    (void)sp;
     free(copy);
     STORE(h->views_reclaimed, LOAD(h->views_reclaimed) + 1);
     set_held(ch);

@@ -34,15 +34,6 @@ def new_scratch() -> Tuple[Any, Any]:
     return _alloc_raw("char[]", SCRATCH_SIZE), ffi.new("uint64_t[2]")
 
 
-def take_scratch() -> Tuple[Any, Any]:
-    """A scratch pair off the list, or a new one; give it back with
-    ``scratch.append``."""
-    try:
-        return scratch.pop()
-    except IndexError:
-        return new_scratch()
-
-
 # Receive buffers of the Handle's receives (recv, recv_batch, recv_planned),
 # each a (buffer, length cell, view) triple: the view, ``ffi.buffer`` of the
 # whole buffer, slices a received message out as ``bytes`` in one step.
