@@ -15,6 +15,7 @@ which :class:`Comparison` records against that peer alone.
 from __future__ import annotations
 
 import ctypes
+import importlib
 import multiprocessing
 import multiprocessing.queues
 import pickle
@@ -373,7 +374,9 @@ class _IoxEnd:
 
 def _add_iceoryx2() -> None:
     try:
-        import iceoryx2 as iox
+        # Typed as Any: the package's own type information differs between
+        # its builds for different Pythons.
+        iox: Any = importlib.import_module("iceoryx2")
     except ImportError:
         return
     iox.set_log_level(iox.LogLevel.Error)

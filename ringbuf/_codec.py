@@ -120,7 +120,7 @@ def record_parts(data: bytes, bufs: Sequence[memoryview]) -> List[Any]:
     return parts
 
 
-def _array_from(buf: Any, dtype: np.dtype, shape: Tuple[int, ...], order: str) -> npt.NDArray[Any]:
+def _array_from(buf: Any, dtype: np.dtype[Any], shape: Tuple[int, ...], order: str) -> npt.NDArray[Any]:
     """An array of dtype, shape and order over buf's memory: how a message
     written through Channel.loan_array unpickles."""
     return np.frombuffer(buf, dtype=dtype).reshape(shape, order=order)  # type: ignore[call-overload,no-any-return]
@@ -130,7 +130,7 @@ class _ArrayHead:
     """Pickles as _array_from over one out-of-band buffer: the pickle of an
     array whose data is written later, in place."""
 
-    def __init__(self, dtype: np.dtype, shape: Tuple[int, ...], order: str) -> None:
+    def __init__(self, dtype: np.dtype[Any], shape: Tuple[int, ...], order: str) -> None:
         self.args = (dtype, shape, order)
 
     def __reduce_ex__(self, protocol: Any) -> Any:
@@ -145,7 +145,7 @@ class _Span:
         self.nbytes = nbytes
 
 
-def array_head(shape: Tuple[int, ...], dtype: np.dtype, order: str) -> Tuple[bytes, int]:
+def array_head(shape: Tuple[int, ...], dtype: np.dtype[Any], order: str) -> Tuple[bytes, int]:
     """The first bytes of an object record holding one array (everything
     before the array's data, which starts at a multiple of 64) and the
     data's length.  ``recv()`` returns such a message as an equal array."""

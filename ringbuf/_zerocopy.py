@@ -284,11 +284,11 @@ class ObjectView(_Hold):
 
 # (shape, dtype, order) as given -> what _array_layout returns: a loop that
 # loans arrays of one kind pickles their header once (it costs about 6 us).
-_layouts: Dict[Any, Tuple[Tuple[int, ...], np.dtype, bytes, int]] = {}
+_layouts: Dict[Any, Tuple[Tuple[int, ...], np.dtype[Any], bytes, int]] = {}
 _LAYOUTS_KEPT = 64
 
 
-def _array_layout(shape: Any, dtype: Any, order: str) -> Tuple[Tuple[int, ...], np.dtype, bytes, int]:
+def _array_layout(shape: Any, dtype: Any, order: str) -> Tuple[Tuple[int, ...], np.dtype[Any], bytes, int]:
     """(shape, dtype, record head, data bytes) of a loaned array, checked."""
     key = (shape, dtype, order)
     try:
@@ -306,7 +306,7 @@ def _array_layout(shape: Any, dtype: Any, order: str) -> Tuple[Tuple[int, ...], 
     return layout
 
 
-def check_array(shape: Any, dtype: Any, order: str) -> Tuple[Tuple[int, ...], np.dtype]:
+def check_array(shape: Any, dtype: Any, order: str) -> Tuple[Tuple[int, ...], np.dtype[Any]]:
     """(shape as a tuple, dtype) for loan_array, or a clear error."""
     if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
         shape = (int(shape),)
