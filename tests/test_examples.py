@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
@@ -54,3 +56,14 @@ def test_the_asyncio_front_end_gets_every_answer_and_is_held_back_by_the_bound()
         "answers: True (50 requests, 2 worker processes)",
         "requests waiting for a worker never exceeded the bound of 8: True",
     ]
+
+
+def test_frames_go_through_loans_and_views_in_order():
+    lines = run("frames.py")
+    assert lines[0] == "frames: 200 in order: True"
+    rng = np.random.default_rng(0)
+    scene = rng.integers(0, 256, size=(480, 640, 3), dtype=np.uint8)
+    assert lines[1] == f"dark pixels counted: {int((scene[1:] < 16).sum()) * 200}"
+    assert lines[2] == "loans 200, views 200, still held: 0"
+    peak = int(re.fullmatch(r"most frames in the ring at once: (\d) \(capacity 4\)", lines[3]).group(1))
+    assert 1 <= peak <= 4
