@@ -145,13 +145,16 @@ static pthread_mutex_t handles_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct rb_chan *handles;
 static int64_t now_ns(void);
 
+/* A handle's tag (L4): random, in [1, RB_TAG_LIMIT). */
 static uint64_t new_tag(void)
 {
     uint64_t t = 0;
 
-    while (t == 0)
+    while (t == 0) {
         if (getrandom(&t, sizeof t, 0) != (ssize_t)sizeof t)
             t = (uint64_t)now_ns() * 0x9e3779b97f4a7c15ULL ^ (uint64_t)self_pid;
+        t %= RB_TAG_LIMIT;
+    }
     return t;
 }
 
@@ -190,6 +193,7 @@ static void fork_child(void)
             ch->own_fd = 0;  /* no holds here, and no judging others' (L6) */
         if (nfd >= 0)
             close(nfd);
+        ch->live = 0;  /* the new description holds no lock yet */
         ch->tag = new_tag();
     }
     pthread_mutex_unlock(&handles_lock);
@@ -1541,20 +1545,37 @@ static void advance(struct rb_chan *ch, struct pos *p)
     }
 }
 
-/* The liveness lock of hold i (L4): take or drop it on this handle's file. */
-static int liveness(struct rb_chan *ch, int i, short type)
+/* L4: make sure this handle holds its liveness lock, the byte named by its
+ * tag.  Taken once, at the first hold, and kept until the handle's file is
+ * closed (or, in a fork child, replaced).  Another description holding that
+ * byte can only be a handle that drew the same tag: this handle has never
+ * held anything under its tag yet, so it draws another. */
+static int be_live(struct rb_chan *ch)
 {
-    struct flock fl = { .l_type = type, .l_whence = SEEK_SET, .l_start = RB_LIVENESS_OFF + i, .l_len = 1 };
+    for (int tries = 0; !ch->live; tries++) {
+        struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET,
+                            .l_start = RB_LIVENESS_OFF + (off_t)ch->tag, .l_len = 1 };
 
-    return fcntl(ch->fd, F_OFD_SETLK, &fl) == 0 ? RB_OK : RB_ESYS;
+        if (fcntl(ch->fd, F_OFD_SETLK, &fl) == 0)
+            ch->live = 1;
+        else if ((errno == EAGAIN || errno == EACCES) && tries < 8)
+            ch->tag = new_tag();
+        else
+            return RB_ESYS;
+    }
+    return RB_OK;
 }
 
-/* L6: does hold i's owner (another handle) still live?  When the kernel
- * cannot tell, it is taken to live. */
-static int holder_alive(struct rb_chan *ch, int i)
+/* L6: does the handle whose tag is `owner` (another handle's) still live?
+ * An owner outside [1, RB_TAG_LIMIT) names no handle (the field was
+ * scribbled on): dead.  When the kernel cannot tell, it is taken to live. */
+static int holder_alive(struct rb_chan *ch, uint64_t owner)
 {
-    struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = RB_LIVENESS_OFF + i, .l_len = 1 };
+    struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_len = 1 };
 
+    if (owner == 0 || owner >= RB_TAG_LIMIT)
+        return 0;
+    fl.l_start = RB_LIVENESS_OFF + (off_t)owner;
     if (fcntl(ch->fd, F_OFD_GETLK, &fl) != 0)
         return 1;
     return fl.l_type != F_UNLCK;
@@ -1569,16 +1590,13 @@ static int free_hold(struct rb_hdr *h)
     return -1;
 }
 
-/* L4, lock held: free hold i, the commit of its end; its liveness lock too
- * if it is this handle's.  Returns whether every hold was taken before, in
- * which case both sides are to be woken. */
+/* L4, lock held: free hold i, the commit of its end.  Returns whether every
+ * hold was taken before, in which case both sides are to be woken. */
 static int release_hold(struct rb_chan *ch, int i)
 {
     struct rb_hdr *h = ch->hdr;
     int was_full = free_hold(h) < 0;
 
-    if (LOAD(h->holds[i].owner) == ch->tag)
-        liveness(ch, i, F_UNLCK);
     STORE(h->holds[i].owner, 0);
     if (was_full)
         INC(h->hold_futex);
@@ -1698,7 +1716,7 @@ static int reclaim(struct rb_chan *ch)
     for (int i = 0; i < RB_HOLDS; i++) {
         uint64_t owner = LOAD(h->holds[i].owner);
 
-        if (owner == 0 || owner == ch->tag || holder_alive(ch, i))
+        if (owner == 0 || owner == ch->tag || holder_alive(ch, owner))
             continue;
         if (LOAD(h->holds[i].kind) == RB_HOLD_VOID) {
             release_hold(ch, i);
@@ -1743,29 +1761,22 @@ static int wait_for_hold(struct rb_chan *ch, uint32_t *wake, int64_t deadline)
 }
 
 /* Take a free hold for this handle (lock held), its liveness lock first
- * (L4).  Returns its index, -1 if none is free, or -RB_ESYS - 1.  A free
- * hold whose byte is still locked (which L4 and L6 rule out, but a kernel
- * may keep a dying owner's lock a moment) is passed over. */
+ * (L4).  Returns its index, -1 if none is free, or -RB_ESYS - 1. */
 static int take_hold(struct rb_chan *ch, uint64_t pos, uint64_t bytes, uint32_t kind)
 {
     struct rb_hdr *h = ch->hdr;
+    int i = free_hold(h);
 
-    for (int i = 0; i < RB_HOLDS; i++) {
-        if (LOAD(h->holds[i].owner) != 0)
-            continue;
-        if (liveness(ch, i, F_WRLCK) != RB_OK) {
-            if (errno == EAGAIN || errno == EACCES)
-                continue;
-            return -RB_ESYS - 1;
-        }
-        STORE(h->holds[i].pos, pos);
-        STORE(h->holds[i].bytes, bytes);
-        STORE(h->holds[i].pid, self_pid);
-        STORE(h->holds[i].kind, kind);
-        STORE(h->holds[i].owner, ch->tag);
-        return i;
-    }
-    return -1;
+    if (i < 0)
+        return -1;
+    if (be_live(ch) != RB_OK)
+        return -RB_ESYS - 1;
+    STORE(h->holds[i].pos, pos);
+    STORE(h->holds[i].bytes, bytes);
+    STORE(h->holds[i].pid, self_pid);
+    STORE(h->holds[i].kind, kind);
+    STORE(h->holds[i].owner, ch->tag);
+    return i;
 }
 
 static int can_hold(const struct rb_chan *ch)
@@ -2854,6 +2865,7 @@ static struct rb_chan *new_handle(struct rb_hdr *h, size_t map_len, uint64_t cap
         ch->mirrored = mirrored;
         ch->fd = fd;
         ch->own_fd = 1;
+        ch->live = 0;
         ch->tag = new_tag();
         pthread_mutex_lock(&handles_lock);
         ch->next = handles;
@@ -3008,7 +3020,7 @@ void rb_detach(struct rb_chan *ch)
             break;
         }
     pthread_mutex_unlock(&handles_lock);
-    close(ch->fd);  /* drops this handle's liveness locks, if any were left */
+    close(ch->fd);  /* drops this handle's liveness lock, if it took it */
     munmap(ch->hdr, ch->map_len);
     free(ch);
 }

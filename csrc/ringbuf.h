@@ -40,8 +40,11 @@
 #define RB_REC_SKIP       (1ULL << 62)  /* an aborted loan */
 #define RB_REC_FLAGS      (RB_REC_LENT | RB_REC_SKIP)
 /* The bytes of the segment's file whose locks say a hold's owner lives (L4):
- * far past its end, where no data is. */
+ * far past its end, where no data is.  A handle's byte is
+ * RB_LIVENESS_OFF + its tag, and a tag is below RB_TAG_LIMIT, so that the
+ * offset fits an off_t. */
 #define RB_LIVENESS_OFF   (1LL << 60)
+#define RB_TAG_LIMIT      (1ULL << 59)
 
 /* The parked waiters of one process on one side (see W1-W3 below).  `word`
  * is the whole truth about them, changed only by single atomic operations:
@@ -62,13 +65,13 @@ struct rb_waiter {
 
 /* One loan or view (L4), changed only under the lock.  A hold whose owner
  * is 0 is free.  Its owner is alive while it holds the byte
- * RB_LIVENESS_OFF + index of the segment's file with an open-file-description
+ * RB_LIVENESS_OFF + owner of the segment's file with an open-file-description
  * lock (fcntl F_OFD_SETLK), which the kernel drops when the process dies. */
 struct rb_hold {
     uint64_t pos;               /* where its record starts: a byte position
                                  * like sendpos, not an offset */
     uint64_t bytes;             /* its record's ring bytes, header included */
-    uint64_t owner;             /* the holder handle's random tag; 0: free */
+    uint64_t owner;             /* the holder handle's tag; 0: free */
     int32_t pid;                /* the holder's pid, for observers */
     uint32_t kind;              /* RB_HOLD_LOAN, RB_HOLD_VIEW, or RB_HOLD_VOID
                                  * (its owner died before it held anything) */
@@ -235,11 +238,13 @@ struct rb_hold {
  *       is the common path: there resvpos == sendpos and freepos == recvpos,
  *       and send and receive keep them so with one store each on their own
  *       line.
- *   L4  A hold (loan or view) is taken under the lock: its liveness lock
- *       first, then its fields, owner last, then the commit store of what it
- *       holds (resvpos for a loan, recvpos for a view).  It is ended under the
- *       lock: its record first (a loan's length word), then its liveness lock
- *       dropped, then owner set to 0, the end's commit.  recover() voids a
+ *   L4  A hold (loan or view) is taken under the lock: its owner's liveness
+ *       lock first (a handle takes the lock on its byte at its first hold
+ *       and keeps it while it is open, so a hold costs no system call), then
+ *       its fields, owner last, then the commit store of what it holds
+ *       (resvpos for a loan, recvpos for a view).  It is ended under the
+ *       lock: its record first (a loan's length word), then owner set to 0,
+ *       the end's commit.  recover() voids a
  *       hold whose commit store never happened; L6 frees it.  At most
  *       RB_HOLDS are out at once.  A caller that finds none free reads
  *       hold_futex under the lock and sleeps on it (W8's re-check included),
@@ -257,9 +262,11 @@ struct rb_hold {
  *       drains, what is behind it waits, which receivers draining the queue
  *       always resolve.
  *   L6  Reclaim.  Whoever waits for room or data while holds are out (and
- *       each W8 re-check), and every rb_stats, tests the liveness lock of the
- *       holds of other handles (fcntl F_OFD_GETLK: a lock cannot outlive its
- *       process, and no pid is compared, so pid reuse cannot fool it).  A
+ *       each W8 re-check), and every rb_stats, tests the liveness locks of
+ *       the owners of other handles' holds (fcntl F_OFD_GETLK: a lock cannot
+ *       outlive its process, and no pid is compared, so pid reuse cannot
+ *       fool it; an owner outside [1, RB_TAG_LIMIT) names no handle and
+ *       counts as dead).  A
  *       void hold is freed.  A dead loan is aborted (its record marked
  *       RB_REC_SKIP, or its room given back if it was the last reserved).  A dead view's receive never completed: its
  *       record is queued again at resvpos (behind any loans), without
@@ -406,12 +413,15 @@ struct rb_chan {
     int mirrored;               /* the ring is mapped twice, back to back, so
                                  * that a record is contiguous in memory even
                                  * where it wraps: what loans and views need */
-    int fd;                     /* the segment's file, for the liveness locks
-                                 * of this handle's holds (L4) */
+    int fd;                     /* the segment's file, for this handle's
+                                 * liveness lock (L4) */
     int own_fd;                 /* fd's lock description is this process's
                                  * alone (a fork child that could not open
                                  * its own neither holds nor reclaims) */
-    uint64_t tag;               /* names this handle's holds; random, renewed
+    int live;                   /* this handle holds its liveness lock: taken
+                                 * at its first hold, kept while fd is open */
+    uint64_t tag;               /* names this handle's holds and its liveness
+                                 * byte; random, in [1, RB_TAG_LIMIT), renewed
                                  * in a fork child along with fd's lock
                                  * description */
     struct rb_chan *next;       /* every handle of the process, for fork */

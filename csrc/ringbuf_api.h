@@ -15,7 +15,7 @@
 
 #include <stdint.h>
 
-#define RB_LAYOUT_VERSION 4
+#define RB_LAYOUT_VERSION 5
 #define RB_DATA_OFF       4096  /* the ring starts page-aligned after the header */
 #define RB_MIN_SIZE       64ULL
 #define RB_MAX_SIZE       (1ULL << 40)

@@ -27,10 +27,11 @@ from another process.
 
 from __future__ import annotations
 
+import io
 import math
 import pickle
 import struct
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 import numpy.typing as npt
@@ -214,11 +215,80 @@ def decode_record(view: Any, owned: bool) -> Any:
 
 
 def decode_view(view: Any) -> Any:
-    """Unpickle an object record in place: its out-of-band buffers become
-    views of ``view`` (read-only if it is)."""
+    """Unpickle one message in place: an object record's out-of-band
+    buffers become views of ``view`` (read-only if it is)."""
     mv = memoryview(view).cast("B")
-    pstart, plen, spans = _layout(mv, len(mv))
-    return pickle.loads(mv[pstart:pstart + plen], buffers=[mv[o:o + n] for o, n in spans])
+    if not is_record(mv):
+        return _loads(mv)
+    total = len(mv)
+    known = _one_array(mv, total)
+    if known is not None:
+        dtype, count, start, shape, order = known
+        return np.frombuffer(mv, dtype, count, start).reshape(shape, order=order)  # type: ignore[call-overload]
+    pstart, plen, spans = _layout(mv, total)
+    found = _Globals(mv[pstart:pstart + plen], buffers=[mv[o:o + n] for o, n in spans])
+    obj = found.load()
+    _learn(mv, total, spans, obj, found.seen)
+    return obj
+
+
+# Records that hold one array and nothing more (every message of a
+# loan_array loop, or of ``send(array)``), by their bytes up to the array's
+# data: (dtype, count, data offset, shape, order).  decode_view takes such a
+# record apart without unpickling it: equal bytes unpickle alike, as long as
+# the pickle calls nothing but numpy's own array and dtype rebuilders (the
+# globals it names are checked when a record is learnt).
+_arrays: Dict[bytes, Tuple[np.dtype[Any], int, int, Tuple[int, ...], str]] = {}
+_ARRAYS_KEPT = 64
+_HEAD_MAX = 4096  # longer heads are not looked up
+_ARRAY_GLOBALS = frozenset({
+    ("numpy", "dtype"), ("numpy._core.numeric", "_frombuffer"), ("numpy.core.numeric", "_frombuffer"),
+    (__name__, "_array_from"),
+})
+
+
+class _Globals(pickle.Unpickler):
+    """An unpickler that notes the globals a pickle names."""
+
+    def __init__(self, data: Any, buffers: List[Any]) -> None:
+        super().__init__(io.BytesIO(data), buffers=buffers)
+        self.seen: Set[Tuple[str, str]] = set()
+
+    def find_class(self, module: str, name: str) -> Any:
+        self.seen.add((module, name))
+        return super().find_class(module, name)
+
+
+def _one_array(mv: memoryview, total: int) -> Optional[Tuple[np.dtype[Any], int, int, Tuple[int, ...], str]]:
+    """How a record learnt by _learn decodes, if ``mv`` is one."""
+    if total < _HEAD.size + _ENTRY.size or _HEAD.unpack_from(mv)[1] != 1:
+        return None
+    start, n = _ENTRY.unpack_from(mv, _HEAD.size)
+    if start > _HEAD_MAX or start + n != total:
+        return None
+    return _arrays.get(mv[:start].tobytes())
+
+
+def _learn(mv: memoryview, total: int, spans: List[Tuple[int, int]], obj: Any, seen: Set[Tuple[str, str]]) -> None:
+    """Keep the record in ``mv`` for _one_array if it decoded to one
+    contiguous array over the whole of its one buffer, the rest of the
+    record, through numpy's rebuilders alone."""
+    if type(obj) is not np.ndarray or len(spans) != 1 or not seen <= _ARRAY_GLOBALS:
+        return
+    start, n = spans[0]
+    if start > _HEAD_MAX or start + n != total or n == 0 or obj.nbytes != n:
+        return
+    if obj.flags.c_contiguous:
+        order = "C"
+    elif obj.flags.f_contiguous:
+        order = "F"
+    else:
+        return
+    if obj.ctypes.data != np.frombuffer(mv, np.uint8, 1, start).ctypes.data:
+        return
+    if len(_arrays) >= _ARRAYS_KEPT:
+        _arrays.clear()
+    _arrays[mv[:start].tobytes()] = (obj.dtype, obj.size, start, obj.shape, order)
 
 
 class ArrayInto:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import mmap
 import os
 import time
 from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Tuple, TypeVar
@@ -51,6 +52,7 @@ _ESYS = lib.RB_ESYS
 _ECHANGED = lib.RB_ECHANGED
 _ERECOVERED = lib.RB_ERECOVERED
 _EINTR = lib.RB_EINTR
+_EINVAL = lib.RB_EINVAL
 _ECLOSED = lib.RB_ECLOSED
 _ENOSYS = lib.RB_ENOSYS
 _EREADY = lib.RB_EREADY
@@ -178,7 +180,7 @@ class Handle:
     WARNING) and makes the call again.
     """
 
-    __slots__ = ("_ch", "name", "capacity", "size", "max_message")
+    __slots__ = ("_ch", "name", "capacity", "size", "max_message", "_ring")
 
     def __init__(self, ch: Any, name: str) -> None:
         self._ch = ffi.gc(ch, lib.rb_detach)
@@ -187,6 +189,7 @@ class Handle:
         self.capacity: int = st.dataqsiz
         self.size: int = st.size
         self.max_message: int = lib.rb_max_message(self._ch)
+        self._ring: Any = None  # the ring's first byte, for loans and views
 
     @classmethod
     def create(cls, name: str, capacity: int, size: int, mode: int = 0o600) -> "Handle":
@@ -439,24 +442,22 @@ class Handle:
 
     # -- loans and views (L1..L7 in csrc/ringbuf.h) --------------------------
 
-    def can_hold(self) -> bool:
-        """Whether loans and views can be had on this channel."""
-        return bool(lib.rb_ring(self._ch) != ffi.NULL)
-
     def loan_begin(self, nbytes: int, deadline: int) -> Tuple[int, Any]:
         """Wait for room for nbytes and reserve it: (hold number, a cffi
         buffer over the reserved bytes, to write in place)."""
         hold, off = ffi.new("uint32_t *"), ffi.new("uint64_t *")
         rc = lib.rb_loan_begin(self._ch, nbytes, deadline, hold, off)
         while rc != _OK:
+            if rc == _EINVAL:
+                self._cannot_hold()
             self._failed(rc, nbytes=nbytes, limit=self.max_message)
             rc = lib.rb_loan_begin(self._ch, nbytes, deadline, hold, off)
-        return int(hold[0]), self._ring_buffer(int(off[0]), nbytes)
+        return hold[0], ffi.buffer(self._ring_base() + off[0], nbytes)
 
     def loan_end(self, hold: int, publish: bool) -> None:
         """Publish or abort this handle's loan.  Raises Closed (the loan
         aborted) if it was to be published on a channel closed meanwhile."""
-        self._call(lib.rb_loan_end, hold, int(publish))
+        self._call(lib.rb_loan_end, hold, publish)
 
     def view_begin(self, deadline: int) -> Tuple[int, Any]:
         """Wait for a message and take it in place: (hold number, a cffi
@@ -464,16 +465,29 @@ class Handle:
         hold, off = ffi.new("uint32_t *"), ffi.new("uint64_t *")
         n = lib.rb_view_begin(self._ch, deadline, hold, off)
         while n < 0:
+            if n == -_EINVAL:
+                self._cannot_hold()
             self._failed(-n)
             n = lib.rb_view_begin(self._ch, deadline, hold, off)
-        return int(hold[0]), self._ring_buffer(int(off[0]), n)
+        return hold[0], ffi.buffer(self._ring_base() + off[0], n)
 
     def view_end(self, hold: int) -> None:
         """Free the room of this handle's view."""
         self._call(lib.rb_view_end, hold)
 
-    def _ring_buffer(self, off: int, n: int) -> Any:
-        return ffi.buffer(ffi.cast("char *", lib.rb_ring(self._ch)) + off, n)
+    def _ring_base(self) -> Any:
+        """The ring's first byte, once a hold says it can be lent."""
+        ring = self._ring
+        if ring is None:
+            ring = self._ring = ffi.cast("char *", lib.rb_ring(self._ch))
+        return ring
+
+    def _cannot_hold(self) -> NoReturn:
+        reason = ("an unbuffered channel holds no room to lend" if self.capacity == 0
+                  else f"its size ({self.size} bytes) is not a multiple of the page size"
+                  if self.size % mmap.PAGESIZE else "this process cannot (a fork child that could not open the "
+                  "segment again, or a ring that could not be mapped twice)")
+        raise ValueError(f"channel {self.name!r} cannot lend or lend out its ring: {reason}")
 
     def holds(self) -> List[Tuple[str, int, int]]:
         """(kind, pid, ring bytes) of each loan ("loan") and view ("view")

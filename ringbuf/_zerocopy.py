@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import math
 import os
-import pickle
 import threading
 import weakref
 from typing import Any, Dict, Optional, Tuple
@@ -42,91 +41,26 @@ from ringbuf._lowlevel import HOLDS, Handle, retrying
 
 # This process's pid, kept current across fork (os.getpid is a system call).
 _pid = [os.getpid()]
-os.register_at_fork(after_in_child=lambda: _pid.__setitem__(0, os.getpid()))
 
 
 class _Tally(threading.local):
-    """Per thread: how many holds it has out on each handle,
-    counting those whose block ended while something made from them lives
-    on.  A fork child starts afresh: its parent's holds are not its own."""
+    """Per thread: how many holds it has out on each handle, counting those
+    whose block ended while something made from them lives on."""
 
     def __init__(self) -> None:
-        self.pid = _pid[0]
         self.count: Dict[Handle, int] = {}
-
-    def mine(self) -> Dict[Handle, int]:
-        if self.pid != _pid[0]:
-            self.pid, self.count = _pid[0], {}
-        return self.count
 
 
 _tally = _Tally()
 
 
-class _End:
-    """How a hold ends, shared by the block's exit and the exporter's
-    finalizer: whichever comes second does it, under `lock`.  ``tally`` is
-    the taking thread's count, which the end decrements wherever it runs."""
-
-    __slots__ = ("h", "hold", "loan", "lock", "gone", "armed", "tally", "pid")
-
-    def __init__(self, h: Handle, hold: int, loan: bool, tally: Dict[Handle, int]) -> None:
-        self.h, self.hold, self.loan, self.tally, self.pid = h, hold, loan, tally, _pid[0]
-        self.lock = threading.Lock()
-        self.gone = False     # the exporter died
-        self.armed = False    # the block ended: the exporter's death ends the hold
-
-    def finalize(self) -> None:
-        """The exporter died (weakref.finalize): end now if the block has."""
-        with self.lock:
-            self.gone = True
-            if not self.armed:
-                return
-        self.run()
-
-    def run(self) -> None:
-        if self.pid != _pid[0]:
-            return  # a fork child's copy: the hold is its parent's
-        try:
-            if self.loan:
-                self.h.loan_end(self.hold, False)
-            else:
-                self.h.view_end(self.hold)
-        except errors.RingbufError:
-            pass  # in a finalizer: nobody to tell; the channel's own calls report a damaged one
-        finally:
-            self.ended()
-
-    def ended(self) -> None:
-        _leave(self.tally, self.h)
-
-    def block_ended(self) -> bool:
-        """The block ended.  Returns True if the exporter is gone (then the
-        caller ends the hold itself, and sees its errors), False if it lives
-        on: its finalizer will end the hold then, a loan by aborting it."""
-        with self.lock:
-            if self.gone:
-                return True
-            self.armed = True
-            return False
+def _forked() -> None:
+    # In a fork child, in its one thread: the parent's holds are not its own.
+    _pid[0] = os.getpid()
+    _tally.count = {}
 
 
-def _enter(h: Handle, kind: str) -> Dict[Handle, int]:
-    if not h.can_hold():
-        raise ValueError(
-            f"channel {h.name!r} cannot lend or lend out its ring: "
-            + ("an unbuffered channel holds no room to lend" if h.capacity == 0
-               else f"its size ({h.size} bytes) is not a multiple of the page size")
-        )
-    tally = _tally.mine()
-    n = tally.get(h, 0)
-    if n >= HOLDS:
-        raise RuntimeError(
-            f"this thread already holds {n} loans and views of channel {h.name!r} (counting views kept alive "
-            f"by arrays made from them), the most a channel has; another {kind} would wait for this thread itself"
-        )
-    tally[h] = n + 1
-    return tally
+os.register_at_fork(after_in_child=_forked)
 
 
 def _leave(tally: Dict[Handle, int], h: Handle) -> None:
@@ -137,64 +71,96 @@ def _leave(tally: Dict[Handle, int], h: Handle) -> None:
         tally.pop(h, None)
 
 
-class _Hold:
-    """The context manager behind the four calls: begin on entry, end on exit."""
+def _late_end(h: Handle, hold: int, loan: bool, tally: Dict[Handle, int], pid: int) -> None:
+    """weakref.finalize's callback: the last object made from a hold whose
+    block has ended is gone.  End the hold then (a loan is aborted)."""
+    if pid != _pid[0]:
+        return  # a fork child's copy of the object: the hold is its parent's
+    try:
+        if loan:
+            h.loan_end(hold, False)
+        else:
+            h.view_end(hold)
+    except errors.RingbufError:
+        pass  # in a finalizer: nobody to tell; the channel's own calls report a damaged one
+    finally:
+        _leave(tally, h)
 
-    __slots__ = ("_h", "_deadline", "_end", "_exporter", "_given", "_used")
+
+class _Hold:
+    """The context manager behind the four calls: begin on entry, end on exit.
+
+    What the caller is given is built on the cffi buffer of the hold (the
+    exporter), and only a weak reference to it is kept here: every object
+    made from the hold's memory keeps it alive, so at the end of the block,
+    once the given object is dropped, the exporter is gone exactly when
+    nothing made from the memory is left."""
+
+    __slots__ = ("_h", "_deadline", "_hold", "_ref", "_given", "_tally")
+    _LOAN = True
 
     def __init__(self, h: Handle, deadline: int) -> None:
         self._h = h
         self._deadline = deadline
-        self._end: Optional[_End] = None
-        self._exporter: Any = None
+        self._hold = -1
+        self._ref: Any = None
         self._given: Any = None
-        self._used = False
+        self._tally: Optional[Dict[Handle, int]] = None
 
-    def _begin(self, loan: bool, nbytes: int) -> Any:
-        if self._used:
+    def _begin(self, nbytes: int) -> Any:
+        """Count the hold against this thread, take it, return its exporter."""
+        if self._tally is not None:
             raise RuntimeError("a loan or view can be entered only once")
-        self._used = True
-        tally = _enter(self._h, "loan" if loan else "view")
+        h = self._h
+        tally = self._tally = _tally.count
+        n = tally.get(h, 0)
+        if n >= HOLDS:
+            kind = "loan" if self._LOAN else "view"
+            raise RuntimeError(
+                f"this thread already holds {n} loans and views of channel {h.name!r} (counting views kept alive "
+                f"by arrays made from them), the most a channel has; another {kind} would wait for this thread itself"
+            )
+        tally[h] = n + 1
         try:
-            if loan:
-                hold, exporter = retrying(self._h.loan_begin, nbytes, self._deadline)
+            if self._LOAN:
+                self._hold, exporter = retrying(h.loan_begin, nbytes, self._deadline)
             else:
-                hold, exporter = retrying(self._h.view_begin, self._deadline)
+                self._hold, exporter = retrying(h.view_begin, self._deadline)
         except BaseException:
-            _leave(tally, self._h)
+            _leave(tally, h)
             raise
-        self._end = _End(self._h, hold, loan, tally)
-        weakref.finalize(exporter, self._end.finalize)
-        self._exporter = exporter
+        self._ref = weakref.ref(exporter)
         return exporter
 
-    def _finish(self, publish: bool) -> bool:
-        """Release what was given, drop the exporter, and end the hold if
-        nothing else keeps it.  Returns whether it was ended here."""
-        end = self._end
-        assert end is not None
-        given, self._given = self._given, None
-        if isinstance(given, memoryview):
-            try:
-                given.release()
-            except BufferError:
-                pass  # exports of it live on: they keep the exporter, seen below
-        elif isinstance(given, np.ndarray) and end.loan:
-            # The caller's name for the array outlives the block: empty it in
-            # place so that it no longer reaches into the ring.
-            given.__setstate__((1, (0,), given.dtype, False, b""))  # type: ignore[arg-type]
-        del given
-        self._exporter = None
-        if not end.block_ended():
+    def _end(self, publish: bool) -> bool:
+        """The block ended and what it gave was dropped.  End the hold now if
+        nothing made from its memory is left, and return True; otherwise
+        leave it to end (a loan aborted) when the last such thing is gone,
+        and return False."""
+        h, tally = self._h, self._tally
+        assert tally is not None
+        exporter = self._ref()
+        self._ref = None
+        if exporter is not None:
+            weakref.finalize(exporter, _late_end, h, self._hold, self._LOAN, tally, _pid[0])
             return False
         try:
-            if end.loan:
-                self._h.loan_end(end.hold, publish)
+            if self._LOAN:
+                h.loan_end(self._hold, publish)
             else:
-                self._h.view_end(end.hold)
+                h.view_end(self._hold)
         finally:
-            end.ended()
+            _leave(tally, h)
         return True
+
+    def _release_given(self) -> None:
+        """Release the memoryview given to the caller (ValueError if used
+        after the block); exports of it that live on keep the exporter."""
+        given, self._given = self._given, None
+        try:
+            given.release()
+        except BufferError:
+            pass
 
 
 class Loan(_Hold):
@@ -207,11 +173,12 @@ class Loan(_Hold):
         self._nbytes = nbytes
 
     def __enter__(self) -> memoryview:
-        self._given = memoryview(self._begin(True, self._nbytes))
-        return self._given  # type: ignore[no-any-return]
+        buf = self._given = memoryview(self._begin(self._nbytes))
+        return buf
 
     def __exit__(self, et: Any, ev: Any, tb: Any) -> None:
-        if not self._finish(et is None) and et is None:
+        self._release_given()
+        if not self._end(et is None) and et is None:
             raise BufferError(
                 f"a loan of channel {self._h.name!r} ended while something made from its memory still exists "
                 "(a slice, an array): it was not sent, and its room is freed once that is gone"
@@ -221,12 +188,13 @@ class Loan(_Hold):
 class ArrayLoan(_Hold):
     """``with ch.loan_array(shape, dtype) as arr:`` (see Channel.loan_array)."""
 
-    __slots__ = ("_shape", "_dtype", "_order", "_head")
+    __slots__ = ("_shape", "_dtype", "_order", "_head", "_count")
 
     def __init__(self, h: Handle, shape: Any, dtype: Any, order: str, deadline: int) -> None:
         super().__init__(h, deadline)
         self._shape, self._dtype, self._head, nbytes = _array_layout(shape, dtype, order)
         self._order = order
+        self._count = math.prod(self._shape)
         total = len(self._head) + nbytes
         if total > h.max_message:
             raise errors.MessageTooLarge(
@@ -235,16 +203,23 @@ class ArrayLoan(_Hold):
             )
 
     def __enter__(self) -> npt.NDArray[Any]:
-        head = self._head
-        buf = memoryview(self._begin(True, len(head) + math.prod(self._shape) * self._dtype.itemsize))
-        buf[:len(head)] = head
-        arr = np.frombuffer(buf[len(head):], dtype=self._dtype).reshape(self._shape, order=self._order)  # type: ignore[call-overload]
-        buf.release()
-        self._given = arr
+        head, dt = self._head, self._dtype
+        exporter = self._begin(len(head) + self._count * dt.itemsize)
+        exporter[:len(head)] = head
+        # The array given is a view of `flat`, so that whatever the caller
+        # makes from it (slices, reshapes) refers to `flat`, not to it: it
+        # can then be emptied at the end without cutting them loose.
+        flat = np.frombuffer(exporter, dt, self._count, len(head))
+        arr = self._given = flat.reshape(self._shape, order=self._order)  # type: ignore[call-overload]
         return arr  # type: ignore[no-any-return]
 
     def __exit__(self, et: Any, ev: Any, tb: Any) -> None:
-        if not self._finish(et is None) and et is None:
+        # The caller's name for the array outlives the block: empty it in
+        # place so that it no longer reaches into the ring.
+        arr, self._given = self._given, None
+        arr.__setstate__((1, (0,), arr.dtype, False, b""))
+        del arr
+        if not self._end(et is None) and et is None:
             raise BufferError(
                 f"a loaned array of channel {self._h.name!r} ended while a view of it (a slice, a reshape) "
                 "still exists: it was not sent, and its room is freed once that is gone"
@@ -254,32 +229,37 @@ class ArrayLoan(_Hold):
 class BytesView(_Hold):
     """``with ch.recv_bytes_view() as view:`` (see Channel.recv_bytes_view)."""
 
+    __slots__ = ()
+    _LOAN = False
+
     def __enter__(self) -> memoryview:
-        self._given = memoryview(self._begin(False, 0)).toreadonly()
-        return self._given  # type: ignore[no-any-return]
+        view = self._given = memoryview(self._begin(0)).toreadonly()
+        return view
 
     def __exit__(self, et: Any, ev: Any, tb: Any) -> None:
-        self._finish(False)
+        self._release_given()
+        self._end(False)
 
 
 class ObjectView(_Hold):
     """``with ch.recv_view() as obj:`` (see Channel.recv_view)."""
 
+    __slots__ = ()
+    _LOAN = False
+
     def __enter__(self) -> Any:
-        view = memoryview(self._begin(False, 0)).toreadonly()
+        view = memoryview(self._begin(0)).toreadonly()
         try:
-            obj = pickle.loads(view)
-            if obj is _codec.ObjectRecord:
-                obj = _codec.decode_view(view)
+            obj = _codec.decode_view(view)
         except BaseException:
             view.release()
-            self._finish(False)
+            self._end(False)
             raise
         view.release()
         return obj
 
     def __exit__(self, et: Any, ev: Any, tb: Any) -> None:
-        self._finish(False)
+        self._end(False)
 
 
 # (shape, dtype, order) as given -> what _array_layout returns: a loop that
