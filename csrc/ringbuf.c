@@ -1784,7 +1784,7 @@ static int can_hold(const struct rb_chan *ch)
     return ch->mirrored && !ch->unbuffered && ch->own_fd;
 }
 
-int rb_loan_begin(struct rb_chan *ch, uint64_t len, int64_t deadline, uint32_t *hold, uint64_t *off)
+int64_t rb_loan_begin(struct rb_chan *ch, uint64_t len, int64_t deadline)
 {
     struct rb_hdr *h = ch->hdr;
     uint64_t need, w = len | RB_REC_LENT, pos;
@@ -1792,23 +1792,23 @@ int rb_loan_begin(struct rb_chan *ch, uint64_t len, int64_t deadline, uint32_t *
     int rc, woken, i;
 
     if (!can_hold(ch))
-        return RB_EINVAL;
+        return -RB_EINVAL;
     if (len > ch->size - RB_REC_HDR)
-        return RB_ETOOBIG;
+        return -RB_ETOOBIG;
     need = RB_REC_HDR + align8(len);
     for (;;) {
         if ((rc = lock_room(ch, need, deadline, &woken, &p)) != RB_OK)
-            return rc;
+            return -rc;
         pos = LOAD(h->sendpos) + p.lent;
         if ((i = take_hold(ch, pos, need, RB_HOLD_LOAN)) >= 0)
             break;
         if (i < -1) {
             unlock_and_pass(ch, woken && pass_baton(ch, &p));
-            return RB_ESYS;
+            return -RB_ESYS;
         }
         /* W6: a wake-up for room it leaves goes on to another sender. */
         if ((rc = wait_for_hold(ch, woken && pass_baton(ch, &p) ? &h->send_futex : NULL, deadline)) != RB_OK)
-            return rc;
+            return -rc;
     }
     ring_put(ch, p.x, &w, RB_REC_HDR);
     /* L1: the reservation's commit.  Release: pairs with recover(). */
@@ -1816,12 +1816,10 @@ int rb_loan_begin(struct rb_chan *ch, uint64_t len, int64_t deadline, uint32_t *
     STORE(h->lent_count, LOAD(h->lent_count) + 1);
     STORE(h->loans_taken, LOAD(h->loans_taken) + 1);
     set_held(ch);
-    *hold = (uint32_t)i;
-    *off = wrap(ch, p.x + RB_REC_HDR);
     p.held += need;
     p.held_msgs += 1;
     unlock_and_pass(ch, woken && pass_baton(ch, &p));
-    return RB_OK;
+    return RB_WHERE(wrap(ch, p.x + RB_REC_HDR), i);
 }
 
 /* This handle's hold i of `kind`, or -1 (lock held). */
@@ -1856,10 +1854,10 @@ int rb_loan_end(struct rb_chan *ch, uint32_t hold, int publish_it)
     return rc;
 }
 
-int64_t rb_view_begin(struct rb_chan *ch, int64_t deadline, uint32_t *hold, uint64_t *off)
+int64_t rb_view_begin(struct rb_chan *ch, int64_t deadline, uint64_t *lenp)
 {
     struct rb_hdr *h = ch->hdr;
-    uint64_t len, bytes, pos;
+    uint64_t len, bytes, pos, off;
     struct pos p;
     int rc, i, wake;
 
@@ -1888,7 +1886,7 @@ int64_t rb_view_begin(struct rb_chan *ch, int64_t deadline, uint32_t *hold, uint
     CRASH_POINT(RB_CRASH_RECV_BEFORE_COMMIT);
     __atomic_store_n(&h->recvpos, pos + bytes, __ATOMIC_RELEASE);
     CRASH_POINT(RB_CRASH_RECV_AFTER_COMMIT);
-    *off = wrap(ch, p.x + RB_REC_HDR);
+    off = wrap(ch, p.x + RB_REC_HDR);
     p.x = wrap(ch, p.x + bytes);
     p.used -= bytes;
     p.qcount -= 1;
@@ -1901,10 +1899,10 @@ int64_t rb_view_begin(struct rb_chan *ch, int64_t deadline, uint32_t *hold, uint
     p.held_msgs = LOAD(h->held_msgs);
     if (p.used == 0)
         advance(ch, &p);
-    *hold = (uint32_t)i;
     /* W5: stepping over an aborted record (L5) may have freed room. */
     unlock_and_wake(ch, (int)p.woke, owe_sender(ch, &p));
-    return (int64_t)len;
+    *lenp = len;
+    return RB_WHERE(off, i);
 }
 
 int rb_view_end(struct rb_chan *ch, uint32_t hold)

@@ -247,20 +247,23 @@ int rb_recv_at(struct rb_chan *ch, uint64_t token, uint64_t skip, void *dst, uin
  * message, written or read in place, outside the lock, between the begin
  * and the end.  Only for a ring that rb_ring() says is mapped for them
  * (RB_EINVAL otherwise: an unbuffered channel, or a size that is not a
- * multiple of the page size).  The hold is this handle's, numbered *hold;
- * the message's payload is at rb_ring(ch) + *off, contiguous even where the
- * ring wraps.  At most RB_HOLDS are out per channel; a begin that finds none
- * free waits like one that finds no room (or no message).
+ * multiple of the page size).  A begin returns where its hold is, packed as
+ * RB_WHERE(off, hold), or minus a status: the hold is this handle's, numbered
+ * hold, and the message's payload is at rb_ring(ch) + off, contiguous even
+ * where the ring wraps.  At most RB_HOLDS are out per channel; a begin that
+ * finds none free waits like one that finds no room (or no message).
  * rb_loan_begin waits for room for len bytes, as rb_send does.  rb_loan_end
  * publishes (publish != 0) or aborts it: RB_ECLOSED, aborted, if the channel
  * was closed meanwhile.  A published loan is delivered after every message
  * whose room was reserved before it, once those are published too.
- * rb_view_begin waits for a message, as rb_recv does, and returns its length
- * (or minus a status); rb_view_end frees its room, once no earlier view
- * holds room.  Either end: RB_EINVAL if the hold is not this handle's. */
-int rb_loan_begin(struct rb_chan *ch, uint64_t len, int64_t deadline, uint32_t *hold, uint64_t *off);
+ * rb_view_begin waits for a message, as rb_recv does, and stores its length
+ * in *len; rb_view_end frees its room, once no earlier view holds room.
+ * Either end: RB_EINVAL if the hold is not this handle's. */
+#define RB_HOLD_BITS      8
+#define RB_WHERE(off, hold) ((int64_t)(((uint64_t)(off) << RB_HOLD_BITS) | (hold)))
+int64_t rb_loan_begin(struct rb_chan *ch, uint64_t len, int64_t deadline);
 int rb_loan_end(struct rb_chan *ch, uint32_t hold, int publish);
-int64_t rb_view_begin(struct rb_chan *ch, int64_t deadline, uint32_t *hold, uint64_t *off);
+int64_t rb_view_begin(struct rb_chan *ch, int64_t deadline, uint64_t *len);
 int rb_view_end(struct rb_chan *ch, uint32_t hold);
 /* The ring's first byte in this process, or NULL if loans and views cannot
  * be had on this channel. */

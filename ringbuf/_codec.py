@@ -214,17 +214,21 @@ def decode_record(view: Any, owned: bool) -> Any:
     return pickle.loads(mv[pstart:pstart + plen], buffers=[mv[o:o + n] for o, n in spans])
 
 
-def decode_view(view: Any) -> Any:
-    """Unpickle one message in place: an object record's out-of-band
-    buffers become views of ``view`` (read-only if it is)."""
-    mv = memoryview(view).cast("B")
-    if not is_record(mv):
+def decode_view(mv: memoryview) -> Any:
+    """Unpickle one message in place, given as a one-dimensional memoryview
+    of bytes: an object record's out-of-band buffers become views of it
+    (read-only if it is)."""
+    if mv[:len(PREFIX)] != PREFIX:
         return _loads(mv)
     total = len(mv)
-    known = _one_array(mv, total)
-    if known is not None:
-        dtype, count, start, shape, order = known
-        return np.frombuffer(mv, dtype, count, start).reshape(shape, order=order)  # type: ignore[call-overload]
+    # A record of one array seen before (_arrays), checked inline: this runs for every view.
+    if total >= _ONE_ARRAY_MIN and _HEAD.unpack_from(mv)[1] == 1:
+        start, n = _ENTRY.unpack_from(mv, _HEAD.size)
+        if start <= _HEAD_MAX and start + n == total:
+            known = _arrays.get(mv[:start].tobytes())
+            if known is not None:
+                dtype, count, shape, order = known
+                return np.frombuffer(mv, dtype, count, start).reshape(shape, order=order)  # type: ignore[call-overload]
     pstart, plen, spans = _layout(mv, total)
     found = _Globals(mv[pstart:pstart + plen], buffers=[mv[o:o + n] for o, n in spans])
     obj = found.load()
@@ -234,12 +238,13 @@ def decode_view(view: Any) -> Any:
 
 # Records that hold one array and nothing more (every message of a
 # loan_array loop, or of ``send(array)``), by their bytes up to the array's
-# data: (dtype, count, data offset, shape, order).  decode_view takes such a
-# record apart without unpickling it: equal bytes unpickle alike, as long as
-# the pickle calls nothing but numpy's own array and dtype rebuilders (the
-# globals it names are checked when a record is learnt).
-_arrays: Dict[bytes, Tuple[np.dtype[Any], int, int, Tuple[int, ...], str]] = {}
+# data: (dtype, count, shape, order).  decode_view takes such a record apart
+# without unpickling it: equal bytes unpickle alike, as long as the pickle
+# calls nothing but numpy's own array and dtype rebuilders (the globals it
+# names are checked when a record is learnt).
+_arrays: Dict[bytes, Tuple[np.dtype[Any], int, Tuple[int, ...], str]] = {}
 _ARRAYS_KEPT = 64
+_ONE_ARRAY_MIN = _HEAD.size + _ENTRY.size
 _HEAD_MAX = 4096  # longer heads are not looked up
 _ARRAY_GLOBALS = frozenset({
     ("numpy", "dtype"), ("numpy._core.numeric", "_frombuffer"), ("numpy.core.numeric", "_frombuffer"),
@@ -259,18 +264,8 @@ class _Globals(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def _one_array(mv: memoryview, total: int) -> Optional[Tuple[np.dtype[Any], int, int, Tuple[int, ...], str]]:
-    """How a record learnt by _learn decodes, if ``mv`` is one."""
-    if total < _HEAD.size + _ENTRY.size or _HEAD.unpack_from(mv)[1] != 1:
-        return None
-    start, n = _ENTRY.unpack_from(mv, _HEAD.size)
-    if start > _HEAD_MAX or start + n != total:
-        return None
-    return _arrays.get(mv[:start].tobytes())
-
-
 def _learn(mv: memoryview, total: int, spans: List[Tuple[int, int]], obj: Any, seen: Set[Tuple[str, str]]) -> None:
-    """Keep the record in ``mv`` for _one_array if it decoded to one
+    """Keep the record in ``mv`` for decode_view if it decoded to one
     contiguous array over the whole of its one buffer, the rest of the
     record, through numpy's rebuilders alone."""
     if type(obj) is not np.ndarray or len(spans) != 1 or not seen <= _ARRAY_GLOBALS:
@@ -288,7 +283,7 @@ def _learn(mv: memoryview, total: int, spans: List[Tuple[int, int]], obj: Any, s
         return
     if len(_arrays) >= _ARRAYS_KEPT:
         _arrays.clear()
-    _arrays[mv[:start].tobytes()] = (obj.dtype, obj.size, start, obj.shape, order)
+    _arrays[mv[:start].tobytes()] = (obj.dtype, obj.size, obj.shape, order)
 
 
 class ArrayInto:

@@ -53,6 +53,8 @@ _ECHANGED = lib.RB_ECHANGED
 _ERECOVERED = lib.RB_ERECOVERED
 _EINTR = lib.RB_EINTR
 _EINVAL = lib.RB_EINVAL
+_HOLD_BITS = lib.RB_HOLD_BITS
+_HOLD_MASK = (1 << _HOLD_BITS) - 1
 _ECLOSED = lib.RB_ECLOSED
 _ENOSYS = lib.RB_ENOSYS
 _EREADY = lib.RB_EREADY
@@ -445,42 +447,48 @@ class Handle:
     def loan_begin(self, nbytes: int, deadline: int) -> Tuple[int, Any]:
         """Wait for room for nbytes and reserve it: (hold number, a cffi
         buffer over the reserved bytes, to write in place)."""
-        hold, off = ffi.new("uint32_t *"), ffi.new("uint64_t *")
-        rc = lib.rb_loan_begin(self._ch, nbytes, deadline, hold, off)
-        while rc != _OK:
-            if rc == _EINVAL:
+        where = lib.rb_loan_begin(self._ch, nbytes, deadline)
+        while where < 0:
+            if where == -_EINVAL:
                 self._cannot_hold()
-            self._failed(rc, nbytes=nbytes, limit=self.max_message)
-            rc = lib.rb_loan_begin(self._ch, nbytes, deadline, hold, off)
-        return hold[0], ffi.buffer(self._ring_base() + off[0], nbytes)
+            self._failed(-where, nbytes=nbytes, limit=self.max_message)
+            where = lib.rb_loan_begin(self._ch, nbytes, deadline)
+        ring = self._ring
+        if ring is None:
+            ring = self._ring = ffi.cast("char *", lib.rb_ring(self._ch))
+        return where & _HOLD_MASK, ffi.buffer(ring + (where >> _HOLD_BITS), nbytes)
 
     def loan_end(self, hold: int, publish: bool) -> None:
         """Publish or abort this handle's loan.  Raises Closed (the loan
         aborted) if it was to be published on a channel closed meanwhile."""
-        self._call(lib.rb_loan_end, hold, publish)
+        rc = lib.rb_loan_end(self._ch, hold, publish)
+        while rc != _OK:  # as _call, inline: this runs for every loan
+            if rc != _EINTR:
+                self._failed(rc)
+            rc = lib.rb_loan_end(self._ch, hold, publish)
 
     def view_begin(self, deadline: int) -> Tuple[int, Any]:
         """Wait for a message and take it in place: (hold number, a cffi
         buffer over its bytes)."""
-        hold, off = ffi.new("uint32_t *"), ffi.new("uint64_t *")
-        n = lib.rb_view_begin(self._ch, deadline, hold, off)
-        while n < 0:
-            if n == -_EINVAL:
+        n = ffi.new("uint64_t *")
+        where = lib.rb_view_begin(self._ch, deadline, n)
+        while where < 0:
+            if where == -_EINVAL:
                 self._cannot_hold()
-            self._failed(-n)
-            n = lib.rb_view_begin(self._ch, deadline, hold, off)
-        return hold[0], ffi.buffer(self._ring_base() + off[0], n)
-
-    def view_end(self, hold: int) -> None:
-        """Free the room of this handle's view."""
-        self._call(lib.rb_view_end, hold)
-
-    def _ring_base(self) -> Any:
-        """The ring's first byte, once a hold says it can be lent."""
+            self._failed(-where)
+            where = lib.rb_view_begin(self._ch, deadline, n)
         ring = self._ring
         if ring is None:
             ring = self._ring = ffi.cast("char *", lib.rb_ring(self._ch))
-        return ring
+        return where & _HOLD_MASK, ffi.buffer(ring + (where >> _HOLD_BITS), n[0])
+
+    def view_end(self, hold: int) -> None:
+        """Free the room of this handle's view."""
+        rc = lib.rb_view_end(self._ch, hold)
+        while rc != _OK:  # as _call, inline: this runs for every view
+            if rc != _EINTR:
+                self._failed(rc)
+            rc = lib.rb_view_end(self._ch, hold)
 
     def _cannot_hold(self) -> NoReturn:
         reason = ("an unbuffered channel holds no room to lend" if self.capacity == 0

@@ -36,7 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ringbuf import _codec, errors
-from ringbuf._lowlevel import HOLDS, Handle, retrying
+from ringbuf._lowlevel import HOLDS, Handle
 
 
 # This process's pid, kept current across fork (os.getpid is a system call).
@@ -122,10 +122,15 @@ class _Hold:
             )
         tally[h] = n + 1
         try:
-            if self._LOAN:
-                self._hold, exporter = retrying(h.loan_begin, nbytes, self._deadline)
-            else:
-                self._hold, exporter = retrying(h.view_begin, self._deadline)
+            while True:  # again after a signal handler ran (InterruptedError); what one raises propagates
+                try:
+                    if self._LOAN:
+                        self._hold, exporter = h.loan_begin(nbytes, self._deadline)
+                    else:
+                        self._hold, exporter = h.view_begin(self._deadline)
+                    break
+                except InterruptedError:
+                    pass
         except BaseException:
             _leave(tally, h)
             raise
@@ -150,7 +155,11 @@ class _Hold:
             else:
                 h.view_end(self._hold)
         finally:
-            _leave(tally, h)
+            n = tally.get(h, 1) - 1  # _leave, inline: this runs for every hold
+            if n:
+                tally[h] = n
+            else:
+                tally.pop(h, None)
         return True
 
     def _release_given(self) -> None:
@@ -188,29 +197,33 @@ class Loan(_Hold):
 class ArrayLoan(_Hold):
     """``with ch.loan_array(shape, dtype) as arr:`` (see Channel.loan_array)."""
 
-    __slots__ = ("_shape", "_dtype", "_order", "_head", "_count")
+    __slots__ = ("_layout",)
 
     def __init__(self, h: Handle, shape: Any, dtype: Any, order: str, deadline: int) -> None:
-        super().__init__(h, deadline)
-        self._shape, self._dtype, self._head, nbytes = _array_layout(shape, dtype, order)
-        self._order = order
-        self._count = math.prod(self._shape)
-        total = len(self._head) + nbytes
-        if total > h.max_message:
+        self._h, self._deadline, self._hold, self._ref, self._given, self._tally = h, deadline, -1, None, None, None
+        try:
+            layout = _layouts.get((shape, dtype, order))
+        except TypeError:  # an unhashable shape, a list say
+            layout = None
+        if layout is None:
+            layout = _array_layout(shape, dtype, order)
+        self._layout = layout
+        if layout[3] > h.max_message:
+            nbytes = layout[3] - len(layout[2])
             raise errors.MessageTooLarge(
-                f"an array of {nbytes} bytes ({total} with its header) can never fit channel {h.name!r} "
+                f"an array of {nbytes} bytes ({layout[3]} with its header) can never fit channel {h.name!r} "
                 f"(max_message_size is {h.max_message} bytes)"
             )
 
     def __enter__(self) -> npt.NDArray[Any]:
-        head, dt = self._head, self._dtype
-        exporter = self._begin(len(head) + self._count * dt.itemsize)
+        shape, dt, head, total, count, order = self._layout
+        exporter = self._begin(total)
         exporter[:len(head)] = head
         # The array given is a view of `flat`, so that whatever the caller
         # makes from it (slices, reshapes) refers to `flat`, not to it: it
         # can then be emptied at the end without cutting them loose.
-        flat = np.frombuffer(exporter, dt, self._count, len(head))
-        arr = self._given = flat.reshape(self._shape, order=self._order)  # type: ignore[call-overload]
+        flat = np.frombuffer(exporter, dt, count, len(head))
+        arr = self._given = flat.reshape(shape, order=order)  # type: ignore[call-overload]
         return arr  # type: ignore[no-any-return]
 
     def __exit__(self, et: Any, ev: Any, tb: Any) -> None:
@@ -250,13 +263,15 @@ class ObjectView(_Hold):
     def __enter__(self) -> Any:
         view = memoryview(self._begin(0)).toreadonly()
         try:
-            obj = _codec.decode_view(view)
+            return _codec.decode_view(view)
         except BaseException:
-            view.release()
+            try:
+                view.release()
+            except BufferError:
+                pass  # parts unpickled before the error still use it: they keep the hold
+            del view
             self._end(False)
             raise
-        view.release()
-        return obj
 
     def __exit__(self, et: Any, ev: Any, tb: Any) -> None:
         self._end(False)
@@ -264,23 +279,20 @@ class ObjectView(_Hold):
 
 # (shape, dtype, order) as given -> what _array_layout returns: a loop that
 # loans arrays of one kind pickles their header once (it costs about 6 us).
-_layouts: Dict[Any, Tuple[Tuple[int, ...], np.dtype[Any], bytes, int]] = {}
+_layouts: Dict[Any, Tuple[Tuple[int, ...], np.dtype[Any], bytes, int, int, str]] = {}
 _LAYOUTS_KEPT = 64
 
 
-def _array_layout(shape: Any, dtype: Any, order: str) -> Tuple[Tuple[int, ...], np.dtype[Any], bytes, int]:
-    """(shape, dtype, record head, data bytes) of a loaned array, checked."""
-    key = (shape, dtype, order)
-    try:
-        return _layouts[key]
-    except (KeyError, TypeError):  # TypeError: an unhashable shape, a list say
-        pass
+def _array_layout(shape: Any, dtype: Any, order: str) -> Tuple[Tuple[int, ...], np.dtype[Any], bytes, int, int, str]:
+    """(shape, dtype, record head, record bytes, items, order) of a loaned
+    array, checked, and kept in _layouts."""
     shape_, dt = check_array(shape, dtype, order)
-    layout = (shape_, dt) + _codec.array_head(shape_, dt, order)
+    head, nbytes = _codec.array_head(shape_, dt, order)
+    layout = (shape_, dt, head, len(head) + nbytes, math.prod(shape_), order)
     try:
         if len(_layouts) >= _LAYOUTS_KEPT:
             _layouts.clear()
-        _layouts[key] = layout
+        _layouts[(shape, dtype, order)] = layout
     except TypeError:
         pass
     return layout

@@ -231,9 +231,11 @@ def read_line(proc: subprocess.Popen, timeout: float = 10.0) -> str:
     return proc.stdout.readline().strip()
 
 
-def run_child(code: str) -> subprocess.Popen:
+def run_child(code: str, stdin: bool = False) -> subprocess.Popen:
+    """A Python child running code, its stdout a pipe (and its stdin, if asked)."""
     return subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(code)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", textwrap.dedent(code)], stdout=subprocess.PIPE, text=True,
+        stdin=subprocess.PIPE if stdin else None,
     )
 
 

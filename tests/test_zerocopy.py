@@ -105,6 +105,48 @@ def test_recv_view_gives_out_of_band_arrays_as_read_only_views_of_the_ring(make_
     ch.check()
 
 
+def test_records_of_one_array_decode_alike_the_second_time(make_channel):
+    # recv_view learns how a record of one array decodes and takes the next
+    # with the same head apart without unpickling: it must give what
+    # unpickling gives, and must not skip a rebuilder that is not numpy's.
+    from ringbuf import _codec
+
+    ch = make_channel(capacity=8, size=256 * PAGE)
+    rng = np.random.default_rng(7)
+    kinds = [
+        ("loan C", lambda i: rng.random((100, 300), dtype=np.float32), "C"),
+        ("loan F", lambda i: np.asfortranarray(rng.integers(0, 999, (50, 700), dtype=np.int16)), "F"),
+        ("send", lambda i: rng.random((90, 110)), None),
+        ("send F", lambda i: np.asfortranarray(rng.random((90, 110))), None),
+        ("send structured", lambda i: np.array([(i, i / 2)] * 5000, dtype=[("a", "<i4"), ("b", "<f8")]), None),
+    ]
+    _codec._arrays.clear()
+    for name, make, order in kinds:
+        for i in range(3):
+            arr = make(i)
+            if order is None:
+                ch.send(arr)
+            else:
+                with ch.loan_array(arr.shape, arr.dtype, order) as out:
+                    out[...] = arr
+            with ch.recv_view() as got:
+                assert type(got) is np.ndarray and not got.flags.writeable, name
+                assert (got.dtype, got.shape) == (arr.dtype, arr.shape), name
+                assert (got.flags.c_contiguous, got.flags.f_contiguous) == (arr.flags.c_contiguous,
+                                                                             arr.flags.f_contiguous), name
+                assert got.tobytes("A") == arr.tobytes("A"), name
+                del got
+        assert len(_codec._arrays) == kinds.index((name, make, order)) + 1, f"{name}: not learnt"
+    _workers.frombuffer_calls[0] = 0
+    for i in range(3):
+        ch.send(_workers.CountedArray(bytes([i]) * 65536))
+        with ch.recv_view() as got:
+            assert type(got) is np.ndarray and got[0] == i and got.nbytes == 65536
+            del got
+    assert _workers.frombuffer_calls[0] == 3
+    assert ch.stats().views == 0
+
+
 def test_recv_view_of_a_plain_object(make_channel):
     ch = make_channel(capacity=4, size=PAGE)
     ch.send({"a": [1, 2, 3]})
@@ -702,6 +744,51 @@ def test_select_takes_back_what_a_dead_holder_held(make_channel):
     ch, value = ringbuf.select_bytes((full, b"room a dead loan held"), other, timeout=10)
     assert ch is full and full.recv_bytes(timeout=0) == b"room a dead loan held"
     assert (behind.stats().loans_reclaimed, full.stats().loans_reclaimed) == (1, 1)
+
+
+def _liveness_locks(ch: ringbuf.Channel) -> int:
+    """The type of a lock found on the bytes where handles keep their
+    liveness locks (fcntl.F_UNLCK if there is none)."""
+    import fcntl
+
+    fd = os.open(f"/dev/shm/{ch.name}", os.O_RDWR)
+    try:
+        flock = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, 1 << 60, 1 << 60, 0)
+        return struct.unpack("hhqqi4x", fcntl.fcntl(fd, fcntl.F_OFD_GETLK, flock))[0]
+    finally:
+        os.close(fd)
+
+
+def test_a_handle_keeps_its_liveness_lock_between_holds_until_it_dies(make_channel):
+    # One lock per handle, taken at its first hold and kept, not one
+    # taken and dropped (two system calls) per hold; its process's death
+    # drops it, which is what tells the others (L4, L6).
+    import fcntl
+
+    ch = make_channel(capacity=8, size=PAGE)
+    proc = run_child(f"""
+        import sys, ringbuf
+        ch = ringbuf.Channel.attach({ch.name!r})
+        print("attached", flush=True)
+        sys.stdin.readline()
+        for _ in range(3):
+            with ch.loan(8) as buf:
+                buf[:] = b"12345678"
+            with ch.recv_bytes_view() as view:
+                assert view == b"12345678"
+        print("held and ended", flush=True)
+        sys.stdin.readline()
+    """, stdin=True)
+    assert read_line(proc) == "attached"
+    assert _liveness_locks(ch) == fcntl.F_UNLCK  # nothing held yet: no lock taken
+    proc.stdin.write("go\n")
+    proc.stdin.flush()
+    assert read_line(proc) == "held and ended"
+    assert ch.stats().loans + ch.stats().views == 0
+    assert _liveness_locks(ch) == fcntl.F_WRLCK
+    proc.kill()
+    proc.wait(10)
+    assert _liveness_locks(ch) == fcntl.F_UNLCK
 
 
 def test_loans_and_views_make_no_wake_call_when_nobody_is_parked(make_channel):
