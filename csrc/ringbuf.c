@@ -72,8 +72,11 @@ _Static_assert(RB_DATA_OFF % 4096 == 0 && RB_REC_HDR == 8, "ring page-aligned, 8
 
 /* How long a blocked call spins on the hints before parking: a park and its
  * wake cost two system calls and a context switch each way, and a peer on
- * another core usually answers sooner. */
+ * another core usually answers sooner.  RB_SPIN_NS to start with and after
+ * long waits; up to RB_SPIN_MAX_NS while this handle's waits on that side
+ * end soon after it would have parked (learn_spin). */
 #define RB_SPIN_NS    20000
+#define RB_SPIN_MAX_NS 100000
 /* For how much of the spin it is pure; after that it yields the CPU between
  * looks, since the peer it waits for may be runnable on this very CPU. */
 #define RB_SPIN_BUSY_NS 2000
@@ -683,10 +686,9 @@ struct pace {
     unsigned looks;
 };
 
-static struct pace start_pace(int64_t deadline)
+static struct pace start_pace(int64_t now, int64_t budget, int64_t deadline)
 {
-    int64_t now = now_ns();
-    struct pace p = { now + RB_SPIN_BUSY_NS, now + RB_SPIN_NS, 0 };
+    struct pace p = { now + RB_SPIN_BUSY_NS, now + budget, 0 };
 
     if (deadline >= 0 && deadline < p.until)
         p.until = deadline;
@@ -713,15 +715,40 @@ static int pace(struct pace *p)
  * lock.  Both words sit off the lock line, so spinning does not slow down the
  * very lock holder it is waiting for.  Past RB_SPIN_BUSY_NS it yields the
  * CPU between looks: the peer it waits for may be runnable on this very CPU. */
-static void spin(const uint64_t *counter, uint64_t seen, const uint32_t *futex, int64_t deadline)
+static void spin(const uint64_t *counter, uint64_t seen, const uint32_t *futex, int64_t start, int64_t budget,
+                 int64_t deadline)
 {
     uint32_t fseen = LOAD(*futex);
-    struct pace p = start_pace(deadline);
+    struct pace p = start_pace(start, budget, deadline);
 
     do
         if (LOAD(*counter) != seen || LOAD(*futex) != fseen)
             return;
     while (pace(&p));
+}
+
+/* The spin budget of one side of a handle (ch->spin_ns), learnt from the
+ * waits that ended well, each `waited` ns from the start of its spin.  A
+ * wait the spin saw end moves the budget a quarter of the way to twice its
+ * length (so the budget follows such waits down, with a margin).  A wait
+ * that had to park but took no longer than RB_SPIN_MAX_NS, the wake-up's
+ * latency included, raises the budget to its length at once: the next such
+ * wait spins through, and its peer makes no wake system call.  A longer
+ * wait halves the budget: a peer that keeps the caller waiting that long is
+ * worth a park.  So a failed spin costs at most RB_SPIN_MAX_NS of CPU, and
+ * fails again only after waits grew.  The threads of a process share a
+ * handle's budgets; relaxed atomics, since a stale budget is harmless. */
+static void learn_spin(int64_t *budget, int64_t waited, int parked)
+{
+    int64_t b = LOAD(*budget);
+
+    if (waited > RB_SPIN_MAX_NS)
+        b /= 2;
+    else if (!parked)
+        b += (2 * waited - b) / 4;
+    else if (waited > b)
+        b = waited;
+    STORE(*budget, b < RB_SPIN_NS ? RB_SPIN_NS : b > RB_SPIN_MAX_NS ? RB_SPIN_MAX_NS : b);
 }
 
 /* Bump a side's futex word and wake one of its sleepers, without the lock:
@@ -845,7 +872,8 @@ static void unlock_and_pass(struct rb_chan *ch, int wake)
 static int lock_room(struct rb_chan *ch, uint64_t need, int64_t deadline, int *woken, struct pos *p)
 {
     struct rb_hdr *h = ch->hdr;
-    int spun = 0, baton = 0, wake = 0, rc;
+    int spun = 0, parked = 0, baton = 0, wake = 0, rc;
+    int64_t started = 0;
 
     for (;;) {
         if ((rc = lock(ch, deadline)) != RB_OK) {
@@ -866,6 +894,8 @@ static int lock_room(struct rb_chan *ch, uint64_t need, int64_t deadline, int *w
 
         /* Room in the buffer: the caller copies and publishes. */
         if (room_for(ch, p, need)) {
+            if (spun)
+                learn_spin(&ch->spin_ns[RB_SIDE_SEND], now_ns() - started, parked);
             *woken = baton;
             return RB_OK;
         }
@@ -895,12 +925,14 @@ static int lock_room(struct rb_chan *ch, uint64_t need, int64_t deadline, int *w
 
             unlock_and_pass(ch, wake);
             wake = 0;
-            spin(&h->received, seen, &h->send_futex, deadline);
+            started = now_ns();
+            spin(&h->received, seen, &h->send_futex, started, LOAD(ch->spin_ns[RB_SIDE_SEND]), deadline);
             spun = 1;
             continue;
         }
         note_need(ch, need);
         h->send_parks++;
+        parked = 1;
         rc = park(ch, senders(h), wake ? &h->send_futex : NULL, deadline);
         wake = 0;
         if (rc == RB_EINTR)
@@ -929,7 +961,8 @@ static uint32_t *call_sender(struct rb_chan *ch)
 static int lock_nonempty(struct rb_chan *ch, int64_t deadline, struct pos *p)
 {
     struct rb_hdr *h = ch->hdr;
-    int spun = 0, woken = 0, rc;
+    int spun = 0, parked = 0, woken = 0, rc;
+    int64_t started = 0;
 
     for (;;) {
         if ((rc = lock(ch, deadline)) != RB_OK) {
@@ -943,8 +976,11 @@ static int lock_nonempty(struct rb_chan *ch, int64_t deadline, struct pos *p)
         }
 
         /* Data in the buffer: the caller copies it out and releases it. */
-        if (p->qcount > 0)
+        if (p->qcount > 0) {
+            if (spun)
+                learn_spin(&ch->spin_ns[RB_SIDE_RECV], now_ns() - started, parked);
             return RB_OK;
+        }
 
         /* L6: messages may wait behind a dead holder's loan. */
         if (p->held_msgs != 0 && reclaim(ch)) {
@@ -969,11 +1005,13 @@ static int lock_nonempty(struct rb_chan *ch, int64_t deadline, struct pos *p)
             uint64_t seen = LOAD(h->sent);
 
             unlock(ch);
-            spin(&h->sent, seen, &h->recv_futex, deadline);
+            started = now_ns();
+            spin(&h->sent, seen, &h->recv_futex, started, LOAD(ch->spin_ns[RB_SIDE_RECV]), deadline);
             spun = 1;
             continue;
         }
         h->recv_parks++;
+        parked = 1;
         if ((rc = park(ch, receivers(h), call_sender(ch), deadline)) == RB_EINTR)
             return rc;
         woken = rc == RB_OK;
@@ -1227,7 +1265,7 @@ static int await_taken(struct rb_chan *ch, uint64_t seq, int64_t deadline, int64
         if (seen >= seq)
             return RB_OK;
         if (!spun) {
-            spin(&h->received, seen, &h->ack_futex, deadline);
+            spin(&h->received, seen, &h->ack_futex, now_ns(), RB_SPIN_NS, deadline);
             spun = 1;
             continue;
         }
@@ -2021,7 +2059,7 @@ static int case_hint(const struct rb_chan *ch, int send, uint64_t need)
  * ready or the spin budget or the deadline runs out. */
 static void spin_select(const struct sel_case *cases, const uint64_t *lens, uint32_t n, int64_t deadline)
 {
-    struct pace p = start_pace(deadline);
+    struct pace p = start_pace(now_ns(), RB_SPIN_NS, deadline);
 
     do
         for (uint32_t k = 0; k < n; k++)
@@ -2865,6 +2903,7 @@ static struct rb_chan *new_handle(struct rb_hdr *h, size_t map_len, uint64_t cap
         ch->own_fd = 1;
         ch->live = 0;
         ch->tag = new_tag();
+        ch->spin_ns[RB_SIDE_SEND] = ch->spin_ns[RB_SIDE_RECV] = RB_SPIN_NS;
         pthread_mutex_lock(&handles_lock);
         ch->next = handles;
         handles = ch;

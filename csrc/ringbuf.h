@@ -400,6 +400,10 @@ struct rb_hdr {
     struct rb_hold holds[RB_HOLDS];
 };
 
+/* The two sides of a handle's spin budgets (struct rb_chan's spin_ns). */
+#define RB_SIDE_SEND 0
+#define RB_SIDE_RECV 1
+
 /* A process-local handle.  The bounds used for every check are copied here at
  * attach time, after validation, so that a peer scribbling on the shared
  * header cannot widen them. */
@@ -424,6 +428,9 @@ struct rb_chan {
                                  * byte; random, in [1, RB_TAG_LIMIT), renewed
                                  * in a fork child along with fd's lock
                                  * description */
+    int64_t spin_ns[2];         /* how long a blocked call spins before it
+                                 * parks, waiting for room (RB_SIDE_SEND) or
+                                 * for a message (RB_SIDE_RECV): learn_spin() */
     struct rb_chan *next;       /* every handle of the process, for fork */
 };
 

@@ -153,6 +153,40 @@ def test_room_too_small_for_every_parked_sender_wakes_nobody(make_channel):
 # -- timeouts ----------------------------------------------------------------
 
 
+def test_waits_that_taught_a_receiver_to_spin_longer_still_park(make_channel):
+    # A handle spins longer before parking while its waits end soon after it
+    # would have parked (learn_spin), up to 100 us a wait: a receiver fed in
+    # quick succession, then left waiting 2 s, spins once and parks.
+    ch = make_channel(capacity=64)
+    proc = run_child(f"""
+        import os, threading, time, ringbuf
+        ch = ringbuf.Channel.attach({ch.name!r})
+        def feed():
+            for i in range(3000):
+                t = time.perf_counter() + 40e-6
+                while time.perf_counter() < t:
+                    pass
+                ch.send(i)
+        feeder = threading.Thread(target=feed)
+        feeder.start()
+        assert [ch.recv(timeout=30) for _ in range(3000)] == list(range(3000))
+        feeder.join()
+        t0 = os.times()
+        print("waiting", flush=True)
+        v = ch.recv(timeout=60)
+        t1 = os.times()
+        print(round((t1.user - t0.user) + (t1.system - t0.system), 3), v, flush=True)
+    """)
+    assert read_line(proc) == "waiting"
+    wait_until(lambda: ch.stats().recvq == 1, what="the receiver parking")
+    time.sleep(2)
+    ch.send("go")
+    cpu, value = read_line(proc).split()
+    assert value == "go"
+    assert float(cpu) < 0.3, f"the parked receiver used {cpu} s of CPU in 2 s"
+    assert proc.wait(10) == 0
+
+
 def test_recv_timeout_expires(make_channel):
     ch = make_channel()
     t0 = time.monotonic()
