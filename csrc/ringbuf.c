@@ -171,31 +171,42 @@ static void fork_parent(void)
     pthread_mutex_unlock(&handles_lock);
 }
 
-/* In the child: open each segment again through /proc/self/fd (the name may
- * be unlinked by now) onto the same descriptor number.  A child that cannot
- * (no /proc, no descriptor left) keeps sharing its parent's description:
- * through it a parent's lock looks like its own, so that handle neither
- * takes holds nor reclaims others' (own_fd 0). */
+/* Give `fd` an open file description of its own: open its file again
+ * through /proc/self/fd (the name may be unlinked by now) onto the same
+ * descriptor number.  Returns 0, or -1 if it cannot (no /proc, no descriptor
+ * left), fd unchanged.  A handle keeps its liveness lock (L4) on such a
+ * description, never on the one its mappings were made through: a mapping
+ * holds its description open, and a fork child inherits the mappings, so a
+ * lock taken there would outlive its process for as long as a child lived. */
+static int own_description(int fd)
+{
+    char path[32] = "/proc/self/fd/";
+    char digits[12];
+    int n = 0, len = 14, rest = fd, nfd, rc = -1;
+
+    do
+        digits[n++] = (char)('0' + rest % 10);
+    while ((rest /= 10) > 0);
+    while (n > 0)
+        path[len++] = digits[--n];
+    path[len] = 0;
+    if ((nfd = open(path, O_RDWR | O_CLOEXEC)) >= 0) {
+        rc = dup3(nfd, fd, O_CLOEXEC) >= 0 ? 0 : -1;
+        close(nfd);
+    }
+    return rc;
+}
+
+/* In the child: a description of its own for each handle, so that the
+ * parent's liveness lock, if it took one, is not kept alive through the
+ * child's descriptor.  A child that cannot keeps sharing its parent's
+ * description: through it a parent's lock looks like its own, so that
+ * handle neither takes holds nor reclaims others' (own_fd 0). */
 static void fork_child(void)
 {
     self_refresh();
     for (struct rb_chan *ch = handles; ch; ch = ch->next) {
-        char path[32] = "/proc/self/fd/";
-        char digits[12];
-        int n = 0, len = 14, fd = ch->fd, nfd;
-
-        do
-            digits[n++] = (char)('0' + fd % 10);
-        while ((fd /= 10) > 0);
-        while (n > 0)
-            path[len++] = digits[--n];
-        path[len] = 0;
-        if ((nfd = open(path, O_RDWR | O_CLOEXEC)) >= 0 && dup3(nfd, ch->fd, O_CLOEXEC) >= 0)
-            ch->own_fd = 1;
-        else
-            ch->own_fd = 0;  /* no holds here, and no judging others' (L6) */
-        if (nfd >= 0)
-            close(nfd);
+        ch->own_fd = own_description(ch->fd) == 0;
         ch->live = 0;  /* the new description holds no lock yet */
         ch->tag = new_tag();
     }
@@ -2900,7 +2911,9 @@ static struct rb_chan *new_handle(struct rb_hdr *h, size_t map_len, uint64_t cap
         ch->unbuffered = (flags & RB_UNBUFFERED) != 0;
         ch->mirrored = mirrored;
         ch->fd = fd;
-        ch->own_fd = 1;
+        /* L4: the segment is mapped; the liveness lock goes on another
+         * description (own_description).  Without one, no holds here. */
+        ch->own_fd = own_description(fd) == 0;
         ch->live = 0;
         ch->tag = new_tag();
         ch->spin_ns[RB_SIDE_SEND] = ch->spin_ns[RB_SIDE_RECV] = RB_SPIN_NS;

@@ -66,7 +66,9 @@ struct rb_waiter {
 /* One loan or view (L4), changed only under the lock.  A hold whose owner
  * is 0 is free.  Its owner is alive while it holds the byte
  * RB_LIVENESS_OFF + owner of the segment's file with an open-file-description
- * lock (fcntl F_OFD_SETLK), which the kernel drops when the process dies. */
+ * lock (fcntl F_OFD_SETLK) on a description that only its process refers to
+ * (not the one the segment is mapped through, which fork children inherit
+ * with the mappings), so the kernel drops it when the process dies. */
 struct rb_hold {
     uint64_t pos;               /* where its record starts: a byte position
                                  * like sendpos, not an offset */
@@ -417,8 +419,9 @@ struct rb_chan {
     int mirrored;               /* the ring is mapped twice, back to back, so
                                  * that a record is contiguous in memory even
                                  * where it wraps: what loans and views need */
-    int fd;                     /* the segment's file, for this handle's
-                                 * liveness lock (L4) */
+    int fd;                     /* the segment's file, opened again after
+                                 * the mapping (own_description), for this
+                                 * handle's liveness lock (L4) */
     int own_fd;                 /* fd's lock description is this process's
                                  * alone (a fork child that could not open
                                  * its own neither holds nor reclaims) */

@@ -520,6 +520,36 @@ def test_a_dead_loan_holder_is_found_even_if_its_fork_child_lives(make_channel):
         os.kill(orphan, signal.SIGKILL)
 
 
+def test_a_dead_holder_whose_fork_child_kept_its_mappings_is_found(make_channel):
+    # A holder that attached the channel itself, then forked: the child's
+    # inherited mappings refer to the file the holder mapped it through, so
+    # the liveness lock must not live on that file's description.
+    ch = make_channel(capacity=16, size=PAGE)
+    proc = run_child(f"""
+        import os, time, ringbuf
+        ch = ringbuf.Channel.attach({ch.name!r})
+        loan = ch.loan(64)
+        loan.__enter__()[:8] = b"unsent.."
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(60)  # a worker that outlives its parent, holding nothing
+            os._exit(0)
+        print(pid, flush=True)
+        time.sleep(60)
+    """)
+    orphan = int(read_line(proc))
+    try:
+        assert [h.pid for h in ch.holds()] == [proc.pid]
+        ch.send_bytes(b"behind the loan")
+        proc.kill()
+        proc.wait(10)
+        assert ch.recv_bytes(timeout=10) == b"behind the loan"
+        assert (ch.stats().loans, ch.stats().loans_reclaimed) == (0, 1)
+        os.kill(orphan, 0)  # it was alive all along
+    finally:
+        os.kill(orphan, signal.SIGKILL)
+
+
 def test_a_view_whose_holder_dies_is_delivered_again(make_channel):
     ch = make_channel(capacity=16, size=PAGE)
     for m in (b"first", b"second"):
