@@ -148,6 +148,16 @@ static pthread_mutex_t handles_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct rb_chan *handles;
 static int64_t now_ns(void);
 
+/* This thread's id (gettid), cached; a fork child's thread starts afresh. */
+static __thread int32_t my_tid;
+
+static int32_t self_tid(void)
+{
+    if (my_tid == 0)
+        my_tid = (int32_t)syscall(SYS_gettid);
+    return my_tid;
+}
+
 /* A handle's tag (L4): random, in [1, RB_TAG_LIMIT). */
 static uint64_t new_tag(void)
 {
@@ -205,6 +215,7 @@ static int own_description(int fd)
 static void fork_child(void)
 {
     self_refresh();
+    my_tid = 0;
     for (struct rb_chan *ch = handles; ch; ch = ch->next) {
         ch->own_fd = own_description(ch->fd) == 0;
         ch->live = 0;  /* the new description holds no lock yet */
@@ -1828,82 +1839,102 @@ static int take_hold(struct rb_chan *ch, uint64_t pos, uint64_t bytes, uint32_t 
     return i;
 }
 
+/* Lock held, no hold free: is every hold this thread's (taken through any
+ * handle of this process on this channel)?  Then waiting for one would be
+ * waiting for itself (RB_ESELF).  The `mine` records of this channel's
+ * handles change only under its lock, held here. */
+static int all_mine(struct rb_chan *ch)
+{
+    struct rb_hdr *h = ch->hdr;
+    int n = 0;
+
+    pthread_mutex_lock(&handles_lock);
+    for (int i = 0; i < RB_HOLDS; i++) {
+        uint64_t owner = LOAD(h->holds[i].owner);
+
+        for (struct rb_chan *c = handles; c; c = c->next)
+            if (c->tag == owner && c->dev == ch->dev && c->ino == ch->ino && c->mine[i].out &&
+                c->mine[i].tid == self_tid()) {
+                n++;
+                break;
+            }
+    }
+    pthread_mutex_unlock(&handles_lock);
+    return n == RB_HOLDS;
+}
+
+/* Lock held: hold i was just taken by this handle at pos; note it as its
+ * own (released by rb_hold_release or rb_release), keeping the mapping. */
+static void note_mine(struct rb_chan *ch, int i, uint64_t pos)
+{
+    struct rb_mine *m = &ch->mine[i];
+
+    m->pos = pos;
+    m->result = RB_OK;
+    m->tid = self_tid();
+    __atomic_store_n(&m->intent, 0, __ATOMIC_RELAXED);
+    m->out = 1;
+    __atomic_fetch_add(&ch->pins, 1, __ATOMIC_RELAXED);
+}
+
 static int can_hold(const struct rb_chan *ch)
 {
     return ch->mirrored && !ch->unbuffered && ch->own_fd;
 }
 
-int64_t rb_loan_begin(struct rb_chan *ch, uint64_t len, int64_t deadline)
+int rb_loan_begin(struct rb_chan *ch, uint64_t len, int64_t deadline, struct rb_where *w)
 {
     struct rb_hdr *h = ch->hdr;
-    uint64_t need, w = len | RB_REC_LENT, pos;
+    uint64_t need, word = len | RB_REC_LENT, pos;
     struct pos p;
     int rc, woken, i;
 
     if (!can_hold(ch))
-        return -RB_EINVAL;
+        return RB_EINVAL;
     if (len > ch->size - RB_REC_HDR)
-        return -RB_ETOOBIG;
+        return RB_ETOOBIG;
     need = RB_REC_HDR + align8(len);
     for (;;) {
         if ((rc = lock_room(ch, need, deadline, &woken, &p)) != RB_OK)
-            return -rc;
+            return rc;
         pos = LOAD(h->sendpos) + p.lent;
         if ((i = take_hold(ch, pos, need, RB_HOLD_LOAN)) >= 0)
             break;
-        if (i < -1) {
+        if (i < -1 || all_mine(ch)) {
             unlock_and_pass(ch, woken && pass_baton(ch, &p));
-            return -RB_ESYS;
+            return i < -1 ? RB_ESYS : RB_ESELF;
         }
         /* W6: a wake-up for room it leaves goes on to another sender. */
         if ((rc = wait_for_hold(ch, woken && pass_baton(ch, &p) ? &h->send_futex : NULL, deadline)) != RB_OK)
-            return -rc;
+            return rc;
     }
-    ring_put(ch, p.x, &w, RB_REC_HDR);
+    ring_put(ch, p.x, &word, RB_REC_HDR);
     /* L1: the reservation's commit.  Release: pairs with recover(). */
     __atomic_store_n(&h->resvpos, pos + need, __ATOMIC_RELEASE);
     STORE(h->lent_count, LOAD(h->lent_count) + 1);
     STORE(h->loans_taken, LOAD(h->loans_taken) + 1);
     set_held(ch);
+    note_mine(ch, i, pos);
+    w->off = wrap(ch, p.x + RB_REC_HDR);
+    w->len = len;
+    w->pos = pos;
+    w->hold = (uint32_t)i;
     p.held += need;
     p.held_msgs += 1;
     unlock_and_pass(ch, woken && pass_baton(ch, &p));
-    return RB_WHERE(wrap(ch, p.x + RB_REC_HDR), i);
+    return RB_OK;
 }
 
-/* This handle's hold i of `kind`, or -1 (lock held). */
-static int own_hold(struct rb_chan *ch, uint32_t i, uint32_t kind)
+/* This handle's hold i of `kind` at pos, or -1 (lock held). */
+static int own_hold(struct rb_chan *ch, uint32_t i, uint64_t pos, uint32_t kind)
 {
     struct rb_hdr *h = ch->hdr;
 
-    return i < RB_HOLDS && LOAD(h->holds[i].owner) == ch->tag && LOAD(h->holds[i].kind) == kind ? (int)i : -1;
+    return i < RB_HOLDS && LOAD(h->holds[i].owner) == ch->tag && LOAD(h->holds[i].kind) == kind &&
+           LOAD(h->holds[i].pos) == pos ? (int)i : -1;
 }
 
-int rb_loan_end(struct rb_chan *ch, uint32_t hold, int publish_it)
-{
-    struct rb_hdr *h = ch->hdr;
-    struct pos p;
-    int rc, i, all;
-
-    if ((rc = lock(ch, RB_FOREVER)) != RB_OK)
-        return rc;
-    if ((i = own_hold(ch, hold, RB_HOLD_LOAN)) < 0 || !read_pos(ch, &h->recvx, &p)) {
-        unlock(ch);
-        return i < 0 ? RB_EINVAL : RB_ECORRUPT;
-    }
-    all = free_hold(h) < 0;  /* L4: freeing the last hold wakes everyone */
-    rc = end_loan(ch, i, publish_it, &p);
-    if (all) {
-        unlock_and_wake_all(ch);
-        return rc;
-    }
-    /* W4, W5: receivers for what was published, a sender for room an abort
-     * gave back; no system call when nobody is parked. */
-    unlock_and_wake(ch, (int)p.woke, owe_sender(ch, &p));
-    return rc;
-}
-
-int64_t rb_view_begin(struct rb_chan *ch, int64_t deadline, uint64_t *lenp)
+int rb_view_begin(struct rb_chan *ch, int64_t deadline, struct rb_where *w)
 {
     struct rb_hdr *h = ch->hdr;
     uint64_t len, bytes, pos, off;
@@ -1911,26 +1942,26 @@ int64_t rb_view_begin(struct rb_chan *ch, int64_t deadline, uint64_t *lenp)
     int rc, i, wake;
 
     if (!can_hold(ch))
-        return -RB_EINVAL;
+        return RB_EINVAL;
     /* The hold first, then the take's commit: a view that dies in between
      * holds a record still queued, which recover() voids. */
     for (;;) {
         if ((rc = lock_head(ch, deadline, &p, &len)) != RB_OK)
-            return -rc;
+            return rc;
         bytes = RB_REC_HDR + align8(len);
         pos = LOAD(h->recvpos);
         if ((i = take_hold(ch, pos, bytes, RB_HOLD_VIEW)) >= 0)
             break;
-        if (i < -1) {
+        if (i < -1 || all_mine(ch)) {
             unlock(ch);
-            return -RB_ESYS;
+            return i < -1 ? RB_ESYS : RB_ESELF;
         }
         /* W10: the message it leaves goes to another parked receiver. */
         wake = parked(h, receivers(h)) > 0;
         if (wake)
             INC(h->recv_futex);
         if ((rc = wait_for_hold(ch, wake ? &h->recv_futex : NULL, deadline)) != RB_OK)
-            return -rc;
+            return rc;
     }
     CRASH_POINT(RB_CRASH_RECV_BEFORE_COMMIT);
     __atomic_store_n(&h->recvpos, pos + bytes, __ATOMIC_RELEASE);
@@ -1948,24 +1979,49 @@ int64_t rb_view_begin(struct rb_chan *ch, int64_t deadline, uint64_t *lenp)
     p.held_msgs = LOAD(h->held_msgs);
     if (p.used == 0)
         advance(ch, &p);
+    note_mine(ch, i, pos);
+    w->off = off;
+    w->len = len;
+    w->pos = pos;
+    w->hold = (uint32_t)i;
     /* W5: stepping over an aborted record (L5) may have freed room. */
     unlock_and_wake(ch, (int)p.woke, owe_sender(ch, &p));
-    *lenp = len;
-    return RB_WHERE(off, i);
+    return RB_OK;
 }
 
-int rb_view_end(struct rb_chan *ch, uint32_t hold)
+/* Lock held, hold i this handle's loan (own_hold): publish or abort it,
+ * drop the lock and wake whom it concerns.  Returns RB_OK, or RB_ECLOSED
+ * for a publish on a closed channel (aborted), or RB_ECORRUPT. */
+static int end_loan_hold(struct rb_chan *ch, int i, int publish_it)
 {
     struct rb_hdr *h = ch->hdr;
     struct pos p;
-    int rc, i, all;
+    int rc, all;
 
-    if ((rc = lock(ch, RB_FOREVER)) != RB_OK)
-        return rc;
-    if ((i = own_hold(ch, hold, RB_HOLD_VIEW)) < 0) {
+    if (!read_pos(ch, &h->recvx, &p)) {
         unlock(ch);
-        return RB_EINVAL;
+        return RB_ECORRUPT;
     }
+    all = free_hold(h) < 0;  /* L4: freeing the last hold wakes everyone */
+    rc = end_loan(ch, i, publish_it, &p);
+    if (all) {
+        unlock_and_wake_all(ch);
+        return rc;
+    }
+    /* W4, W5: receivers for what was published, a sender for room an abort
+     * gave back; no system call when nobody is parked. */
+    unlock_and_wake(ch, (int)p.woke, owe_sender(ch, &p));
+    return rc;
+}
+
+/* Lock held, hold i this handle's view: free its room (L2), drop the lock
+ * and wake a sender it may fit. */
+static int end_view_hold(struct rb_chan *ch, int i)
+{
+    struct rb_hdr *h = ch->hdr;
+    struct pos p;
+    int all;
+
     all = release_hold(ch, i);
     STORE(h->received, LOAD(h->received) + 1);  /* L7 */
     set_held(ch);
@@ -1980,6 +2036,107 @@ int rb_view_end(struct rb_chan *ch, uint32_t hold)
     }
     unlock_and_wake(ch, 0, owe_sender(ch, &p));
     return RB_OK;
+}
+
+/* One fewer hold keeps the mapping; the last one after rb_detach finishes
+ * the detach.  Under handles_lock, so that rb_detach and this agree. */
+static void finish_detach(struct rb_chan *ch);
+
+static void unpin(struct rb_chan *ch)
+{
+    int last;
+
+    pthread_mutex_lock(&handles_lock);
+    last = __atomic_sub_fetch(&ch->pins, 1, __ATOMIC_RELAXED) == 0 && ch->detached;
+    pthread_mutex_unlock(&handles_lock);
+    if (last)
+        finish_detach(ch);
+}
+
+void rb_hold_release(struct rb_chan *ch, uint32_t hold, uint64_t pos)
+{
+    struct rb_mine *m;
+    int rc, i;
+
+    if (hold >= RB_HOLDS)
+        return;
+    m = &ch->mine[hold];
+    /* The caller cannot go back to Python: wait as long as the lock takes,
+     * and take it again after a recovery. */
+    while ((rc = lock(ch, RB_FOREVER)) == RB_EINTR || rc == RB_ERECOVERED)
+        ;
+    if (rc != RB_OK)
+        return;  /* a damaged channel: the hold goes when this process does (L6) */
+    if (!m->out || m->pos != pos) {
+        unlock(ch);
+        return;  /* released already */
+    }
+    m->out = 0;
+    if ((i = own_hold(ch, hold, pos, RB_HOLD_LOAN)) >= 0)
+        rc = end_loan_hold(ch, i, (int)__atomic_load_n(&m->intent, __ATOMIC_RELAXED));
+    else if ((i = own_hold(ch, hold, pos, RB_HOLD_VIEW)) >= 0)
+        rc = end_view_hold(ch, i);
+    else
+        unlock(ch);  /* voided by a recovery: nothing left to end */
+    m->result = rc;
+    unpin(ch);
+}
+
+void rb_release(void *p)
+{
+    struct rb_chan *found = NULL;
+    uint32_t hold = 0;
+    uint64_t pos = 0;
+
+    /* The handle that maps p, and its hold whose payload starts there:
+     * distinct records, so one at most.  Reading `mine` without the channel
+     * lock only picks the candidate; rb_hold_release checks it under it. */
+    pthread_mutex_lock(&handles_lock);
+    for (struct rb_chan *ch = handles; ch && !found; ch = ch->next) {
+        uintptr_t a = (uintptr_t)p, d = (uintptr_t)ch->data;
+
+        if (a < d || a - d >= ch->size)
+            continue;
+        for (uint32_t i = 0; i < RB_HOLDS; i++) {
+            struct rb_mine *m = &ch->mine[i];
+
+            if (__atomic_load_n(&m->out, __ATOMIC_RELAXED) &&
+                (__atomic_load_n(&m->pos, __ATOMIC_RELAXED) + RB_REC_HDR) % ch->size == a - d) {
+                found = ch;
+                hold = i;
+                pos = __atomic_load_n(&m->pos, __ATOMIC_RELAXED);
+                break;
+            }
+        }
+    }
+    pthread_mutex_unlock(&handles_lock);
+    if (found)
+        rb_hold_release(found, hold, pos);
+}
+
+int rb_hold_intent(struct rb_chan *ch, uint32_t hold, uint64_t pos, int publish)
+{
+    struct rb_mine *m;
+
+    if (hold >= RB_HOLDS)
+        return 0;
+    m = &ch->mine[hold];
+    __atomic_store_n(&m->intent, publish ? 1u : 0u, __ATOMIC_RELAXED);
+    return __atomic_load_n(&m->out, __ATOMIC_RELAXED) && __atomic_load_n(&m->pos, __ATOMIC_RELAXED) == pos;
+}
+
+int rb_hold_result(struct rb_chan *ch, uint32_t hold, uint64_t pos)
+{
+    struct rb_mine *m;
+    int rc = RB_OK;
+
+    if (hold >= RB_HOLDS || lock(ch, RB_FOREVER) != RB_OK)
+        return RB_OK;
+    m = &ch->mine[hold];
+    if (!m->out && m->pos == pos)
+        rc = m->result;
+    unlock(ch);
+    return rc;
 }
 
 void *rb_ring(struct rb_chan *ch)
@@ -2900,6 +3057,7 @@ static struct rb_hdr *map_segment(int fd, uint64_t size, size_t *map_len, int *m
 static struct rb_chan *new_handle(struct rb_hdr *h, size_t map_len, uint64_t capacity, uint64_t size, uint32_t flags,
                                   int mirrored, int fd)
 {
+    struct stat st;
     struct rb_chan *ch = malloc(sizeof *ch);
 
     if (ch) {
@@ -2917,6 +3075,16 @@ static struct rb_chan *new_handle(struct rb_hdr *h, size_t map_len, uint64_t cap
         ch->live = 0;
         ch->tag = new_tag();
         ch->spin_ns[RB_SIDE_SEND] = ch->spin_ns[RB_SIDE_RECV] = RB_SPIN_NS;
+        memset(ch->mine, 0, sizeof ch->mine);
+        ch->pins = 0;
+        ch->detached = 0;
+        if (fstat(fd, &st) == 0) {
+            ch->dev = st.st_dev;
+            ch->ino = st.st_ino;
+        } else {
+            ch->dev = 0;
+            ch->ino = 0;
+        }
         pthread_mutex_lock(&handles_lock);
         ch->next = handles;
         handles = ch;
@@ -3061,8 +3229,22 @@ fail:
 
 void rb_detach(struct rb_chan *ch)
 {
+    int later;
+
     if (!ch)
         return;
+    /* Holds not yet released keep the mapping: their buffers may still be
+     * read or written.  The last release finishes the detach. */
+    pthread_mutex_lock(&handles_lock);
+    later = __atomic_load_n(&ch->pins, __ATOMIC_RELAXED) > 0;
+    ch->detached = 1;
+    pthread_mutex_unlock(&handles_lock);
+    if (!later)
+        finish_detach(ch);
+}
+
+static void finish_detach(struct rb_chan *ch)
+{
     pthread_mutex_lock(&handles_lock);
     for (struct rb_chan **p = &handles; *p; p = &(*p)->next)
         if (*p == ch) {

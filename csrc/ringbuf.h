@@ -402,6 +402,18 @@ struct rb_hdr {
     struct rb_hold holds[RB_HOLDS];
 };
 
+/* A handle's own record of one of its holds (struct rb_chan's mine),
+ * process-local.  Set by the begin and cleared by the release, under the
+ * channel lock; `intent` is also stored by rb_hold_intent without it (an
+ * atomic store: the release reads it under the lock). */
+struct rb_mine {
+    uint64_t pos;               /* the hold's position (its name, with its number) */
+    uint32_t out;               /* 1 from the begin to the release */
+    uint32_t intent;            /* a loan's release publishes it (1) or aborts it (0) */
+    int32_t result;             /* how the release went (rb_hold_result) */
+    int32_t tid;                /* the thread that took it (gettid), for RB_ESELF */
+};
+
 /* The two sides of a handle's spin budgets (struct rb_chan's spin_ns). */
 #define RB_SIDE_SEND 0
 #define RB_SIDE_RECV 1
@@ -434,7 +446,15 @@ struct rb_chan {
     int64_t spin_ns[2];         /* how long a blocked call spins before it
                                  * parks, waiting for room (RB_SIDE_SEND) or
                                  * for a message (RB_SIDE_RECV): learn_spin() */
-    struct rb_chan *next;       /* every handle of the process, for fork */
+    struct rb_mine mine[RB_HOLDS];  /* this handle's holds, by number */
+    dev_t dev;                  /* the segment's file, to tell this process's */
+    ino_t ino;                  /* handles of one channel (RB_ESELF) */
+    int pins;                   /* holds begun and not yet released: the
+                                 * mapping stays while any is (rb_release) */
+    int detached;               /* rb_detach came while pins > 0: the last
+                                 * release finishes it */
+    struct rb_chan *next;       /* every handle of the process, for fork and
+                                 * for rb_release to find a payload's handle */
 };
 
 #endif

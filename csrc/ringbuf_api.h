@@ -56,8 +56,10 @@ enum rb_status {
                          * repaired; nothing else was done: call again */
     RB_ENOSYS = 12,     /* rb_select would have to park, and the kernel has no
                          * futex_waitv (Linux 5.16 or later) */
-    RB_EREADY = 13      /* rb_wait_begin: the operation can proceed now; nothing
+    RB_EREADY = 13,     /* rb_wait_begin: the operation can proceed now; nothing
                          * was counted */
+    RB_ESELF = 14       /* a loan or view would wait for a hold, and every hold
+                         * of the channel is this thread's: it would wait for itself */
 };
 
 /* One piece of a message to send (rb_sendv). */
@@ -118,6 +120,18 @@ struct rb_hold_info {
     uint32_t kind;              /* RB_HOLD_LOAN or RB_HOLD_VIEW */
     int32_t pid;                /* its holder */
     uint64_t bytes;             /* ring bytes it holds */
+};
+
+/* Where a loan or view begun is (rb_loan_begin, rb_view_begin): filled in
+ * only when the begin succeeds, before it returns, so that a caller
+ * interrupted right after the call can still find and end the hold. */
+struct rb_where {
+    uint64_t off;               /* the payload, at rb_ring(ch) + off */
+    uint64_t len;               /* its length */
+    uint64_t pos;               /* the record's byte position: with the hold
+                                 * number, names this hold and no later one */
+    uint32_t hold;              /* the hold number */
+    uint32_t pad;
 };
 
 /* An asynchronous waiter's claim (W14): counted in on one side of a
@@ -245,26 +259,41 @@ int64_t rb_peek(struct rb_chan *ch, void *buf, uint64_t cap, uint64_t *token_out
 int rb_recv_at(struct rb_chan *ch, uint64_t token, uint64_t skip, void *dst, uint64_t n);
 /* Loans and views (ringbuf.h, L1..L7): zero-copy sends and receives of one
  * message, written or read in place, outside the lock, between the begin
- * and the end.  Only for a ring that rb_ring() says is mapped for them
+ * and the release.  Only for a ring that rb_ring() says is mapped for them
  * (RB_EINVAL otherwise: an unbuffered channel, or a size that is not a
- * multiple of the page size).  A begin returns where its hold is, packed as
- * RB_WHERE(off, hold), or minus a status: the hold is this handle's, numbered
- * hold, and the message's payload is at rb_ring(ch) + off, contiguous even
- * where the ring wraps.  At most RB_HOLDS are out per channel; a begin that
- * finds none free waits like one that finds no room (or no message).
- * rb_loan_begin waits for room for len bytes, as rb_send does.  rb_loan_end
- * publishes (publish != 0) or aborts it: RB_ECLOSED, aborted, if the channel
- * was closed meanwhile.  A published loan is delivered after every message
- * whose room was reserved before it, once those are published too.
- * rb_view_begin waits for a message, as rb_recv does, and stores its length
- * in *len; rb_view_end frees its room, once no earlier view holds room.
- * Either end: RB_EINVAL if the hold is not this handle's. */
-#define RB_HOLD_BITS      8
-#define RB_WHERE(off, hold) ((int64_t)(((uint64_t)(off) << RB_HOLD_BITS) | (hold)))
-int64_t rb_loan_begin(struct rb_chan *ch, uint64_t len, int64_t deadline);
-int rb_loan_end(struct rb_chan *ch, uint32_t hold, int publish);
-int64_t rb_view_begin(struct rb_chan *ch, int64_t deadline, uint64_t *len);
-int rb_view_end(struct rb_chan *ch, uint32_t hold);
+ * multiple of the page size).  A begin fills *w: the hold is this handle's,
+ * numbered w->hold, and the message's payload is at rb_ring(ch) + w->off,
+ * contiguous even where the ring wraps.  At most RB_HOLDS are out per
+ * channel; a begin that finds none free waits like one that finds no room
+ * (or no message), unless every one is this thread's (RB_ESELF).
+ * rb_loan_begin waits for room for len bytes, as rb_send does;
+ * rb_view_begin waits for a message, as rb_recv does.
+ *
+ * A hold ends when it is released, which is what the caller arranges for
+ * the moment nothing in the process uses its memory any more (Python: the
+ * death of the buffer over it, through rb_release).  Until then the
+ * mapping stays, even past rb_detach.  What the release does is the hold's
+ * intent: a loan is aborted (its room freed, nothing delivered) unless its
+ * intent was set to publish it (rb_hold_intent), a view's room is freed.
+ * A published loan is delivered after every message whose room was
+ * reserved before it, once those are published too; a view's room is
+ * freed once no earlier view holds room.  Releasing a hold twice is
+ * harmless: the second release finds it gone (a hold is named by its
+ * number and w->pos, which no later hold shares) and does nothing. */
+int rb_loan_begin(struct rb_chan *ch, uint64_t len, int64_t deadline, struct rb_where *w);
+int rb_view_begin(struct rb_chan *ch, int64_t deadline, struct rb_where *w);
+/* Set what releasing this handle's loan does: publish (1) or abort (0).
+ * Returns 1 if the hold is still out, 0 if it was released already. */
+int rb_hold_intent(struct rb_chan *ch, uint32_t hold, uint64_t pos, int publish);
+/* Release a hold now, as its buffer's death would. */
+void rb_hold_release(struct rb_chan *ch, uint32_t hold, uint64_t pos);
+/* Release the hold whose payload starts at p (rb_ring() + off) in whichever
+ * handle of this process maps it: the destructor of the buffer over it. */
+void rb_release(void *p);
+/* How the release of this hold went: RB_OK, or RB_ECLOSED for a loan to be
+ * published on a channel closed meanwhile (it was aborted); RB_OK too if
+ * the hold is still out or the slot has served a later hold since. */
+int rb_hold_result(struct rb_chan *ch, uint32_t hold, uint64_t pos);
 /* The ring's first byte in this process, or NULL if loans and views cannot
  * be had on this channel. */
 void *rb_ring(struct rb_chan *ch);

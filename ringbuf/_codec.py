@@ -227,8 +227,8 @@ def decode_view(mv: memoryview) -> Any:
         if start <= _HEAD_MAX and start + n == total:
             known = _arrays.get(mv[:start].tobytes())
             if known is not None:
-                dtype, count, shape, order = known
-                return np.frombuffer(mv, dtype, count, start).reshape(shape, order=order)  # type: ignore[call-overload]
+                dtype, shape, strides = known
+                return np.ndarray(shape, dtype, mv, start, strides)
     pstart, plen, spans = _layout(mv, total)
     found = _Globals(mv[pstart:pstart + plen], buffers=[mv[o:o + n] for o, n in spans])
     obj = found.load()
@@ -238,11 +238,13 @@ def decode_view(mv: memoryview) -> Any:
 
 # Records that hold one array and nothing more (every message of a
 # loan_array loop, or of ``send(array)``), by their bytes up to the array's
-# data: (dtype, count, shape, order).  decode_view takes such a record apart
+# data: (dtype, shape, strides).  decode_view takes such a record apart
 # without unpickling it: equal bytes unpickle alike, as long as the pickle
 # calls nothing but numpy's own array and dtype rebuilders (the globals it
-# names are checked when a record is learnt).
-_arrays: Dict[bytes, Tuple[np.dtype[Any], int, Tuple[int, ...], str]] = {}
+# names are checked when a record is learnt).  Arrays of structured dtypes
+# are not learnt: such a dtype can be changed in place (its field names),
+# and each unpickling makes a new one.
+_arrays: Dict[bytes, Tuple[np.dtype[Any], Tuple[int, ...], Tuple[int, ...]]] = {}
 _ARRAYS_KEPT = 64
 _ONE_ARRAY_MIN = _HEAD.size + _ENTRY.size
 _HEAD_MAX = 4096  # longer heads are not looked up
@@ -268,22 +270,18 @@ def _learn(mv: memoryview, total: int, spans: List[Tuple[int, int]], obj: Any, s
     """Keep the record in ``mv`` for decode_view if it decoded to one
     contiguous array over the whole of its one buffer, the rest of the
     record, through numpy's rebuilders alone."""
-    if type(obj) is not np.ndarray or len(spans) != 1 or not seen <= _ARRAY_GLOBALS:
+    if type(obj) is not np.ndarray or len(spans) != 1 or not seen <= _ARRAY_GLOBALS or obj.dtype.names is not None:
         return
     start, n = spans[0]
     if start > _HEAD_MAX or start + n != total or n == 0 or obj.nbytes != n:
         return
-    if obj.flags.c_contiguous:
-        order = "C"
-    elif obj.flags.f_contiguous:
-        order = "F"
-    else:
+    if not (obj.flags.c_contiguous or obj.flags.f_contiguous):
         return
     if obj.ctypes.data != np.frombuffer(mv, np.uint8, 1, start).ctypes.data:
         return
     if len(_arrays) >= _ARRAYS_KEPT:
         _arrays.clear()
-    _arrays[mv[:start].tobytes()] = (obj.dtype, obj.size, obj.shape, order)
+    _arrays[mv[:start].tobytes()] = (obj.dtype, obj.shape, obj.strides)
 
 
 class ArrayInto:

@@ -53,8 +53,6 @@ _ECHANGED = lib.RB_ECHANGED
 _ERECOVERED = lib.RB_ERECOVERED
 _EINTR = lib.RB_EINTR
 _EINVAL = lib.RB_EINVAL
-_HOLD_BITS = lib.RB_HOLD_BITS
-_HOLD_MASK = (1 << _HOLD_BITS) - 1
 _ECLOSED = lib.RB_ECLOSED
 _ENOSYS = lib.RB_ENOSYS
 _EREADY = lib.RB_EREADY
@@ -84,6 +82,11 @@ _ERRORS: Dict[int, Tuple[Callable[[str], BaseException], str]] = {
         "{name!r} is not a ringbuf channel of this layout version, or is too small for its header",
     ),
     lib.RB_EINVAL: (ValueError, "invalid argument for channel {name!r}"),
+    lib.RB_ESELF: (
+        RuntimeError,
+        "every loan and view of channel {name!r} is this thread's (counting views kept alive by arrays made from "
+        "them): waiting for another would wait for this thread itself",
+    ),
     lib.RB_ENOSYS: (
         errors.SelectUnsupported,
         "select() has to wait on several channels at once ({name!r} among them), which needs the futex_waitv "
@@ -146,6 +149,12 @@ def _iovec(parts: Sequence[Any]) -> Tuple[Any, List[Any]]:
         iov[i].base = b
         iov[i].len = len(b)
     return iov, keep
+
+
+def new_where() -> Any:
+    """Where a loan or view begun is (``struct rb_where``), for
+    Handle.loan_begin and view_begin to fill in."""
+    return ffi.new("struct rb_where *")
 
 
 def retrying(call: Callable[..., T], *args: Any) -> T:
@@ -444,51 +453,53 @@ class Handle:
 
     # -- loans and views (L1..L7 in csrc/ringbuf.h) --------------------------
 
-    def loan_begin(self, nbytes: int, deadline: int) -> Tuple[int, Any]:
-        """Wait for room for nbytes and reserve it: (hold number, a cffi
-        buffer over the reserved bytes, to write in place)."""
-        where = lib.rb_loan_begin(self._ch, nbytes, deadline)
-        while where < 0:
-            if where == -_EINVAL:
+    def loan_begin(self, nbytes: int, deadline: int, where: Any) -> Any:
+        """Wait for room for nbytes and reserve it; return a cffi buffer over
+        the reserved bytes, to write in place.  ``where`` (new_where()) is
+        filled in by the C call that takes the hold, before it returns.  The
+        hold is released (by its intent: aborted, unless hold_intent says
+        publish) when the buffer dies; the mapping stays until then."""
+        rc = lib.rb_loan_begin(self._ch, nbytes, deadline, where)
+        while rc != _OK:
+            if rc == _EINVAL:
                 self._cannot_hold()
-            self._failed(-where, nbytes=nbytes, limit=self.max_message)
-            where = lib.rb_loan_begin(self._ch, nbytes, deadline)
+            self._failed(rc, nbytes=nbytes, limit=self.max_message)
+            rc = lib.rb_loan_begin(self._ch, nbytes, deadline, where)
+        return self._hold_buffer(where)
+
+    def view_begin(self, deadline: int, where: Any) -> Any:
+        """Wait for a message and take it in place; return a cffi buffer
+        over its bytes, whose death frees the message's room.  ``where`` as
+        for loan_begin."""
+        rc = lib.rb_view_begin(self._ch, deadline, where)
+        while rc != _OK:
+            if rc == _EINVAL:
+                self._cannot_hold()
+            self._failed(rc)
+            rc = lib.rb_view_begin(self._ch, deadline, where)
+        return self._hold_buffer(where)
+
+    def _hold_buffer(self, where: Any) -> Any:
         ring = self._ring
         if ring is None:
             ring = self._ring = ffi.cast("char *", lib.rb_ring(self._ch))
-        return where & _HOLD_MASK, ffi.buffer(ring + (where >> _HOLD_BITS), nbytes)
+        return ffi.buffer(ffi.gc(ring + where.off, lib.rb_release), where.len)
 
-    def loan_end(self, hold: int, publish: bool) -> None:
-        """Publish or abort this handle's loan.  Raises Closed (the loan
-        aborted) if it was to be published on a channel closed meanwhile."""
-        rc = lib.rb_loan_end(self._ch, hold, publish)
-        while rc != _OK:  # as _call, inline: this runs for every loan
-            if rc != _EINTR:
-                self._failed(rc)
-            rc = lib.rb_loan_end(self._ch, hold, publish)
+    def hold_intent(self, where: Any, publish: bool) -> bool:
+        """Say what releasing this handle's loan does: publish or abort.
+        Returns False if it was released already."""
+        return bool(lib.rb_hold_intent(self._ch, where.hold, where.pos, publish))
 
-    def view_begin(self, deadline: int) -> Tuple[int, Any]:
-        """Wait for a message and take it in place: (hold number, a cffi
-        buffer over its bytes)."""
-        n = ffi.new("uint64_t *")
-        where = lib.rb_view_begin(self._ch, deadline, n)
-        while where < 0:
-            if where == -_EINVAL:
-                self._cannot_hold()
-            self._failed(-where)
-            where = lib.rb_view_begin(self._ch, deadline, n)
-        ring = self._ring
-        if ring is None:
-            ring = self._ring = ffi.cast("char *", lib.rb_ring(self._ch))
-        return where & _HOLD_MASK, ffi.buffer(ring + (where >> _HOLD_BITS), n[0])
+    def hold_release(self, where: Any) -> None:
+        """Release a hold now, as its buffer's death would (twice is harmless)."""
+        lib.rb_hold_release(self._ch, where.hold, where.pos)
 
-    def view_end(self, hold: int) -> None:
-        """Free the room of this handle's view."""
-        rc = lib.rb_view_end(self._ch, hold)
-        while rc != _OK:  # as _call, inline: this runs for every view
-            if rc != _EINTR:
-                self._failed(rc)
-            rc = lib.rb_view_end(self._ch, hold)
+    def hold_result(self, where: Any) -> None:
+        """Raise Closed if this released loan was to be published on a
+        channel closed meanwhile (it was aborted instead)."""
+        rc = lib.rb_hold_result(self._ch, where.hold, where.pos)
+        if rc != _OK:
+            _raise(rc, self.name)
 
     def _cannot_hold(self) -> NoReturn:
         reason = ("an unbuffered channel holds no room to lend" if self.capacity == 0

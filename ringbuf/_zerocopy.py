@@ -27,149 +27,77 @@ gave is emptied in place (its shape becomes (0,)).  Then:
 from __future__ import annotations
 
 import math
-import os
-import threading
+import sys
 import weakref
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Tuple
 
 import numpy as np
 import numpy.typing as npt
 
 from ringbuf import _codec, errors
-from ringbuf._lowlevel import HOLDS, Handle
+from ringbuf._lowlevel import HOLDS, Handle, new_where
 
 
-# This process's pid, kept current across fork (os.getpid is a system call).
-_pid = [os.getpid()]
-
-
-class _Tally(threading.local):
-    """Per thread: how many holds it has out on each handle, counting those
-    whose block ended while something made from them lives on."""
-
-    def __init__(self) -> None:
-        self.count: Dict[Handle, int] = {}
-
-
-_tally = _Tally()
-
-
-def _forked() -> None:
-    # In a fork child, in its one thread: the parent's holds are not its own.
-    _pid[0] = os.getpid()
-    _tally.count = {}
-
-
-os.register_at_fork(after_in_child=_forked)
-
-
-def _leave(tally: Dict[Handle, int], h: Handle) -> None:
-    n = tally.get(h, 1) - 1
-    if n:
-        tally[h] = n
-    else:
-        tally.pop(h, None)
-
-
-def _late_end(h: Handle, hold: int, loan: bool, tally: Dict[Handle, int], pid: int) -> None:
-    """weakref.finalize's callback: the last object made from a hold whose
-    block has ended is gone.  End the hold then (a loan is aborted)."""
-    if pid != _pid[0]:
-        return  # a fork child's copy of the object: the hold is its parent's
-    try:
-        if loan:
-            h.loan_end(hold, False)
-        else:
-            h.view_end(hold)
-    except errors.RingbufError:
-        pass  # in a finalizer: nobody to tell; the channel's own calls report a damaged one
-    finally:
-        _leave(tally, h)
+_NO_HOLD = HOLDS  # where.hold until the C call that takes a hold fills it in
 
 
 class _Hold:
     """The context manager behind the four calls: begin on entry, end on exit.
 
     What the caller is given is built on the cffi buffer of the hold (the
-    exporter), and only a weak reference to it is kept here: every object
-    made from the hold's memory keeps it alive, so at the end of the block,
-    once the given object is dropped, the exporter is gone exactly when
-    nothing made from the memory is left."""
+    exporter).  Every object made from the hold's memory keeps the exporter
+    alive, and the exporter's death releases the hold in C
+    (``Handle.hold_buffer``): a loan is then published if the block ended
+    normally with nothing else left, aborted otherwise, and a view's room
+    is freed.  Only a weak reference is kept here, to tell at the end of a
+    loan's block whether anything made from its memory is still alive.
 
-    __slots__ = ("_h", "_deadline", "_hold", "_ref", "_given", "_tally")
+    So the ending does not depend on Python code running to completion: a
+    signal handler's exception (Ctrl-C) between any two steps still leaves
+    the hold to end when its memory is let go.  The one gap is between the C
+    call that takes the hold and the buffer's making, and ``where`` (filled
+    in by the C call before it returns) closes it.
+    """
+
+    __slots__ = ("_h", "_deadline", "_where", "_ref", "_given")
     _LOAN = True
 
     def __init__(self, h: Handle, deadline: int) -> None:
         self._h = h
         self._deadline = deadline
-        self._hold = -1
+        self._where: Any = None
         self._ref: Any = None
         self._given: Any = None
-        self._tally: Optional[Dict[Handle, int]] = None
 
     def _begin(self, nbytes: int) -> Any:
-        """Count the hold against this thread, take it, return its exporter."""
-        if self._tally is not None:
+        """Take the hold and return its exporter."""
+        if self._where is not None:
             raise RuntimeError("a loan or view can be entered only once")
         h = self._h
-        tally = self._tally = _tally.count
-        n = tally.get(h, 0)
-        if n >= HOLDS:
-            kind = "loan" if self._LOAN else "view"
-            raise RuntimeError(
-                f"this thread already holds {n} loans and views of channel {h.name!r} (counting views kept alive "
-                f"by arrays made from them), the most a channel has; another {kind} would wait for this thread itself"
-            )
-        tally[h] = n + 1
+        where = self._where = new_where()
+        where.hold = _NO_HOLD
         try:
             while True:  # again after a signal handler ran (InterruptedError); what one raises propagates
                 try:
                     if self._LOAN:
-                        self._hold, exporter = h.loan_begin(nbytes, self._deadline)
-                    else:
-                        self._hold, exporter = h.view_begin(self._deadline)
-                    break
+                        return h.loan_begin(nbytes, self._deadline, where)
+                    return h.view_begin(self._deadline, where)
                 except InterruptedError:
                     pass
         except BaseException:
-            _leave(tally, h)
+            if where.hold != _NO_HOLD:  # taken just before the exception: a loan aborted, a view's message consumed
+                h.hold_release(where)
             raise
-        self._ref = weakref.ref(exporter)
-        return exporter
 
-    def _end(self, publish: bool) -> bool:
-        """The block ended and what it gave was dropped.  End the hold now if
-        nothing made from its memory is left, and return True; otherwise
-        leave it to end (a loan aborted) when the last such thing is gone,
-        and return False."""
-        h, tally = self._h, self._tally
-        assert tally is not None
-        exporter = self._ref()
-        self._ref = None
-        if exporter is not None:
-            weakref.finalize(exporter, _late_end, h, self._hold, self._LOAN, tally, _pid[0])
+    def _publish(self) -> bool:
+        """The end of a loan's block that went well, once what it gave is
+        dropped: publish it now if nothing made from its memory is left
+        (True); otherwise it is aborted when the last such thing is gone."""
+        h, where = self._h, self._where
+        if self._ref() is not None and h.hold_intent(where, False):
             return False
-        try:
-            if self._LOAN:
-                h.loan_end(self._hold, publish)
-            else:
-                h.view_end(self._hold)
-        finally:
-            n = tally.get(h, 1) - 1  # _leave, inline: this runs for every hold
-            if n:
-                tally[h] = n
-            else:
-                tally.pop(h, None)
+        h.hold_result(where)  # Closed: it was aborted, the channel being closed
         return True
-
-    def _release_given(self) -> None:
-        """Release the memoryview given to the caller (ValueError if used
-        after the block); exports of it that live on keep the exporter."""
-        given, self._given = self._given, None
-        try:
-            given.release()
-        except BufferError:
-            pass
 
 
 class Loan(_Hold):
@@ -182,12 +110,21 @@ class Loan(_Hold):
         self._nbytes = nbytes
 
     def __enter__(self) -> memoryview:
-        buf = self._given = memoryview(self._begin(self._nbytes))
+        exporter = self._begin(self._nbytes)
+        self._ref = weakref.ref(exporter)
+        buf = self._given = memoryview(exporter)
         return buf
 
     def __exit__(self, et: Any, ev: Any, tb: Any) -> None:
-        self._release_given()
-        if not self._end(et is None) and et is None:
+        if et is None:
+            self._h.hold_intent(self._where, True)
+        buf, self._given = self._given, None
+        try:
+            buf.release()  # using it after the block raises ValueError
+        except BufferError:
+            pass  # exports of it live on: they keep the exporter
+        del buf
+        if et is None and not self._publish():
             raise BufferError(
                 f"a loan of channel {self._h.name!r} ended while something made from its memory still exists "
                 "(a slice, an array): it was not sent, and its room is freed once that is gone"
@@ -197,10 +134,10 @@ class Loan(_Hold):
 class ArrayLoan(_Hold):
     """``with ch.loan_array(shape, dtype) as arr:`` (see Channel.loan_array)."""
 
-    __slots__ = ("_layout",)
+    __slots__ = ("_layout", "_refs")
 
     def __init__(self, h: Handle, shape: Any, dtype: Any, order: str, deadline: int) -> None:
-        self._h, self._deadline, self._hold, self._ref, self._given, self._tally = h, deadline, -1, None, None, None
+        super().__init__(h, deadline)
         try:
             layout = _layouts.get((shape, dtype, order))
         except TypeError:  # an unhashable shape, a list say
@@ -208,6 +145,7 @@ class ArrayLoan(_Hold):
         if layout is None:
             layout = _array_layout(shape, dtype, order)
         self._layout = layout
+        self._refs = 0
         if layout[3] > h.max_message:
             nbytes = layout[3] - len(layout[2])
             raise errors.MessageTooLarge(
@@ -218,21 +156,42 @@ class ArrayLoan(_Hold):
     def __enter__(self) -> npt.NDArray[Any]:
         shape, dt, head, total, count, order = self._layout
         exporter = self._begin(total)
+        self._ref = weakref.ref(exporter)
         exporter[:len(head)] = head
         # The array given is a view of `flat`, so that whatever the caller
         # makes from it (slices, reshapes) refers to `flat`, not to it: it
         # can then be emptied at the end without cutting them loose.
         flat = np.frombuffer(exporter, dt, count, len(head))
         arr = self._given = flat.reshape(shape, order=order)  # type: ignore[call-overload]
+        # Its references now (this name, _given, getrefcount's argument),
+        # and the `with` target's: see __exit__.
+        self._refs = sys.getrefcount(arr) + 1
         return arr  # type: ignore[no-any-return]
 
     def __exit__(self, et: Any, ev: Any, tb: Any) -> None:
+        arr = self._given
+        if sys.getrefcount(arr) > self._refs:
+            # Something beside the `with` target holds the array itself (a
+            # second name, a container, a memoryview or ctypes object made
+            # from it, which would go on writing where it points): the array
+            # is left as it is, keeping the loan's memory, and the loan is
+            # aborted once everything holding it is gone.
+            self._given = None
+            if et is None:
+                raise BufferError(
+                    f"a loaned array of channel {self._h.name!r} was still referenced at the end of its block "
+                    "by more than the with target (another name, a container, a memoryview of it): it was "
+                    "not sent, and its room is freed once that is gone"
+                )
+            return
+        if et is None:
+            self._h.hold_intent(self._where, True)
         # The caller's name for the array outlives the block: empty it in
         # place so that it no longer reaches into the ring.
-        arr, self._given = self._given, None
+        self._given = None
         arr.__setstate__((1, (0,), arr.dtype, False, b""))
         del arr
-        if not self._end(et is None) and et is None:
+        if et is None and not self._publish():
             raise BufferError(
                 f"a loaned array of channel {self._h.name!r} ended while a view of it (a slice, a reshape) "
                 "still exists: it was not sent, and its room is freed once that is gone"
@@ -250,8 +209,11 @@ class BytesView(_Hold):
         return view
 
     def __exit__(self, et: Any, ev: Any, tb: Any) -> None:
-        self._release_given()
-        self._end(False)
+        view, self._given = self._given, None
+        try:
+            view.release()  # using it after the block raises ValueError
+        except BufferError:
+            pass  # exports of it live on: they keep the room held
 
 
 class ObjectView(_Hold):
@@ -261,20 +223,13 @@ class ObjectView(_Hold):
     _LOAN = False
 
     def __enter__(self) -> Any:
-        view = memoryview(self._begin(0)).toreadonly()
-        try:
-            return _codec.decode_view(view)
-        except BaseException:
-            try:
-                view.release()
-            except BufferError:
-                pass  # parts unpickled before the error still use it: they keep the hold
-            del view
-            self._end(False)
-            raise
+        # The room is freed when the object's last view of it dies: at once
+        # for an object with none (unpickled from the message), or after
+        # the block when the caller keeps an array from it.
+        return _codec.decode_view(memoryview(self._begin(0)).toreadonly())
 
     def __exit__(self, et: Any, ev: Any, tb: Any) -> None:
-        self._end(False)
+        pass
 
 
 # (shape, dtype, order) as given -> what _array_layout returns: a loop that

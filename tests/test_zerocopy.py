@@ -108,35 +108,42 @@ def test_recv_view_gives_out_of_band_arrays_as_read_only_views_of_the_ring(make_
 def test_records_of_one_array_decode_alike_the_second_time(make_channel):
     # recv_view learns how a record of one array decodes and takes the next
     # with the same head apart without unpickling: it must give what
-    # unpickling gives, and must not skip a rebuilder that is not numpy's.
+    # unpickling (recv) gives, and must not skip a rebuilder that is not numpy's.
     from ringbuf import _codec
 
     ch = make_channel(capacity=8, size=256 * PAGE)
     rng = np.random.default_rng(7)
-    kinds = [
-        ("loan C", lambda i: rng.random((100, 300), dtype=np.float32), "C"),
-        ("loan F", lambda i: np.asfortranarray(rng.integers(0, 999, (50, 700), dtype=np.int16)), "F"),
-        ("send", lambda i: rng.random((90, 110)), None),
-        ("send F", lambda i: np.asfortranarray(rng.random((90, 110))), None),
-        ("send structured", lambda i: np.array([(i, i / 2)] * 5000, dtype=[("a", "<i4"), ("b", "<f8")]), None),
+    kinds = [  # name, array maker, loan order (None: send), learnt
+        ("loan C", lambda i: rng.random((100, 300), dtype=np.float32), "C", True),
+        ("loan F", lambda i: np.asfortranarray(rng.integers(0, 999, (50, 700), dtype=np.int16)), "F", True),
+        ("loan F, a dimension of 1", lambda i: np.asfortranarray(rng.random((1, 5000))), "F", True),
+        ("send", lambda i: rng.random((90, 110)), None, True),
+        ("send F", lambda i: np.asfortranarray(rng.random((90, 110))), None, True),
+        ("send structured", lambda i: np.array([(i, i / 2)] * 5000, dtype=[("a", "<i4"), ("b", "<f8")]), None, False),
     ]
     _codec._arrays.clear()
-    for name, make, order in kinds:
+    learnt = 0
+    for name, make, order, learns in kinds:
         for i in range(3):
             arr = make(i)
-            if order is None:
-                ch.send(arr)
-            else:
-                with ch.loan_array(arr.shape, arr.dtype, order) as out:
-                    out[...] = arr
-            with ch.recv_view() as got:
-                assert type(got) is np.ndarray and not got.flags.writeable, name
-                assert (got.dtype, got.shape) == (arr.dtype, arr.shape), name
-                assert (got.flags.c_contiguous, got.flags.f_contiguous) == (arr.flags.c_contiguous,
-                                                                             arr.flags.f_contiguous), name
-                assert got.tobytes("A") == arr.tobytes("A"), name
-                del got
-        assert len(_codec._arrays) == kinds.index((name, make, order)) + 1, f"{name}: not learnt"
+            for receive in ("recv", "recv_view"):
+                if order is None:
+                    ch.send(arr)
+                else:
+                    with ch.loan_array(arr.shape, arr.dtype, order) as out:
+                        out[...] = arr
+                if receive == "recv":
+                    expected = ch.recv()
+                    continue
+                with ch.recv_view() as got:
+                    assert type(got) is np.ndarray and not got.flags.writeable, name
+                    assert (got.dtype, got.shape, got.strides) == (expected.dtype, expected.shape, expected.strides), name
+                    assert got.tobytes("A") == arr.tobytes("A"), name
+                    if got.dtype.names:
+                        got.dtype.names = ("x", "y")  # a structured dtype can be changed in place
+                    del got
+        learnt += learns
+        assert len(_codec._arrays) == learnt, f"{name}: learnt {len(_codec._arrays)}, expected {learnt}"
     _workers.frombuffer_calls[0] = 0
     for i in range(3):
         ch.send(_workers.CountedArray(bytes([i]) * 65536))
@@ -289,6 +296,36 @@ def test_a_kept_slice_of_a_loan_stops_its_publish_until_it_is_gone(make_channel)
     assert (ch.stats().qcount, ch.stats().loans) == (0, 0)
 
 
+@pytest.mark.parametrize("keep", ["memoryview", "np.frombuffer", "as_strided", "ctypes", "a second name"])
+def test_a_loaned_array_held_past_its_block_is_not_sent(make_channel, keep):
+    # Objects holding the loaned array itself (not a numpy view of it) point
+    # where it pointed: emptying it would not stop them writing into a
+    # message already sent.  The loan is refused and aborted once they go.
+    import ctypes
+    from numpy.lib.stride_tricks import as_strided
+
+    makers = {
+        "memoryview": memoryview,
+        "np.frombuffer": lambda a: np.frombuffer(a, np.uint8),
+        "as_strided": as_strided,
+        "ctypes": lambda a: (ctypes.c_uint8 * 8).from_buffer(a),
+        "a second name": lambda a: a,
+    }
+    ch = make_channel(capacity=4, size=PAGE)
+    with pytest.raises(BufferError, match="it was not sent"):
+        with ch.loan_array(8, np.uint8) as arr:
+            arr[:] = 1
+            kept = makers[keep](arr)
+    kept[0] = 99  # still the loan's memory, which nothing will deliver
+    st = ch.stats()
+    assert (st.loans, st.sent, st.qcount) == (1, 0, 0)
+    del kept, arr
+    gc.collect()
+    st = ch.stats()
+    assert (st.loans, st.sent, st.held) == (0, 0, 0)
+    ch.check()
+
+
 def test_an_array_kept_past_its_view_keeps_its_room_and_stays_valid(make_channel):
     ch = make_channel(capacity=4, size=4 * PAGE)
     ch.send_bytes(bytes(range(200)))
@@ -351,6 +388,52 @@ def test_a_thread_cannot_take_more_holds_than_a_channel_has(make_channel):
     for loan in loans:
         loan.__exit__(KeyError, KeyError(), None)
     assert ch.stats().loans == 0
+    ch.check()
+
+
+def test_the_hold_limit_counts_every_handle_of_the_channel_in_this_thread(make_channel):
+    ch = make_channel(capacity=64, size=PAGE)
+    other = ringbuf.Channel.attach(ch.name)
+    for _ in range(ringbuf._lowlevel.HOLDS + 1):
+        ch.send_bytes(b"m")
+    views = [ch.recv_bytes_view() for _ in range(ringbuf._lowlevel.HOLDS)]
+    for view in views:
+        view.__enter__()
+    with pytest.raises(RuntimeError, match="wait for this thread itself"):
+        other.recv_bytes_view(timeout=10).__enter__()  # not a wait for itself
+    for view in views:
+        view.__exit__(None, None, None)
+    with other.recv_bytes_view(timeout=0) as view:
+        assert view == b"m"
+
+
+def test_views_ended_in_another_thread_leave_the_hold_limit_right(make_channel):
+    # Arrays from views handed to a thread that drops them: their holds end
+    # there, and the taking thread never sees more than it holds.
+    import queue
+
+    ch = make_channel(capacity=64, size=1 << 22)
+    arr = np.zeros(40000, np.uint8)  # out of band: recv_view gives a view of the ring
+    handoff: queue.Queue = queue.Queue()
+    slots = threading.Semaphore(4)
+
+    def drop() -> None:
+        while handoff.get() is not None:
+            slots.release()
+
+    dropper = threading.Thread(target=drop)
+    dropper.start()
+    try:
+        for _ in range(3000):
+            ch.send(arr)
+            slots.acquire()
+            with ch.recv_view() as obj:
+                handoff.put(obj)
+            del obj
+    finally:
+        handoff.put(None)
+        dropper.join(30)
+    assert ch.stats().views == 0
     ch.check()
 
 
@@ -819,6 +902,72 @@ def test_a_handle_keeps_its_liveness_lock_between_holds_until_it_dies(make_chann
     proc.kill()
     proc.wait(10)
     assert _liveness_locks(ch) == fcntl.F_UNLCK
+
+
+def test_a_signal_handler_raising_anywhere_in_loans_and_views_leaves_no_hold(make_channel):
+    # Ctrl-C comes between any two steps.  Whatever step an exception from a
+    # signal handler cuts short, the hold ends once its memory is let go.
+    class Tick(Exception):
+        pass
+
+    armed = [False]
+
+    def handler(signum, frame):
+        if armed[0]:
+            armed[0] = False
+            raise Tick
+
+    ch = make_channel(capacity=64, size=16 * PAGE)
+    previous = signal.signal(signal.SIGALRM, handler)
+    signal.setitimer(signal.ITIMER_REAL, 50e-6, 50e-6)
+    ticks = 0
+    try:
+        for i in range(6000):
+            buf = view = None
+            try:
+                if i % 2:
+                    armed[0] = True
+                    with ch.loan(8) as buf:
+                        buf[:] = b"12345678"
+                else:
+                    ch.send_bytes(b"x")
+                    armed[0] = True
+                    with ch.recv_bytes_view() as view:
+                        pass
+            except Tick:
+                ticks += 1
+            finally:
+                armed[0] = False
+                buf = view = None  # a block cut short leaves its target holding the memory
+            while True:
+                try:
+                    ch.recv_bytes(timeout=0)
+                except ringbuf.Timeout:
+                    break
+            st = ch.stats()
+            assert (st.loans, st.views) == (0, 0), f"a hold left after {ticks} interruptions"
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert ticks > 100  # the handler did interrupt
+    ch.check()
+
+
+def test_a_views_array_stays_readable_after_its_channel_is_gone(make_channel):
+    proc = run_child("""
+        import gc, numpy as np, ringbuf
+        ch = ringbuf.Channel(capacity=4, size=1 << 20)
+        ch.send(np.arange(20000, dtype=np.int64))
+        with ch.recv_view() as arr:
+            pass
+        ch.close()
+        ch.unlink()
+        del ch
+        gc.collect()
+        print(int(arr.sum()), flush=True)  # the mapping stays while the view's memory is used
+    """)
+    assert read_line(proc) == str(sum(range(20000)))
+    assert proc.wait(10) == 0
 
 
 def test_loans_and_views_make_no_wake_call_when_nobody_is_parked(make_channel):
