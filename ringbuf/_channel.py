@@ -881,7 +881,10 @@ class Channel:
         After the block ``buf`` is released (using it raises ValueError).  If
         something made from it still exists then (a slice, a numpy array),
         the loan is not published: :class:`BufferError` is raised, and the
-        loan is aborted once that object is gone.
+        loan is aborted once that object is gone.  A block cut short by an
+        exception from a signal handler (Ctrl-C) at its very end may leave
+        ``buf`` unreleased: the loan then ends (published if the block's
+        code had finished) when ``buf`` and what was made from it are gone.
 
         Args:
             nbytes: the message's length, 1 to ``max_message_size``.
@@ -897,8 +900,9 @@ class Channel:
             ValueError: ``nbytes`` < 1; or a channel without room to lend: an
                 unbuffered one, or one whose size is not a multiple of the
                 page size (4096).
-            RuntimeError: this thread already holds 16 loans and views of
-                the channel (another would wait for itself).
+            RuntimeError: every one of the channel's 16 loans and views is
+                this thread's, through any of this process's handles of it
+                (another would wait for itself).
             KeyboardInterrupt: Ctrl-C while waiting (signal handlers run, and
                 the wait resumes with the same deadline unless one raised).
         """
@@ -921,7 +925,12 @@ class Channel:
         read-only view.  After the block ``arr`` is emptied in place (its
         shape becomes ``(0,)``) so that it no longer reaches into the ring; a
         view of it kept past the block (a slice, a reshape) stops the publish
-        with :class:`BufferError`, as for :meth:`loan`.
+        with :class:`BufferError`, as for :meth:`loan`, and so does anything
+        but the ``with`` target holding ``arr`` itself at the end of the
+        block (another name for it, a container, a memoryview or ctypes
+        object made from it, which would keep pointing into the ring): then
+        ``arr`` is left as it is, and the loan is aborted once all of these
+        are gone.
 
         Raises:
             TypeError: ``shape`` is not ints, ``dtype`` not a dtype.
@@ -958,8 +967,8 @@ class Channel:
             Closed: the channel is closed and drained (``close`` wakes a
                 waiting receiver).
             ValueError: a channel without room to lend (see :meth:`loan`).
-            RuntimeError: this thread already holds 16 loans and views of
-                the channel.
+            RuntimeError: every loan and view of the channel is this
+                thread's (as :meth:`loan`).
             KeyboardInterrupt: Ctrl-C while waiting (as :meth:`loan`).
         """
         return _zerocopy.BytesView(self._h, FOREVER if timeout is None else _deadline(timeout))
@@ -970,11 +979,11 @@ class Channel:
         Like :meth:`recv_bytes_view`, for an object sent with :meth:`send` or
         :meth:`loan_array`: the numpy arrays in it whose data travelled out of
         band (those of 32 KiB or more) are read-only views of the ring; the
-        rest is unpickled as by :meth:`recv`.  The room is freed when the
-        block has ended and none of those arrays is left: keep one past the
-        block (``obj`` itself stays bound) and its room stays held until it
-        is dropped or replaced, which ``stats().views`` shows.  Copy an array
-        (``arr.copy()``) to keep its data for longer.
+        rest is unpickled as by :meth:`recv`.  The room is freed once none
+        of those arrays is left (at once for an object without any): keep
+        one past the block (``obj`` itself stays bound) and its room stays
+        held until it is dropped or replaced, which ``stats().views`` shows.
+        Copy an array (``arr.copy()``) to keep its data for longer.
 
         Raises:
             Timeout, Closed, ValueError, RuntimeError, KeyboardInterrupt: as

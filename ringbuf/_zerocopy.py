@@ -7,13 +7,14 @@ ends; the writing and reading happen outside it (L1..L7 in csrc/ringbuf.h).
 
 What lives after the block.  Every object handed out is built on one cffi
 buffer per hold (the *exporter*): memoryviews, numpy arrays and anything
-unpickled from the message keep it alive, and a weak reference tells when
-the last of them is gone.  At the end of the block the memoryview given to
+unpickled from the message keep it alive, and its death releases the hold
+in C (Handle.loan_begin).  At the end of the block the memoryview given to
 the caller is released (using it raises ValueError), and the array a loan
 gave is emptied in place (its shape becomes (0,)).  Then:
 
 * a loan is published (or, after an exception, aborted) if nothing made from
-  its memory is left; if something is (a slice, an array kept elsewhere),
+  its memory is left; if something is (a slice, an array kept elsewhere, or
+  anything holding the loaned array itself besides the ``with`` target),
   publishing would let it write into a message already delivered, so the
   loan is refused: ``BufferError`` is raised and the loan is aborted once
   the last such object is gone;
