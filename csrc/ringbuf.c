@@ -1989,34 +1989,44 @@ int rb_view_begin(struct rb_chan *ch, int64_t deadline, struct rb_where *w)
     return RB_OK;
 }
 
-/* Lock held, hold i this handle's loan (own_hold): publish or abort it,
- * drop the lock and wake whom it concerns.  Returns RB_OK, or RB_ECLOSED
- * for a publish on a closed channel (aborted), or RB_ECORRUPT. */
-static int end_loan_hold(struct rb_chan *ch, int i, int publish_it)
+/* Lock held: the release of this handle's hold named by m is over, with
+ * status rc.  Stored before the lock is dropped: once it is, a begin may
+ * take the same slot for a new hold and its record. */
+static void released(struct rb_mine *m, int rc)
+{
+    __atomic_store_n(&m->result, rc, __ATOMIC_RELAXED);
+    __atomic_store_n(&m->out, 0, __ATOMIC_RELEASE);
+}
+
+/* Lock held, hold i this handle's loan (own_hold), m its record: publish or
+ * abort it, drop the lock and wake whom it concerns.  The status: RB_OK, or
+ * RB_ECLOSED for a publish on a closed channel (aborted), or RB_ECORRUPT. */
+static void end_loan_hold(struct rb_chan *ch, int i, int publish_it, struct rb_mine *m)
 {
     struct rb_hdr *h = ch->hdr;
     struct pos p;
     int rc, all;
 
     if (!read_pos(ch, &h->recvx, &p)) {
+        released(m, RB_ECORRUPT);
         unlock(ch);
-        return RB_ECORRUPT;
+        return;
     }
     all = free_hold(h) < 0;  /* L4: freeing the last hold wakes everyone */
     rc = end_loan(ch, i, publish_it, &p);
+    released(m, rc);
     if (all) {
         unlock_and_wake_all(ch);
-        return rc;
+        return;
     }
     /* W4, W5: receivers for what was published, a sender for room an abort
      * gave back; no system call when nobody is parked. */
     unlock_and_wake(ch, (int)p.woke, owe_sender(ch, &p));
-    return rc;
 }
 
-/* Lock held, hold i this handle's view: free its room (L2), drop the lock
- * and wake a sender it may fit. */
-static int end_view_hold(struct rb_chan *ch, int i)
+/* Lock held, hold i this handle's view, m its record: free its room (L2),
+ * drop the lock and wake a sender it may fit. */
+static void end_view_hold(struct rb_chan *ch, int i, struct rb_mine *m)
 {
     struct rb_hdr *h = ch->hdr;
     struct pos p;
@@ -2025,17 +2035,17 @@ static int end_view_hold(struct rb_chan *ch, int i)
     all = release_hold(ch, i);
     STORE(h->received, LOAD(h->received) + 1);  /* L7 */
     set_held(ch);
+    released(m, RB_OK);
     if (all) {
         unlock_and_wake_all(ch);
-        return RB_OK;
+        return;
     }
     /* W5: the room it freed may fit a parked sender. */
     if (!read_pos(ch, &h->recvx, &p)) {
         unlock(ch);
-        return RB_ECORRUPT;
+        return;
     }
     unlock_and_wake(ch, 0, owe_sender(ch, &p));
-    return RB_OK;
 }
 
 /* One fewer hold keeps the mapping; the last one after rb_detach finishes
@@ -2065,20 +2075,22 @@ void rb_hold_release(struct rb_chan *ch, uint32_t hold, uint64_t pos)
      * and take it again after a recovery. */
     while ((rc = lock(ch, RB_FOREVER)) == RB_EINTR || rc == RB_ERECOVERED)
         ;
-    if (rc != RB_OK)
-        return;  /* a damaged channel: the hold goes when this process does (L6) */
+    if (rc != RB_OK) {
+        unpin(ch);  /* a damaged lock: the hold goes when this process does (L6) */
+        return;
+    }
     if (!m->out || m->pos != pos) {
         unlock(ch);
         return;  /* released already */
     }
-    m->out = 0;
-    if ((i = own_hold(ch, hold, pos, RB_HOLD_LOAN)) >= 0)
-        rc = end_loan_hold(ch, i, (int)__atomic_load_n(&m->intent, __ATOMIC_RELAXED));
-    else if ((i = own_hold(ch, hold, pos, RB_HOLD_VIEW)) >= 0)
-        rc = end_view_hold(ch, i);
-    else
-        unlock(ch);  /* voided by a recovery: nothing left to end */
-    m->result = rc;
+    if ((i = own_hold(ch, hold, pos, RB_HOLD_LOAN)) >= 0) {
+        end_loan_hold(ch, i, (int)__atomic_load_n(&m->intent, __ATOMIC_RELAXED), m);
+    } else if ((i = own_hold(ch, hold, pos, RB_HOLD_VIEW)) >= 0) {
+        end_view_hold(ch, i, m);
+    } else {
+        released(m, RB_OK);  /* voided by a recovery: nothing left to end */
+        unlock(ch);
+    }
     unpin(ch);
 }
 
@@ -2125,18 +2137,20 @@ int rb_hold_intent(struct rb_chan *ch, uint32_t hold, uint64_t pos, int publish)
     return __atomic_load_n(&m->out, __ATOMIC_RELAXED) && __atomic_load_n(&m->pos, __ATOMIC_RELAXED) == pos;
 }
 
+/* Without the lock: the caller asks once the hold's buffer is dead, so its
+ * release is over, made by this thread or by one whose stores of `result`
+ * and `out` (under the lock, result first) the acquire load of `out` here
+ * sees.  A later hold in the slot changes `pos`: then the answer is RB_OK. */
 int rb_hold_result(struct rb_chan *ch, uint32_t hold, uint64_t pos)
 {
     struct rb_mine *m;
-    int rc = RB_OK;
 
-    if (hold >= RB_HOLDS || lock(ch, RB_FOREVER) != RB_OK)
+    if (hold >= RB_HOLDS)
         return RB_OK;
     m = &ch->mine[hold];
-    if (!m->out && m->pos == pos)
-        rc = m->result;
-    unlock(ch);
-    return rc;
+    if (__atomic_load_n(&m->out, __ATOMIC_ACQUIRE) || __atomic_load_n(&m->pos, __ATOMIC_RELAXED) != pos)
+        return RB_OK;
+    return __atomic_load_n(&m->result, __ATOMIC_RELAXED);
 }
 
 void *rb_ring(struct rb_chan *ch)

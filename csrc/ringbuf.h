@@ -403,9 +403,10 @@ struct rb_hdr {
 };
 
 /* A handle's own record of one of its holds (struct rb_chan's mine),
- * process-local.  Set by the begin and cleared by the release, under the
- * channel lock; `intent` is also stored by rb_hold_intent without it (an
- * atomic store: the release reads it under the lock). */
+ * process-local.  Set by the begin and by the release, under the channel
+ * lock; `intent` is stored by rb_hold_intent without it (atomic: the release
+ * reads it under the lock), `out` and `result` read by rb_hold_result and
+ * rb_release without it (atomic). */
 struct rb_mine {
     uint64_t pos;               /* the hold's position (its name, with its number) */
     uint32_t out;               /* 1 from the begin to the release */
