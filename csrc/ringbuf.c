@@ -207,19 +207,48 @@ static int own_description(int fd)
     return rc;
 }
 
-/* In the child: a description of its own for each handle, so that the
+static struct rb_hdr *map_segment(int fd, uint64_t size, size_t *map_len, int *mirrored);
+
+/* In the child, for each handle: a description of its own, so that the
  * parent's liveness lock, if it took one, is not kept alive through the
- * child's descriptor.  A child that cannot keeps sharing its parent's
- * description: through it a parent's lock looks like its own, so that
- * handle neither takes holds nor reclaims others' (own_fd 0). */
+ * child's descriptor; and a mapping of its own for the holds it will take,
+ * so that the buffers it inherited over its parent's holds (which stay
+ * mapped where they are, never unmapped) are told apart from them when
+ * they die (rb_release finds no handle there).  A child that cannot do
+ * both neither takes holds nor reclaims others' (own_fd 0): through its
+ * parent's description a parent's lock would look like its own. */
 static void fork_child(void)
 {
     self_refresh();
     my_tid = 0;
     for (struct rb_chan *ch = handles; ch; ch = ch->next) {
-        ch->own_fd = own_description(ch->fd) == 0;
-        ch->live = 0;  /* the new description holds no lock yet */
+        struct rb_hdr *again = NULL;
+        size_t map_len;
+        int mirrored, nfd;
+
+        memset(ch->mine, 0, sizeof ch->mine);  /* the parent's holds are not the child's */
+        if (ch->detached)
+            continue;  /* its Python handle is gone: no holds will be taken */
+        ch->live = 0;  /* no lock is held on a new description */
         ch->tag = new_tag();
+        ch->own_fd = 0;
+        /* Mapped through a description that is then closed: the mapping
+         * keeps it, with no lock on it (own_description). */
+        if (own_description(ch->fd) != 0 || (nfd = fcntl(ch->fd, F_DUPFD_CLOEXEC, 0)) < 0)
+            continue;
+        if (own_description(nfd) == 0)
+            again = map_segment(nfd, ch->size, &map_len, &mirrored);
+        close(nfd);
+        if (again == NULL || mirrored != ch->mirrored) {
+            if (again != NULL)
+                munmap(again, map_len);
+            continue;
+        }
+        ch->hdr = again;
+        ch->data = (uint8_t *)again + RB_DATA_OFF;
+        ch->map_len = map_len;
+        ch->pins = 0;  /* the inherited mapping is left to what uses it */
+        ch->own_fd = 1;
     }
     pthread_mutex_unlock(&handles_lock);
 }
@@ -1853,8 +1882,9 @@ static int all_mine(struct rb_chan *ch)
         uint64_t owner = LOAD(h->holds[i].owner);
 
         for (struct rb_chan *c = handles; c; c = c->next)
-            if (c->tag == owner && c->dev == ch->dev && c->ino == ch->ino && c->mine[i].out &&
-                c->mine[i].tid == self_tid()) {
+            if (c->tag == owner && c->dev == ch->dev && c->ino == ch->ino &&
+                (__atomic_load_n(&c->mine[i].state, __ATOMIC_RELAXED) & RB_MINE_OUT) &&
+                __atomic_load_n(&c->mine[i].tid, __ATOMIC_RELAXED) == self_tid()) {
                 n++;
                 break;
             }
@@ -1864,17 +1894,20 @@ static int all_mine(struct rb_chan *ch)
 }
 
 /* Lock held: hold i was just taken by this handle at pos; note it as its
- * own (released by rb_hold_release or rb_release), keeping the mapping. */
-static void note_mine(struct rb_chan *ch, int i, uint64_t pos)
+ * own, out, to be aborted if it is a loan, until released (rb_hold_release
+ * or rb_release), keeping the mapping.  Returns its generation. */
+static uint64_t all_gens;  /* the process's begins so far: generations are unique */
+
+static uint64_t note_mine(struct rb_chan *ch, int i, uint64_t pos)
 {
     struct rb_mine *m = &ch->mine[i];
+    uint64_t gen = __atomic_add_fetch(&all_gens, 1, __ATOMIC_RELAXED);
 
-    m->pos = pos;
-    m->result = RB_OK;
-    m->tid = self_tid();
-    __atomic_store_n(&m->intent, 0, __ATOMIC_RELAXED);
-    m->out = 1;
+    __atomic_store_n(&m->pos, pos, __ATOMIC_RELAXED);
+    __atomic_store_n(&m->tid, self_tid(), __ATOMIC_RELAXED);
+    __atomic_store_n(&m->state, gen << 2 | RB_MINE_OUT, __ATOMIC_RELEASE);
     __atomic_fetch_add(&ch->pins, 1, __ATOMIC_RELAXED);
+    return gen;
 }
 
 static int can_hold(const struct rb_chan *ch)
@@ -1914,10 +1947,10 @@ int rb_loan_begin(struct rb_chan *ch, uint64_t len, int64_t deadline, struct rb_
     STORE(h->lent_count, LOAD(h->lent_count) + 1);
     STORE(h->loans_taken, LOAD(h->loans_taken) + 1);
     set_held(ch);
-    note_mine(ch, i, pos);
+    w->gen = note_mine(ch, i, pos);
     w->off = wrap(ch, p.x + RB_REC_HDR);
+    w->addr = (char *)ch->data + w->off;
     w->len = len;
-    w->pos = pos;
     w->hold = (uint32_t)i;
     p.held += need;
     p.held_msgs += 1;
@@ -1979,54 +2012,57 @@ int rb_view_begin(struct rb_chan *ch, int64_t deadline, struct rb_where *w)
     p.held_msgs = LOAD(h->held_msgs);
     if (p.used == 0)
         advance(ch, &p);
-    note_mine(ch, i, pos);
+    w->gen = note_mine(ch, i, pos);
     w->off = off;
+    w->addr = (char *)ch->data + off;
     w->len = len;
-    w->pos = pos;
     w->hold = (uint32_t)i;
     /* W5: stepping over an aborted record (L5) may have freed room. */
     unlock_and_wake(ch, (int)p.woke, owe_sender(ch, &p));
     return RB_OK;
 }
 
-/* Lock held: the release of this handle's hold named by m is over, with
- * status rc.  Stored before the lock is dropped: once it is, a begin may
- * take the same slot for a new hold and its record. */
-static void released(struct rb_mine *m, int rc)
+/* The last release this thread made (rb_hold_result): the handle, the
+ * hold's generation and how it went. */
+static __thread struct rb_chan *last_ch;
+static __thread uint64_t last_gen;
+static __thread int last_rc;
+
+static void released(struct rb_chan *ch, uint64_t gen, int rc)
 {
-    __atomic_store_n(&m->result, rc, __ATOMIC_RELAXED);
-    __atomic_store_n(&m->out, 0, __ATOMIC_RELEASE);
+    last_ch = ch;
+    last_gen = gen;
+    last_rc = rc;
 }
 
-/* Lock held, hold i this handle's loan (own_hold), m its record: publish or
- * abort it, drop the lock and wake whom it concerns.  The status: RB_OK, or
- * RB_ECLOSED for a publish on a closed channel (aborted), or RB_ECORRUPT. */
-static void end_loan_hold(struct rb_chan *ch, int i, int publish_it, struct rb_mine *m)
+/* Lock held, hold i this handle's loan (own_hold): publish or abort it,
+ * drop the lock and wake whom it concerns.  Returns RB_OK, or RB_ECLOSED
+ * for a publish on a closed channel (aborted), or RB_ECORRUPT. */
+static int end_loan_hold(struct rb_chan *ch, int i, int publish_it)
 {
     struct rb_hdr *h = ch->hdr;
     struct pos p;
     int rc, all;
 
     if (!read_pos(ch, &h->recvx, &p)) {
-        released(m, RB_ECORRUPT);
         unlock(ch);
-        return;
+        return RB_ECORRUPT;
     }
     all = free_hold(h) < 0;  /* L4: freeing the last hold wakes everyone */
     rc = end_loan(ch, i, publish_it, &p);
-    released(m, rc);
     if (all) {
         unlock_and_wake_all(ch);
-        return;
+        return rc;
     }
     /* W4, W5: receivers for what was published, a sender for room an abort
      * gave back; no system call when nobody is parked. */
     unlock_and_wake(ch, (int)p.woke, owe_sender(ch, &p));
+    return rc;
 }
 
-/* Lock held, hold i this handle's view, m its record: free its room (L2),
- * drop the lock and wake a sender it may fit. */
-static void end_view_hold(struct rb_chan *ch, int i, struct rb_mine *m)
+/* Lock held, hold i this handle's view: free its room (L2), drop the lock
+ * and wake a sender it may fit. */
+static int end_view_hold(struct rb_chan *ch, int i)
 {
     struct rb_hdr *h = ch->hdr;
     struct pos p;
@@ -2035,17 +2071,17 @@ static void end_view_hold(struct rb_chan *ch, int i, struct rb_mine *m)
     all = release_hold(ch, i);
     STORE(h->received, LOAD(h->received) + 1);  /* L7 */
     set_held(ch);
-    released(m, RB_OK);
     if (all) {
         unlock_and_wake_all(ch);
-        return;
+        return RB_OK;
     }
     /* W5: the room it freed may fit a parked sender. */
     if (!read_pos(ch, &h->recvx, &p)) {
         unlock(ch);
-        return;
+        return RB_ECORRUPT;
     }
     unlock_and_wake(ch, 0, owe_sender(ch, &p));
+    return RB_OK;
 }
 
 /* One fewer hold keeps the mapping; the last one after rb_detach finishes
@@ -2063,9 +2099,10 @@ static void unpin(struct rb_chan *ch)
         finish_detach(ch);
 }
 
-void rb_hold_release(struct rb_chan *ch, uint32_t hold, uint64_t pos)
+void rb_hold_release(struct rb_chan *ch, uint32_t hold, uint64_t gen)
 {
     struct rb_mine *m;
+    uint64_t state;
     int rc, i;
 
     if (hold >= RB_HOLDS)
@@ -2079,18 +2116,26 @@ void rb_hold_release(struct rb_chan *ch, uint32_t hold, uint64_t pos)
         unpin(ch);  /* a damaged lock: the hold goes when this process does (L6) */
         return;
     }
-    if (!m->out || m->pos != pos) {
+    /* Claim the release, taking the intent with it: from here rb_hold_intent
+     * finds the hold gone.  Under the lock, so that no begin reuses the
+     * slot's record before the hold's end is committed. */
+    state = __atomic_load_n(&m->state, __ATOMIC_RELAXED);
+    do {
+        if (state >> 2 != gen || !(state & RB_MINE_OUT)) {
+            unlock(ch);
+            return;  /* released already */
+        }
+    } while (!__atomic_compare_exchange_n(&m->state, &state, state & ~(uint64_t)RB_MINE_OUT, 0, __ATOMIC_ACQ_REL,
+                                          __ATOMIC_RELAXED));
+    if ((i = own_hold(ch, hold, __atomic_load_n(&m->pos, __ATOMIC_RELAXED), RB_HOLD_LOAN)) >= 0)
+        rc = end_loan_hold(ch, i, (state & RB_MINE_PUBLISH) != 0);
+    else if ((i = own_hold(ch, hold, __atomic_load_n(&m->pos, __ATOMIC_RELAXED), RB_HOLD_VIEW)) >= 0)
+        rc = end_view_hold(ch, i);
+    else {
+        rc = RB_OK;  /* voided by a recovery: nothing left to end */
         unlock(ch);
-        return;  /* released already */
     }
-    if ((i = own_hold(ch, hold, pos, RB_HOLD_LOAN)) >= 0) {
-        end_loan_hold(ch, i, (int)__atomic_load_n(&m->intent, __ATOMIC_RELAXED), m);
-    } else if ((i = own_hold(ch, hold, pos, RB_HOLD_VIEW)) >= 0) {
-        end_view_hold(ch, i, m);
-    } else {
-        released(m, RB_OK);  /* voided by a recovery: nothing left to end */
-        unlock(ch);
-    }
+    released(ch, gen, rc);
     unpin(ch);
 }
 
@@ -2098,11 +2143,12 @@ void rb_release(void *p)
 {
     struct rb_chan *found = NULL;
     uint32_t hold = 0;
-    uint64_t pos = 0;
+    uint64_t gen = 0;
 
     /* The handle that maps p, and its hold whose payload starts there:
      * distinct records, so one at most.  Reading `mine` without the channel
-     * lock only picks the candidate; rb_hold_release checks it under it. */
+     * lock only picks the candidate; rb_hold_release claims it by its name
+     * (its generation) under the lock, or finds it gone. */
     pthread_mutex_lock(&handles_lock);
     for (struct rb_chan *ch = handles; ch && !found; ch = ch->next) {
         uintptr_t a = (uintptr_t)p, d = (uintptr_t)ch->data;
@@ -2112,45 +2158,42 @@ void rb_release(void *p)
         for (uint32_t i = 0; i < RB_HOLDS; i++) {
             struct rb_mine *m = &ch->mine[i];
 
-            if (__atomic_load_n(&m->out, __ATOMIC_RELAXED) &&
-                (__atomic_load_n(&m->pos, __ATOMIC_RELAXED) + RB_REC_HDR) % ch->size == a - d) {
+            uint64_t state = __atomic_load_n(&m->state, __ATOMIC_ACQUIRE);
+
+            if ((state & RB_MINE_OUT) && (__atomic_load_n(&m->pos, __ATOMIC_RELAXED) + RB_REC_HDR) % ch->size == a - d) {
                 found = ch;
                 hold = i;
-                pos = __atomic_load_n(&m->pos, __ATOMIC_RELAXED);
+                gen = state >> 2;
                 break;
             }
         }
     }
     pthread_mutex_unlock(&handles_lock);
     if (found)
-        rb_hold_release(found, hold, pos);
+        rb_hold_release(found, hold, gen);
 }
 
-int rb_hold_intent(struct rb_chan *ch, uint32_t hold, uint64_t pos, int publish)
+int rb_hold_intent(struct rb_chan *ch, uint32_t hold, uint64_t gen, int publish)
 {
     struct rb_mine *m;
+    uint64_t state, want;
 
     if (hold >= RB_HOLDS)
         return 0;
     m = &ch->mine[hold];
-    __atomic_store_n(&m->intent, publish ? 1u : 0u, __ATOMIC_RELAXED);
-    return __atomic_load_n(&m->out, __ATOMIC_RELAXED) && __atomic_load_n(&m->pos, __ATOMIC_RELAXED) == pos;
+    state = __atomic_load_n(&m->state, __ATOMIC_RELAXED);
+    do {
+        if (state >> 2 != gen || !(state & RB_MINE_OUT))
+            return 0;  /* released already: the intent came too late */
+        want = publish ? state | RB_MINE_PUBLISH : state & ~(uint64_t)RB_MINE_PUBLISH;
+    } while (!__atomic_compare_exchange_n(&m->state, &state, want, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED));
+    return 1;
 }
 
-/* Without the lock: the caller asks once the hold's buffer is dead, so its
- * release is over, made by this thread or by one whose stores of `result`
- * and `out` (under the lock, result first) the acquire load of `out` here
- * sees.  A later hold in the slot changes `pos`: then the answer is RB_OK. */
-int rb_hold_result(struct rb_chan *ch, uint32_t hold, uint64_t pos)
+int rb_hold_result(struct rb_chan *ch, uint32_t hold, uint64_t gen)
 {
-    struct rb_mine *m;
-
-    if (hold >= RB_HOLDS)
-        return RB_OK;
-    m = &ch->mine[hold];
-    if (__atomic_load_n(&m->out, __ATOMIC_ACQUIRE) || __atomic_load_n(&m->pos, __ATOMIC_RELAXED) != pos)
-        return RB_OK;
-    return __atomic_load_n(&m->result, __ATOMIC_RELAXED);
+    (void)hold;
+    return last_ch == ch && last_gen == gen ? last_rc : RB_OK;
 }
 
 void *rb_ring(struct rb_chan *ch)

@@ -403,16 +403,22 @@ struct rb_hdr {
 };
 
 /* A handle's own record of one of its holds (struct rb_chan's mine),
- * process-local.  Set by the begin and by the release, under the channel
- * lock; `intent` is stored by rb_hold_intent without it (atomic: the release
- * reads it under the lock), `out` and `result` read by rb_hold_result and
- * rb_release without it (atomic). */
+ * process-local.  `state` is the whole truth about it, changed only by
+ * single atomic operations: the hold's generation (a count of the process's
+ * begins, so that no two holds ever share a name) << 2, RB_MINE_OUT while
+ * it is out, RB_MINE_PUBLISH if a loan's release is to publish it.  The
+ * begin sets it, under the channel lock; rb_hold_intent changes the intent
+ * of the hold it names (compare-and-swap), without the lock; the release
+ * clears RB_MINE_OUT of the hold it names (compare-and-swap), under the
+ * lock, and so takes the intent.  `pos` and `tid` are set with `state`, by
+ * the begin, and read with atomic loads by rb_release. */
+#define RB_MINE_OUT       2u
+#define RB_MINE_PUBLISH   1u
 struct rb_mine {
-    uint64_t pos;               /* the hold's position (its name, with its number) */
-    uint32_t out;               /* 1 from the begin to the release */
-    uint32_t intent;            /* a loan's release publishes it (1) or aborts it (0) */
-    int32_t result;             /* how the release went (rb_hold_result) */
+    uint64_t state;
+    uint64_t pos;               /* its record's position, for rb_release */
     int32_t tid;                /* the thread that took it (gettid), for RB_ESELF */
+    uint32_t pad;
 };
 
 /* The two sides of a handle's spin budgets (struct rb_chan's spin_ns). */

@@ -126,10 +126,11 @@ struct rb_hold_info {
  * only when the begin succeeds, before it returns, so that a caller
  * interrupted right after the call can still find and end the hold. */
 struct rb_where {
-    uint64_t off;               /* the payload, at rb_ring(ch) + off */
+    char *addr;                 /* the payload in this process: rb_ring(ch) + off */
+    uint64_t off;
     uint64_t len;               /* its length */
-    uint64_t pos;               /* the record's byte position: with the hold
-                                 * number, names this hold and no later one */
+    uint64_t gen;               /* names this hold (with its number) and no
+                                 * other of the process, before or after */
     uint32_t hold;              /* the hold number */
     uint32_t pad;
 };
@@ -262,8 +263,8 @@ int rb_recv_at(struct rb_chan *ch, uint64_t token, uint64_t skip, void *dst, uin
  * and the release.  Only for a ring that rb_ring() says is mapped for them
  * (RB_EINVAL otherwise: an unbuffered channel, or a size that is not a
  * multiple of the page size).  A begin fills *w: the hold is this handle's,
- * numbered w->hold, and the message's payload is at rb_ring(ch) + w->off,
- * contiguous even where the ring wraps.  At most RB_HOLDS are out per
+ * numbered w->hold, and the message's payload is at w->addr, contiguous
+ * even where the ring wraps.  At most RB_HOLDS are out per
  * channel; a begin that finds none free waits like one that finds no room
  * (or no message), unless every one is this thread's (RB_ESELF).
  * rb_loan_begin waits for room for len bytes, as rb_send does;
@@ -279,21 +280,22 @@ int rb_recv_at(struct rb_chan *ch, uint64_t token, uint64_t skip, void *dst, uin
  * reserved before it, once those are published too; a view's room is
  * freed once no earlier view holds room.  Releasing a hold twice is
  * harmless: the second release finds it gone (a hold is named by its
- * number and w->pos, which no later hold shares) and does nothing. */
+ * number and w->gen, which no other hold of the process shares) and does
+ * nothing. */
 int rb_loan_begin(struct rb_chan *ch, uint64_t len, int64_t deadline, struct rb_where *w);
 int rb_view_begin(struct rb_chan *ch, int64_t deadline, struct rb_where *w);
 /* Set what releasing this handle's loan does: publish (1) or abort (0).
  * Returns 1 if the hold is still out, 0 if it was released already. */
-int rb_hold_intent(struct rb_chan *ch, uint32_t hold, uint64_t pos, int publish);
+int rb_hold_intent(struct rb_chan *ch, uint32_t hold, uint64_t gen, int publish);
 /* Release a hold now, as its buffer's death would. */
-void rb_hold_release(struct rb_chan *ch, uint32_t hold, uint64_t pos);
+void rb_hold_release(struct rb_chan *ch, uint32_t hold, uint64_t gen);
 /* Release the hold whose payload starts at p (rb_ring() + off) in whichever
  * handle of this process maps it: the destructor of the buffer over it. */
 void rb_release(void *p);
-/* How the release of this hold went: RB_OK, or RB_ECLOSED for a loan to be
- * published on a channel closed meanwhile (it was aborted); RB_OK too if
- * the hold is still out or the slot has served a later hold since. */
-int rb_hold_result(struct rb_chan *ch, uint32_t hold, uint64_t pos);
+/* How this hold's release went, if it was the last release this thread
+ * made: RB_OK, or RB_ECLOSED for a loan to be published on a channel closed
+ * meanwhile (it was aborted instead); RB_OK otherwise. */
+int rb_hold_result(struct rb_chan *ch, uint32_t hold, uint64_t gen);
 /* The ring's first byte in this process, or NULL if loans and views cannot
  * be had on this channel. */
 void *rb_ring(struct rb_chan *ch);

@@ -191,7 +191,7 @@ class Handle:
     WARNING) and makes the call again.
     """
 
-    __slots__ = ("_ch", "name", "capacity", "size", "max_message", "_ring")
+    __slots__ = ("_ch", "name", "capacity", "size", "max_message")
 
     def __init__(self, ch: Any, name: str) -> None:
         self._ch = ffi.gc(ch, lib.rb_detach)
@@ -200,7 +200,6 @@ class Handle:
         self.capacity: int = st.dataqsiz
         self.size: int = st.size
         self.max_message: int = lib.rb_max_message(self._ch)
-        self._ring: Any = None  # the ring's first byte, for loans and views
 
     @classmethod
     def create(cls, name: str, capacity: int, size: int, mode: int = 0o600) -> "Handle":
@@ -479,25 +478,23 @@ class Handle:
             rc = lib.rb_view_begin(self._ch, deadline, where)
         return self._hold_buffer(where)
 
-    def _hold_buffer(self, where: Any) -> Any:
-        ring = self._ring
-        if ring is None:
-            ring = self._ring = ffi.cast("char *", lib.rb_ring(self._ch))
-        return ffi.buffer(ffi.gc(ring + where.off, lib.rb_release), where.len)
+    @staticmethod
+    def _hold_buffer(where: Any) -> Any:
+        return ffi.buffer(ffi.gc(where.addr, lib.rb_release), where.len)
 
     def hold_intent(self, where: Any, publish: bool) -> bool:
         """Say what releasing this handle's loan does: publish or abort.
         Returns False if it was released already."""
-        return bool(lib.rb_hold_intent(self._ch, where.hold, where.pos, publish))
+        return bool(lib.rb_hold_intent(self._ch, where.hold, where.gen, publish))
 
     def hold_release(self, where: Any) -> None:
         """Release a hold now, as its buffer's death would (twice is harmless)."""
-        lib.rb_hold_release(self._ch, where.hold, where.pos)
+        lib.rb_hold_release(self._ch, where.hold, where.gen)
 
     def hold_result(self, where: Any) -> None:
         """Raise Closed if this released loan was to be published on a
         channel closed meanwhile (it was aborted instead)."""
-        rc = lib.rb_hold_result(self._ch, where.hold, where.pos)
+        rc = lib.rb_hold_result(self._ch, where.hold, where.gen)
         if rc != _OK:
             _raise(rc, self.name)
 

@@ -101,6 +101,13 @@ class _Hold:
         return True
 
 
+def _released_early(h: Handle) -> None:
+    raise BufferError(
+        f"a loan of channel {h.name!r} was let go inside its block (its buffer released): it was aborted then, "
+        "and nothing was sent"
+    )
+
+
 class Loan(_Hold):
     """``with ch.loan(nbytes) as buf:`` (see Channel.loan)."""
 
@@ -117,8 +124,8 @@ class Loan(_Hold):
         return buf
 
     def __exit__(self, et: Any, ev: Any, tb: Any) -> None:
-        if et is None:
-            self._h.hold_intent(self._where, True)
+        if et is None and not self._h.hold_intent(self._where, True):
+            _released_early(self._h)
         buf, self._given = self._given, None
         try:
             buf.release()  # using it after the block raises ValueError
@@ -185,8 +192,8 @@ class ArrayLoan(_Hold):
                     "not sent, and its room is freed once that is gone"
                 )
             return
-        if et is None:
-            self._h.hold_intent(self._where, True)
+        if et is None and not self._h.hold_intent(self._where, True):
+            _released_early(self._h)
         # The caller's name for the array outlives the block: empty it in
         # place so that it no longer reaches into the ring.
         self._given = None

@@ -904,6 +904,57 @@ def test_a_handle_keeps_its_liveness_lock_between_holds_until_it_dies(make_chann
     assert _liveness_locks(ch) == fcntl.F_UNLCK
 
 
+def test_a_hold_is_named_so_that_a_stale_release_ends_nothing_else(make_channel):
+    # An aborted loan gives its room back: the next loan takes the same slot
+    # at the same place.  Ending the first again (a late cleanup, say) must
+    # not touch the second.
+    ch = make_channel(capacity=8, size=PAGE)
+    first = ch.loan(8)
+    buf = first.__enter__()
+    buf.release()  # let go inside the block: aborted at once
+    with pytest.raises(BufferError, match="let go inside its block"):
+        first.__exit__(None, None, None)
+    with ch.loan(8) as buf:
+        buf[:] = b"second.."
+        ch._h.hold_release(first._where)  # the first, ended again
+        ch._h.hold_intent(first._where, False)
+    assert ch.recv_bytes(timeout=0) == b"second.."
+    assert (ch.stats().loans, ch.stats().sent) == (0, 1)
+
+
+def test_a_fork_childs_inherited_views_do_not_end_its_own(make_channel):
+    # The child's copy of an array over its parent's view dies in the child;
+    # a view the child took meanwhile at the same place must stay held.
+    ch = make_channel(capacity=8, size=PAGE)
+    half = PAGE // 2 - 8  # two records fill the ring
+    ch.send_bytes(b"\x01" * half)
+    with ch.recv_bytes_view() as view:
+        box = [np.frombuffer(view, np.uint8)]  # the parent's view, kept past its block
+    del view
+    go, results = ctx.Event(), ctx.Queue()
+
+    def child() -> None:
+        assert go.wait(10)  # the parent's view has ended
+        ch.send_bytes(b"\x02" * half)
+        assert ch.recv_bytes(timeout=10) == b"\x02" * half
+        ch.send_bytes(b"\x03" * half)  # where the parent's view was
+        with ch.recv_bytes_view(timeout=10) as view:
+            mine = np.frombuffer(view, np.uint8)
+        box.clear()  # the inherited copy of the parent's array dies here
+        gc.collect()
+        results.put((int(mine[0]), [h.pid for h in ch.holds()].count(os.getpid())))
+
+    proc = ctx.Process(target=child)
+    proc.start()
+    box.clear()
+    gc.collect()
+    assert ch.stats().views == 0
+    go.set()
+    assert results.get(timeout=20) == (3, 1)  # the child's own view is still held
+    proc.join(10)
+    assert proc.exitcode == 0
+
+
 def test_a_signal_handler_raising_anywhere_in_loans_and_views_leaves_no_hold(make_channel):
     # Ctrl-C comes between any two steps.  Whatever step an exception from a
     # signal handler cuts short, the hold ends once its memory is let go.
