@@ -227,14 +227,14 @@ static void fork_child(void)
         int mirrored, nfd;
 
         memset(ch->mine, 0, sizeof ch->mine);  /* the parent's holds are not the child's */
-        if (ch->detached)
-            continue;  /* its Python handle is gone: no holds will be taken */
         ch->live = 0;  /* no lock is held on a new description */
         ch->tag = new_tag();
         ch->own_fd = 0;
         /* Mapped through a description that is then closed: the mapping
-         * keeps it, with no lock on it (own_description). */
-        if (own_description(ch->fd) != 0 || (nfd = fcntl(ch->fd, F_DUPFD_CLOEXEC, 0)) < 0)
+         * keeps it, with no lock on it (own_description).  A detached handle
+         * (its Python handle gone, kept for buffers still alive) takes no
+         * more holds: a description of its own is all it needs. */
+        if (own_description(ch->fd) != 0 || ch->detached || (nfd = fcntl(ch->fd, F_DUPFD_CLOEXEC, 0)) < 0)
             continue;
         if (own_description(nfd) == 0)
             again = map_segment(nfd, ch->size, &map_len, &mirrored);
@@ -244,10 +244,14 @@ static void fork_child(void)
                 munmap(again, map_len);
             continue;
         }
+        /* The inherited mapping is left to the buffers over the parent's
+         * holds, if there were any; otherwise nothing can be using it. */
+        if (ch->pins == 0)
+            munmap(ch->hdr, ch->map_len);
         ch->hdr = again;
         ch->data = (uint8_t *)again + RB_DATA_OFF;
         ch->map_len = map_len;
-        ch->pins = 0;  /* the inherited mapping is left to what uses it */
+        ch->pins = 0;
         ch->own_fd = 1;
     }
     pthread_mutex_unlock(&handles_lock);
@@ -1870,8 +1874,9 @@ static int take_hold(struct rb_chan *ch, uint64_t pos, uint64_t bytes, uint32_t 
 
 /* Lock held, no hold free: is every hold this thread's (taken through any
  * handle of this process on this channel)?  Then waiting for one would be
- * waiting for itself (RB_ESELF).  The `mine` records of this channel's
- * handles change only under its lock, held here. */
+ * waiting for itself (RB_ESELF).  A record's OUT bit and tid change only
+ * under this channel's lock, held here (rb_hold_intent's changes without it
+ * touch only the PUBLISH bit). */
 static int all_mine(struct rb_chan *ch)
 {
     struct rb_hdr *h = ch->hdr;
@@ -2022,17 +2027,12 @@ int rb_view_begin(struct rb_chan *ch, int64_t deadline, struct rb_where *w)
     return RB_OK;
 }
 
-/* The last release this thread made (rb_hold_result): the handle, the
- * hold's generation and how it went. */
-static __thread struct rb_chan *last_ch;
-static __thread uint64_t last_gen;
-static __thread int last_rc;
-
+/* How a release went, for rb_hold_result: kept by generation, in one of
+ * RB_HOLDS words per handle (gen << 8 | status), so that it is there until
+ * RB_HOLDS later holds of the handle have been released. */
 static void released(struct rb_chan *ch, uint64_t gen, int rc)
 {
-    last_ch = ch;
-    last_gen = gen;
-    last_rc = rc;
+    __atomic_store_n(&ch->results[gen % RB_HOLDS], gen << 8 | (uint64_t)(rc & 0xff), __ATOMIC_RELEASE);
 }
 
 /* Lock held, hold i this handle's loan (own_hold): publish or abort it,
@@ -2112,21 +2112,22 @@ void rb_hold_release(struct rb_chan *ch, uint32_t hold, uint64_t gen)
      * and take it again after a recovery. */
     while ((rc = lock(ch, RB_FOREVER)) == RB_EINTR || rc == RB_ERECOVERED)
         ;
-    if (rc != RB_OK) {
-        unpin(ch);  /* a damaged lock: the hold goes when this process does (L6) */
-        return;
-    }
     /* Claim the release, taking the intent with it: from here rb_hold_intent
      * finds the hold gone.  Under the lock, so that no begin reuses the
      * slot's record before the hold's end is committed. */
     state = __atomic_load_n(&m->state, __ATOMIC_RELAXED);
     do {
         if (state >> 2 != gen || !(state & RB_MINE_OUT)) {
-            unlock(ch);
+            if (rc == RB_OK)
+                unlock(ch);
             return;  /* released already */
         }
     } while (!__atomic_compare_exchange_n(&m->state, &state, state & ~(uint64_t)RB_MINE_OUT, 0, __ATOMIC_ACQ_REL,
                                           __ATOMIC_RELAXED));
+    if (rc != RB_OK) {
+        unpin(ch);  /* a damaged lock: the hold goes when this process does (L6) */
+        return;
+    }
     if ((i = own_hold(ch, hold, __atomic_load_n(&m->pos, __ATOMIC_RELAXED), RB_HOLD_LOAN)) >= 0)
         rc = end_loan_hold(ch, i, (state & RB_MINE_PUBLISH) != 0);
     else if ((i = own_hold(ch, hold, __atomic_load_n(&m->pos, __ATOMIC_RELAXED), RB_HOLD_VIEW)) >= 0)
@@ -2192,8 +2193,10 @@ int rb_hold_intent(struct rb_chan *ch, uint32_t hold, uint64_t gen, int publish)
 
 int rb_hold_result(struct rb_chan *ch, uint32_t hold, uint64_t gen)
 {
+    uint64_t word = __atomic_load_n(&ch->results[gen % RB_HOLDS], __ATOMIC_ACQUIRE);
+
     (void)hold;
-    return last_ch == ch && last_gen == gen ? last_rc : RB_OK;
+    return word >> 8 == gen ? (int)(word & 0xff) : RB_OK;
 }
 
 void *rb_ring(struct rb_chan *ch)
@@ -3133,6 +3136,7 @@ static struct rb_chan *new_handle(struct rb_hdr *h, size_t map_len, uint64_t cap
         ch->tag = new_tag();
         ch->spin_ns[RB_SIDE_SEND] = ch->spin_ns[RB_SIDE_RECV] = RB_SPIN_NS;
         memset(ch->mine, 0, sizeof ch->mine);
+        memset(ch->results, 0, sizeof ch->results);
         ch->pins = 0;
         ch->detached = 0;
         if (fstat(fd, &st) == 0) {

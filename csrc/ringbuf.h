@@ -454,6 +454,7 @@ struct rb_chan {
                                  * parks, waiting for room (RB_SIDE_SEND) or
                                  * for a message (RB_SIDE_RECV): learn_spin() */
     struct rb_mine mine[RB_HOLDS];  /* this handle's holds, by number */
+    uint64_t results[RB_HOLDS]; /* how recent releases went (rb_hold_result) */
     dev_t dev;                  /* the segment's file, to tell this process's */
     ino_t ino;                  /* handles of one channel (RB_ESELF) */
     int pins;                   /* holds begun and not yet released: the

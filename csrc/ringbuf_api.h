@@ -292,9 +292,10 @@ void rb_hold_release(struct rb_chan *ch, uint32_t hold, uint64_t gen);
 /* Release the hold whose payload starts at p (rb_ring() + off) in whichever
  * handle of this process maps it: the destructor of the buffer over it. */
 void rb_release(void *p);
-/* How this hold's release went, if it was the last release this thread
- * made: RB_OK, or RB_ECLOSED for a loan to be published on a channel closed
- * meanwhile (it was aborted instead); RB_OK otherwise. */
+/* How this hold's release went: RB_OK, or RB_ECLOSED for a loan to be
+ * published on a channel closed meanwhile (it was aborted instead).  Kept
+ * until RB_HOLDS later holds of the handle have been released; RB_OK after
+ * that, or if it is still out. */
 int rb_hold_result(struct rb_chan *ch, uint32_t hold, uint64_t gen);
 /* The ring's first byte in this process, or NULL if loans and views cannot
  * be had on this channel. */

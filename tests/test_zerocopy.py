@@ -922,6 +922,36 @@ def test_a_hold_is_named_so_that_a_stale_release_ends_nothing_else(make_channel)
     assert (ch.stats().loans, ch.stats().sent) == (0, 1)
 
 
+def test_a_loans_closed_is_reported_though_another_hold_ends_in_between(make_channel):
+    # The loan's release (aborted: its channel was closed) and the end of the
+    # block's check for it are steps apart; another hold released in between
+    # (a signal handler dropping a view's array, here a profile hook standing
+    # in for it) must not hide the Closed.
+    import sys
+    from ringbuf._lowlevel import lib
+
+    a, b = make_channel(capacity=8, size=PAGE), make_channel(capacity=8, size=PAGE)
+    b.send_bytes(b"x" * 64)
+    with b.recv_bytes_view() as view:
+        kept = [np.frombuffer(view, np.uint8)]
+    del view
+
+    def hook(frame, event, arg):
+        if event == "c_call" and arg is lib.rb_hold_result and kept:
+            kept.clear()  # b's view ends here
+
+    with pytest.raises(ringbuf.Closed):
+        try:
+            with a.loan(8) as buf:
+                buf[:] = b"LOANDATA"
+                ringbuf.Channel.attach(a.name).close()
+                sys.setprofile(hook)
+        finally:
+            sys.setprofile(None)
+    assert not kept and b.stats().views == 0
+    assert (a.stats().qcount, a.stats().loans) == (0, 0)
+
+
 def test_a_fork_childs_inherited_views_do_not_end_its_own(make_channel):
     # The child's copy of an array over its parent's view dies in the child;
     # a view the child took meanwhile at the same place must stay held.
@@ -976,20 +1006,21 @@ def test_a_signal_handler_raising_anywhere_in_loans_and_views_leaves_no_hold(mak
         for i in range(6000):
             buf = view = None
             try:
-                if i % 2:
-                    armed[0] = True
-                    with ch.loan(8) as buf:
-                        buf[:] = b"12345678"
-                else:
-                    ch.send_bytes(b"x")
-                    armed[0] = True
-                    with ch.recv_bytes_view() as view:
-                        pass
+                try:
+                    if i % 2:
+                        armed[0] = True
+                        with ch.loan(8) as buf:
+                            buf[:] = b"12345678"
+                    else:
+                        ch.send_bytes(b"x")
+                        armed[0] = True
+                        with ch.recv_bytes_view() as view:
+                            pass
+                finally:
+                    armed[0] = False  # (the tick may come here too, before this)
             except Tick:
                 ticks += 1
-            finally:
-                armed[0] = False
-                buf = view = None  # a block cut short leaves its target holding the memory
+            buf = view = None  # a block cut short leaves its target holding the memory
             while True:
                 try:
                     ch.recv_bytes(timeout=0)
