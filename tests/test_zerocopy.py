@@ -633,6 +633,36 @@ def test_a_dead_holder_whose_fork_child_kept_its_mappings_is_found(make_channel)
         os.kill(orphan, signal.SIGKILL)
 
 
+def test_a_dead_holder_whose_channel_object_was_gone_before_it_forked_is_found(make_channel):
+    # The holder dropped its Channel while its loan's buffer lived (the handle
+    # stays, detached, for the buffer), then forked: the child must not keep
+    # the holder's liveness lock alive through that handle's descriptor.
+    ch = make_channel(capacity=16, size=PAGE)
+    proc = run_child(f"""
+        import gc, os, time, ringbuf
+        ch = ringbuf.Channel.attach({ch.name!r})
+        loan = ch.loan(64)
+        buf = loan.__enter__()
+        del ch, loan
+        gc.collect()
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(60)
+            os._exit(0)
+        print(pid, flush=True)
+        time.sleep(60)
+    """)
+    orphan = int(read_line(proc))
+    try:
+        ch.send_bytes(b"behind the loan")
+        proc.kill()
+        proc.wait(10)
+        assert ch.recv_bytes(timeout=10) == b"behind the loan"
+        assert ch.stats().loans_reclaimed == 1
+    finally:
+        os.kill(orphan, signal.SIGKILL)
+
+
 def test_a_view_whose_holder_dies_is_delivered_again(make_channel):
     ch = make_channel(capacity=16, size=PAGE)
     for m in (b"first", b"second"):
