@@ -2199,11 +2199,6 @@ int rb_hold_result(struct rb_chan *ch, uint32_t hold, uint64_t gen)
     return word >> 8 == gen ? (int)(word & 0xff) : RB_OK;
 }
 
-void *rb_ring(struct rb_chan *ch)
-{
-    return can_hold(ch) ? ch->data : NULL;
-}
-
 int rb_holds(struct rb_chan *ch, struct rb_hold_info *out, int max)
 {
     struct rb_hdr *h = ch->hdr;

@@ -126,7 +126,7 @@ struct rb_hold_info {
  * only when the begin succeeds, before it returns, so that a caller
  * interrupted right after the call can still find and end the hold. */
 struct rb_where {
-    char *addr;                 /* the payload in this process: rb_ring(ch) + off */
+    char *addr;                 /* the payload in this process */
     uint64_t off;
     uint64_t len;               /* its length */
     uint64_t gen;               /* names this hold (with its number) and no
@@ -260,7 +260,7 @@ int64_t rb_peek(struct rb_chan *ch, void *buf, uint64_t cap, uint64_t *token_out
 int rb_recv_at(struct rb_chan *ch, uint64_t token, uint64_t skip, void *dst, uint64_t n);
 /* Loans and views (ringbuf.h, L1..L7): zero-copy sends and receives of one
  * message, written or read in place, outside the lock, between the begin
- * and the release.  Only for a ring that rb_ring() says is mapped for them
+ * and the release.  Only for a ring mapped for them
  * (RB_EINVAL otherwise: an unbuffered channel, or a size that is not a
  * multiple of the page size).  A begin fills *w: the hold is this handle's,
  * numbered w->hold, and the message's payload is at w->addr, contiguous
@@ -289,7 +289,7 @@ int rb_view_begin(struct rb_chan *ch, int64_t deadline, struct rb_where *w);
 int rb_hold_intent(struct rb_chan *ch, uint32_t hold, uint64_t gen, int publish);
 /* Release a hold now, as its buffer's death would. */
 void rb_hold_release(struct rb_chan *ch, uint32_t hold, uint64_t gen);
-/* Release the hold whose payload starts at p (rb_ring() + off) in whichever
+/* Release the hold whose payload starts at p (a begin's w->addr) in whichever
  * handle of this process maps it: the destructor of the buffer over it. */
 void rb_release(void *p);
 /* How this hold's release went: RB_OK, or RB_ECLOSED for a loan to be
@@ -297,9 +297,6 @@ void rb_release(void *p);
  * until RB_HOLDS later holds of the handle have been released; RB_OK after
  * that, or if it is still out. */
 int rb_hold_result(struct rb_chan *ch, uint32_t hold, uint64_t gen);
-/* The ring's first byte in this process, or NULL if loans and views cannot
- * be had on this channel. */
-void *rb_ring(struct rb_chan *ch);
 /* The loans and views out, read without the lock: up to max; returns how
  * many. */
 int rb_holds(struct rb_chan *ch, struct rb_hold_info *out, int max);
