@@ -603,16 +603,23 @@ def test_a_dead_loan_holder_is_found_even_if_its_fork_child_lives(make_channel):
         os.kill(orphan, signal.SIGKILL)
 
 
-def test_a_dead_holder_whose_fork_child_kept_its_mappings_is_found(make_channel):
+@pytest.mark.parametrize("channel_dropped", [False, True], ids=["holding its channel", "its channel dropped"])
+def test_a_dead_holder_that_forked_is_found_while_its_child_lives(make_channel, channel_dropped):
     # A holder that attached the channel itself, then forked: the child's
     # inherited mappings refer to the file the holder mapped it through, so
-    # the liveness lock must not live on that file's description.
+    # the liveness lock must not live on that file's description.  Nor on the
+    # descriptor of a handle whose Channel the holder dropped while its loan's
+    # buffer lived (the handle stays, detached, for the buffer).
     ch = make_channel(capacity=16, size=PAGE)
     proc = run_child(f"""
-        import os, time, ringbuf
+        import gc, os, time, ringbuf
         ch = ringbuf.Channel.attach({ch.name!r})
         loan = ch.loan(64)
-        loan.__enter__()[:8] = b"unsent.."
+        buf = loan.__enter__()
+        buf[:8] = b"unsent.."
+        if {channel_dropped!r}:
+            del ch, loan
+            gc.collect()
         pid = os.fork()
         if pid == 0:
             time.sleep(60)  # a worker that outlives its parent, holding nothing
@@ -629,36 +636,6 @@ def test_a_dead_holder_whose_fork_child_kept_its_mappings_is_found(make_channel)
         assert ch.recv_bytes(timeout=10) == b"behind the loan"
         assert (ch.stats().loans, ch.stats().loans_reclaimed) == (0, 1)
         os.kill(orphan, 0)  # it was alive all along
-    finally:
-        os.kill(orphan, signal.SIGKILL)
-
-
-def test_a_dead_holder_whose_channel_object_was_gone_before_it_forked_is_found(make_channel):
-    # The holder dropped its Channel while its loan's buffer lived (the handle
-    # stays, detached, for the buffer), then forked: the child must not keep
-    # the holder's liveness lock alive through that handle's descriptor.
-    ch = make_channel(capacity=16, size=PAGE)
-    proc = run_child(f"""
-        import gc, os, time, ringbuf
-        ch = ringbuf.Channel.attach({ch.name!r})
-        loan = ch.loan(64)
-        buf = loan.__enter__()
-        del ch, loan
-        gc.collect()
-        pid = os.fork()
-        if pid == 0:
-            time.sleep(60)
-            os._exit(0)
-        print(pid, flush=True)
-        time.sleep(60)
-    """)
-    orphan = int(read_line(proc))
-    try:
-        ch.send_bytes(b"behind the loan")
-        proc.kill()
-        proc.wait(10)
-        assert ch.recv_bytes(timeout=10) == b"behind the loan"
-        assert ch.stats().loans_reclaimed == 1
     finally:
         os.kill(orphan, signal.SIGKILL)
 
