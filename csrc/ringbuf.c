@@ -1901,7 +1901,7 @@ static int all_mine(struct rb_chan *ch)
 /* Lock held: hold i was just taken by this handle at pos; note it as its
  * own, out, to be aborted if it is a loan, until released (rb_hold_release
  * or rb_release), keeping the mapping.  Returns its generation. */
-static uint64_t all_gens;  /* the process's begins so far: generations are unique */
+static uint64_t all_gens;  /* the process's begins so far: generations are unique, from 1 (0 names no hold) */
 
 static uint64_t note_mine(struct rb_chan *ch, int i, uint64_t pos)
 {
@@ -2027,7 +2027,7 @@ int rb_view_begin(struct rb_chan *ch, int64_t deadline, struct rb_where *w)
     return RB_OK;
 }
 
-/* How a release went, for rb_hold_result: kept by generation, in one of
+/* How a release went, for rb_hold_settle: kept by generation, in one of
  * RB_HOLDS words per handle (gen << 8 | status), so that it is there until
  * RB_HOLDS later holds of the handle have been released. */
 static void released(struct rb_chan *ch, uint64_t gen, int rc)
@@ -2099,13 +2099,25 @@ static void unpin(struct rb_chan *ch)
         finish_detach(ch);
 }
 
-void rb_hold_release(struct rb_chan *ch, uint32_t hold, uint64_t gen)
+/* Is this handle's hold `hold` the one named `gen`, and out?  Its record's
+ * state, read with `order`, in *state. */
+static int is_out(struct rb_chan *ch, uint32_t hold, uint64_t gen, uint64_t *state, int order)
+{
+    if (hold >= RB_HOLDS || gen == 0)
+        return 0;
+    *state = __atomic_load_n(&ch->mine[hold].state, order);
+    return *state >> 2 == gen && (*state & RB_MINE_OUT);
+}
+
+static void release_mine(struct rb_chan *ch, uint32_t hold, uint64_t gen)
 {
     struct rb_mine *m;
     uint64_t state;
     int rc, i;
 
-    if (hold >= RB_HOLDS)
+    /* Released already (a second release, a stale one): nothing to lock
+     * for.  The test that counts is the claim below, under the lock. */
+    if (!is_out(ch, hold, gen, &state, __ATOMIC_RELAXED))
         return;
     m = &ch->mine[hold];
     /* The caller cannot go back to Python: wait as long as the lock takes,
@@ -2148,7 +2160,7 @@ void rb_release(void *p)
 
     /* The handle that maps p, and its hold whose payload starts there:
      * distinct records, so one at most.  Reading `mine` without the channel
-     * lock only picks the candidate; rb_hold_release claims it by its name
+     * lock only picks the candidate; release_mine claims it by its name
      * (its generation) under the lock, or finds it gone. */
     pthread_mutex_lock(&handles_lock);
     for (struct rb_chan *ch = handles; ch && !found; ch = ch->next) {
@@ -2171,32 +2183,47 @@ void rb_release(void *p)
     }
     pthread_mutex_unlock(&handles_lock);
     if (found)
-        rb_hold_release(found, hold, gen);
+        release_mine(found, hold, gen);
 }
 
-int rb_hold_intent(struct rb_chan *ch, uint32_t hold, uint64_t gen, int publish)
+void rb_hold_release(struct rb_chan *ch, const struct rb_where *w)
 {
-    struct rb_mine *m;
+    release_mine(ch, w->hold, w->gen);
+}
+
+/* Set the intent of this handle's hold `hold` named `gen`: 1 if it was
+ * still out, 0 if it was released already (the intent came too late). */
+static int set_intent(struct rb_chan *ch, uint32_t hold, uint64_t gen, int publish)
+{
     uint64_t state, want;
 
-    if (hold >= RB_HOLDS)
+    if (!is_out(ch, hold, gen, &state, __ATOMIC_RELAXED))
         return 0;
-    m = &ch->mine[hold];
-    state = __atomic_load_n(&m->state, __ATOMIC_RELAXED);
     do {
         if (state >> 2 != gen || !(state & RB_MINE_OUT))
-            return 0;  /* released already: the intent came too late */
+            return 0;
         want = publish ? state | RB_MINE_PUBLISH : state & ~(uint64_t)RB_MINE_PUBLISH;
-    } while (!__atomic_compare_exchange_n(&m->state, &state, want, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED));
+    } while (!__atomic_compare_exchange_n(&ch->mine[hold].state, &state, want, 0, __ATOMIC_ACQ_REL,
+                                          __ATOMIC_RELAXED));
     return 1;
 }
 
-int rb_hold_result(struct rb_chan *ch, uint32_t hold, uint64_t gen)
+int rb_hold_intent(struct rb_chan *ch, const struct rb_where *w, int publish)
 {
-    uint64_t word = __atomic_load_n(&ch->results[gen % RB_HOLDS], __ATOMIC_ACQUIRE);
+    return set_intent(ch, w->hold, w->gen, publish);
+}
 
-    (void)hold;
-    return word >> 8 == gen ? (int)(word & 0xff) : RB_OK;
+int rb_hold_settle(struct rb_chan *ch, const struct rb_where *w)
+{
+    uint64_t word;
+
+    if (set_intent(ch, w->hold, w->gen, 0))
+        return RB_EHELD;
+    /* Released: by a release that claimed the hold (and with it the
+     * intent) before the CAS above could, and stored its result before it
+     * unpinned.  Acquire: pairs with the release store in released(). */
+    word = __atomic_load_n(&ch->results[w->gen % RB_HOLDS], __ATOMIC_ACQUIRE);
+    return word >> 8 == w->gen ? (int)(word & 0xff) : RB_OK;
 }
 
 int rb_holds(struct rb_chan *ch, struct rb_hold_info *out, int max)

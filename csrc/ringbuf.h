@@ -407,11 +407,12 @@ struct rb_hdr {
  * single atomic operations: the hold's generation (a count of the process's
  * begins, so that no two holds ever share a name) << 2, RB_MINE_OUT while
  * it is out, RB_MINE_PUBLISH if a loan's release is to publish it.  The
- * begin sets it, under the channel lock; rb_hold_intent changes the intent
- * of the hold it names (compare-and-swap), without the lock; the release
- * clears RB_MINE_OUT of the hold it names (compare-and-swap), under the
- * lock, and so takes the intent.  `pos` and `tid` are set with `state`, by
- * the begin, and read with atomic loads by rb_release. */
+ * begin sets it, under the channel lock; rb_hold_intent and rb_hold_settle
+ * change the intent of the hold they name (compare-and-swap), without the
+ * lock; the release clears RB_MINE_OUT of the hold it names
+ * (compare-and-swap), under the lock, and so takes the intent.  `pos` and
+ * `tid` are set with `state`, by the begin, and read with atomic loads by
+ * rb_release. */
 #define RB_MINE_OUT       2u
 #define RB_MINE_PUBLISH   1u
 struct rb_mine {
@@ -454,7 +455,7 @@ struct rb_chan {
                                  * parks, waiting for room (RB_SIDE_SEND) or
                                  * for a message (RB_SIDE_RECV): learn_spin() */
     struct rb_mine mine[RB_HOLDS];  /* this handle's holds, by number */
-    uint64_t results[RB_HOLDS]; /* how recent releases went (rb_hold_result) */
+    uint64_t results[RB_HOLDS]; /* how recent releases went (rb_hold_settle) */
     dev_t dev;                  /* the segment's file, to tell this process's */
     ino_t ino;                  /* handles of one channel (RB_ESELF) */
     int pins;                   /* holds begun and not yet released: the

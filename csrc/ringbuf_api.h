@@ -58,8 +58,10 @@ enum rb_status {
                          * futex_waitv (Linux 5.16 or later) */
     RB_EREADY = 13,     /* rb_wait_begin: the operation can proceed now; nothing
                          * was counted */
-    RB_ESELF = 14       /* a loan or view would wait for a hold, and every hold
+    RB_ESELF = 14,      /* a loan or view would wait for a hold, and every hold
                          * of the channel is this thread's: it would wait for itself */
+    RB_EHELD = 15       /* rb_hold_settle: the loan is still out, its memory still in use;
+                         * it is aborted when released */
 };
 
 /* One piece of a message to send (rb_sendv). */
@@ -284,19 +286,25 @@ int rb_recv_at(struct rb_chan *ch, uint64_t token, uint64_t skip, void *dst, uin
  * nothing. */
 int rb_loan_begin(struct rb_chan *ch, uint64_t len, int64_t deadline, struct rb_where *w);
 int rb_view_begin(struct rb_chan *ch, int64_t deadline, struct rb_where *w);
+/* The calls below name a hold by the *w its begin filled in.  A *w that no
+ * begin filled in (all zero: generation 0) names no hold. */
 /* Set what releasing this handle's loan does: publish (1) or abort (0).
  * Returns 1 if the hold is still out, 0 if it was released already. */
-int rb_hold_intent(struct rb_chan *ch, uint32_t hold, uint64_t gen, int publish);
-/* Release a hold now, as its buffer's death would. */
-void rb_hold_release(struct rb_chan *ch, uint32_t hold, uint64_t gen);
+int rb_hold_intent(struct rb_chan *ch, const struct rb_where *w, int publish);
+/* Release a hold now, as its buffer's death would (nothing if it was
+ * released already, or if *w names no hold). */
+void rb_hold_release(struct rb_chan *ch, const struct rb_where *w);
 /* Release the hold whose payload starts at p (a begin's w->addr) in whichever
  * handle of this process maps it: the destructor of the buffer over it. */
 void rb_release(void *p);
-/* How this hold's release went: RB_OK, or RB_ECLOSED for a loan to be
- * published on a channel closed meanwhile (it was aborted instead).  Kept
- * until RB_HOLDS later holds of the handle have been released; RB_OK after
- * that, or if it is still out. */
-int rb_hold_result(struct rb_chan *ch, uint32_t hold, uint64_t gen);
+/* Settle a loan whose block ended well, once its intent was set to publish
+ * and the caller's objects over its memory were dropped: RB_EHELD if it is
+ * still out (something else still uses its memory), its intent now to abort
+ * it; otherwise how its release went: RB_OK, or RB_ECLOSED if the channel
+ * was closed before it was published (it was aborted instead).  Releases
+ * are remembered until RB_HOLDS later holds of the handle have been
+ * released; RB_OK after that. */
+int rb_hold_settle(struct rb_chan *ch, const struct rb_where *w);
 /* The loans and views out, read without the lock: up to max; returns how
  * many. */
 int rb_holds(struct rb_chan *ch, struct rb_hold_info *out, int max);

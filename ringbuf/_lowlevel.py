@@ -56,6 +56,7 @@ _EINVAL = lib.RB_EINVAL
 _ECLOSED = lib.RB_ECLOSED
 _ENOSYS = lib.RB_ENOSYS
 _EREADY = lib.RB_EREADY
+_EHELD = lib.RB_EHELD
 
 #: The most cases one select may have.
 SELECT_MAX: int = lib.RB_SELECT_MAX
@@ -65,6 +66,15 @@ _rb_send = lib.rb_send
 _rb_select = lib.rb_select
 _rb_select_recv = lib.rb_select_recv
 _unpack = ffi.unpack
+# ... and on every loan and view.
+_rb_loan_begin = lib.rb_loan_begin
+_rb_view_begin = lib.rb_view_begin
+_rb_release = lib.rb_release
+_rb_hold_intent = lib.rb_hold_intent
+_rb_hold_release = lib.rb_hold_release
+_rb_hold_settle = lib.rb_hold_settle
+_buffer = ffi.buffer
+_gc = ffi.gc
 
 # status -> (exception class, message template).  Templates may use {name},
 # the channel's name, and whatever else the caller passes to _raise.  RB_ESYS is special: errno picks the class.
@@ -452,51 +462,46 @@ class Handle:
 
     # -- loans and views (L1..L7 in csrc/ringbuf.h) --------------------------
 
-    def loan_begin(self, nbytes: int, deadline: int, where: Any) -> Any:
-        """Wait for room for nbytes and reserve it; return a cffi buffer over
-        the reserved bytes, to write in place.  ``where`` (new_where()) is
-        filled in by the C call that takes the hold, before it returns.  The
-        hold is released (by its intent: aborted, unless hold_intent says
-        publish) when the buffer dies; the mapping stays until then."""
-        rc = lib.rb_loan_begin(self._ch, nbytes, deadline, where)
+    def hold_begin(self, loan: bool, nbytes: int, deadline: int, where: Any) -> Any:
+        """Take a hold and return a cffi buffer over its bytes: for a loan
+        (``loan``), wait for room for nbytes and reserve it, to write in
+        place; for a view, wait for a message and take it in place.
+        ``where`` (new_where()) is filled in by the C call that takes the
+        hold, before it returns.  The buffer's death releases the hold: a
+        view's room is freed, a loan is aborted unless hold_intent said
+        publish; the mapping stays until then."""
+        c = self._ch
+        rc = _rb_loan_begin(c, nbytes, deadline, where) if loan else _rb_view_begin(c, deadline, where)
         while rc != _OK:
             if rc == _EINVAL:
                 self._cannot_hold()
-            self._failed(rc, nbytes=nbytes, limit=self.max_message)
-            rc = lib.rb_loan_begin(self._ch, nbytes, deadline, where)
-        return self._hold_buffer(where)
-
-    def view_begin(self, deadline: int, where: Any) -> Any:
-        """Wait for a message and take it in place; return a cffi buffer
-        over its bytes, whose death frees the message's room.  ``where`` as
-        for loan_begin."""
-        rc = lib.rb_view_begin(self._ch, deadline, where)
-        while rc != _OK:
-            if rc == _EINVAL:
-                self._cannot_hold()
-            self._failed(rc)
-            rc = lib.rb_view_begin(self._ch, deadline, where)
-        return self._hold_buffer(where)
-
-    @staticmethod
-    def _hold_buffer(where: Any) -> Any:
-        return ffi.buffer(ffi.gc(where.addr, lib.rb_release), where.len)
+            if rc != _EINTR:  # the loop's jump back runs signal handlers, whose exceptions propagate
+                self._failed(rc, nbytes=nbytes, limit=self.max_message)
+            rc = _rb_loan_begin(c, nbytes, deadline, where) if loan else _rb_view_begin(c, deadline, where)
+        return _buffer(_gc(where.addr, _rb_release), where.len)
 
     def hold_intent(self, where: Any, publish: bool) -> bool:
         """Say what releasing this handle's loan does: publish or abort.
         Returns False if it was released already."""
-        return bool(lib.rb_hold_intent(self._ch, where.hold, where.gen, publish))
+        return bool(_rb_hold_intent(self._ch, where, publish))
 
     def hold_release(self, where: Any) -> None:
-        """Release a hold now, as its buffer's death would (twice is harmless)."""
-        lib.rb_hold_release(self._ch, where.hold, where.gen)
+        """Release a hold now, as its buffer's death would (twice is
+        harmless, and so is a ``where`` no begin filled in)."""
+        _rb_hold_release(self._ch, where)
 
-    def hold_result(self, where: Any) -> None:
-        """Raise Closed if this released loan was to be published on a
-        channel closed meanwhile (it was aborted instead)."""
-        rc = lib.rb_hold_result(self._ch, where.hold, where.gen)
-        if rc != _OK:
-            _raise(rc, self.name)
+    def hold_settle(self, where: Any) -> bool:
+        """After a loan's block ended well and what it gave was dropped:
+        True if it was published; False if something made from its memory
+        still exists, and it is now to be aborted when that is gone.  Raises
+        Closed if the channel was closed before it was published (it was
+        aborted instead)."""
+        rc = _rb_hold_settle(self._ch, where)
+        if rc == _OK:
+            return True
+        if rc == _EHELD:
+            return False
+        _raise(rc, self.name)
 
     def _cannot_hold(self) -> NoReturn:
         reason = ("an unbuffered channel holds no room to lend" if self.capacity == 0

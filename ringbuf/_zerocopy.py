@@ -29,17 +29,13 @@ from __future__ import annotations
 
 import math
 import sys
-import weakref
 from typing import Any, Dict, Tuple
 
 import numpy as np
 import numpy.typing as npt
 
 from ringbuf import _codec, errors
-from ringbuf._lowlevel import HOLDS, Handle, new_where
-
-
-_NO_HOLD = HOLDS  # where.hold until the C call that takes a hold fills it in
+from ringbuf._lowlevel import Handle, new_where
 
 
 class _Hold:
@@ -48,10 +44,10 @@ class _Hold:
     What the caller is given is built on the cffi buffer of the hold (the
     exporter).  Every object made from the hold's memory keeps the exporter
     alive, and the exporter's death releases the hold in C
-    (``Handle.hold_buffer``): a loan is then published if the block ended
+    (``Handle.hold_begin``): a loan is then published if the block ended
     normally with nothing else left, aborted otherwise, and a view's room
-    is freed.  Only a weak reference is kept here, to tell at the end of a
-    loan's block whether anything made from its memory is still alive.
+    is freed.  At the end of a loan's block, ``Handle.hold_settle`` tells
+    whether that happened or something made from its memory still lives.
 
     So the ending does not depend on Python code running to completion: a
     signal handler's exception (Ctrl-C) between any two steps still leaves
@@ -60,14 +56,13 @@ class _Hold:
     in by the C call before it returns) closes it.
     """
 
-    __slots__ = ("_h", "_deadline", "_where", "_ref", "_given")
+    __slots__ = ("_h", "_deadline", "_where", "_given")
     _LOAN = True
 
     def __init__(self, h: Handle, deadline: int) -> None:
         self._h = h
         self._deadline = deadline
         self._where: Any = None
-        self._ref: Any = None
         self._given: Any = None
 
     def _begin(self, nbytes: int) -> Any:
@@ -76,29 +71,13 @@ class _Hold:
             raise RuntimeError("a loan or view can be entered only once")
         h = self._h
         where = self._where = new_where()
-        where.hold = _NO_HOLD
         try:
-            while True:  # again after a signal handler ran (InterruptedError); what one raises propagates
-                try:
-                    if self._LOAN:
-                        return h.loan_begin(nbytes, self._deadline, where)
-                    return h.view_begin(self._deadline, where)
-                except InterruptedError:
-                    pass
+            return h.hold_begin(self._LOAN, nbytes, self._deadline, where)
         except BaseException:
-            if where.hold != _NO_HOLD:  # taken just before the exception: a loan aborted, a view's message consumed
-                h.hold_release(where)
+            # If the hold was taken just before the exception, a loan is
+            # aborted, a view's message consumed; if not, nothing happens.
+            h.hold_release(where)
             raise
-
-    def _publish(self) -> bool:
-        """The end of a loan's block that went well, once what it gave is
-        dropped: publish it now if nothing made from its memory is left
-        (True); otherwise it is aborted when the last such thing is gone."""
-        h, where = self._h, self._where
-        if self._ref() is not None and h.hold_intent(where, False):
-            return False
-        h.hold_result(where)  # Closed: it was aborted, the channel being closed
-        return True
 
 
 def _released_early(h: Handle) -> None:
@@ -118,23 +97,22 @@ class Loan(_Hold):
         self._nbytes = nbytes
 
     def __enter__(self) -> memoryview:
-        exporter = self._begin(self._nbytes)
-        self._ref = weakref.ref(exporter)
-        buf = self._given = memoryview(exporter)
+        buf = self._given = memoryview(self._begin(self._nbytes))
         return buf
 
     def __exit__(self, et: Any, ev: Any, tb: Any) -> None:
-        if et is None and not self._h.hold_intent(self._where, True):
-            _released_early(self._h)
+        h = self._h
+        if et is None and not h.hold_intent(self._where, True):
+            _released_early(h)
         buf, self._given = self._given, None
         try:
             buf.release()  # using it after the block raises ValueError
         except BufferError:
             pass  # exports of it live on: they keep the exporter
         del buf
-        if et is None and not self._publish():
+        if et is None and not h.hold_settle(self._where):
             raise BufferError(
-                f"a loan of channel {self._h.name!r} ended while something made from its memory still exists "
+                f"a loan of channel {h.name!r} ended while something made from its memory still exists "
                 "(a slice, an array): it was not sent, and its room is freed once that is gone"
             )
 
@@ -145,7 +123,10 @@ class ArrayLoan(_Hold):
     __slots__ = ("_layout", "_refs")
 
     def __init__(self, h: Handle, shape: Any, dtype: Any, order: str, deadline: int) -> None:
-        super().__init__(h, deadline)
+        self._h = h  # _Hold.__init__, inline: this runs once per array
+        self._deadline = deadline
+        self._where = None
+        self._given = None
         try:
             layout = _layouts.get((shape, dtype, order))
         except TypeError:  # an unhashable shape, a list say
@@ -162,9 +143,8 @@ class ArrayLoan(_Hold):
             )
 
     def __enter__(self) -> npt.NDArray[Any]:
-        shape, dt, head, total, count, order = self._layout
+        shape, dt, head, total, count, order, _ = self._layout
         exporter = self._begin(total)
-        self._ref = weakref.ref(exporter)
         exporter[:len(head)] = head
         # The array given is a view of `flat`, so that whatever the caller
         # makes from it (slices, reshapes) refers to `flat`, not to it: it
@@ -178,6 +158,7 @@ class ArrayLoan(_Hold):
 
     def __exit__(self, et: Any, ev: Any, tb: Any) -> None:
         arr = self._given
+        h = self._h
         if sys.getrefcount(arr) > self._refs:
             # Something beside the `with` target holds the array itself (a
             # second name, a container, a memoryview or ctypes object made
@@ -187,21 +168,21 @@ class ArrayLoan(_Hold):
             self._given = None
             if et is None:
                 raise BufferError(
-                    f"a loaned array of channel {self._h.name!r} was still referenced at the end of its block "
+                    f"a loaned array of channel {h.name!r} was still referenced at the end of its block "
                     "by more than the with target (another name, a container, a memoryview of it): it was "
                     "not sent, and its room is freed once that is gone"
                 )
             return
-        if et is None and not self._h.hold_intent(self._where, True):
-            _released_early(self._h)
+        if et is None and not h.hold_intent(self._where, True):
+            _released_early(h)
         # The caller's name for the array outlives the block: empty it in
         # place so that it no longer reaches into the ring.
         self._given = None
-        arr.__setstate__((1, (0,), arr.dtype, False, b""))
+        arr.__setstate__(self._layout[6])
         del arr
-        if et is None and not self._publish():
+        if et is None and not h.hold_settle(self._where):
             raise BufferError(
-                f"a loaned array of channel {self._h.name!r} ended while a view of it (a slice, a reshape) "
+                f"a loaned array of channel {h.name!r} ended while a view of it (a slice, a reshape) "
                 "still exists: it was not sent, and its room is freed once that is gone"
             )
 
@@ -242,16 +223,18 @@ class ObjectView(_Hold):
 
 # (shape, dtype, order) as given -> what _array_layout returns: a loop that
 # loans arrays of one kind pickles their header once (it costs about 6 us).
-_layouts: Dict[Any, Tuple[Tuple[int, ...], np.dtype[Any], bytes, int, int, str]] = {}
+_Layout = Tuple[Tuple[int, ...], "np.dtype[Any]", bytes, int, int, str, Tuple[Any, ...]]
+_layouts: Dict[Any, _Layout] = {}
 _LAYOUTS_KEPT = 64
 
 
-def _array_layout(shape: Any, dtype: Any, order: str) -> Tuple[Tuple[int, ...], np.dtype[Any], bytes, int, int, str]:
-    """(shape, dtype, record head, record bytes, items, order) of a loaned
-    array, checked, and kept in _layouts."""
+def _array_layout(shape: Any, dtype: Any, order: str) -> _Layout:
+    """(shape, dtype, record head, record bytes, items, order, the state
+    that empties such an array) of a loaned array, checked, and kept in
+    _layouts."""
     shape_, dt = check_array(shape, dtype, order)
     head, nbytes = _codec.array_head(shape_, dt, order)
-    layout = (shape_, dt, head, len(head) + nbytes, math.prod(shape_), order)
+    layout = (shape_, dt, head, len(head) + nbytes, math.prod(shape_), order, (1, (0,), dt, False, b""))
     try:
         if len(_layouts) >= _LAYOUTS_KEPT:
             _layouts.clear()

@@ -944,7 +944,7 @@ def test_a_loans_closed_is_reported_though_another_hold_ends_in_between(make_cha
     del view
 
     def hook(frame, event, arg):
-        if event == "c_call" and arg is lib.rb_hold_result and kept:
+        if event == "c_call" and arg is lib.rb_hold_settle and kept:
             kept.clear()  # b's view ends here
 
     with pytest.raises(ringbuf.Closed):
