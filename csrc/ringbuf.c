@@ -146,6 +146,7 @@ static void self_refresh(void)
  * keep the parent's holds alive, and its own holds would look like them. */
 static pthread_mutex_t handles_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct rb_chan *handles;
+static uint64_t all_gens;  /* the process's begins so far: generations are unique, from 1 (0 names no hold) */
 static int64_t now_ns(void);
 
 /* This thread's id (gettid), cached; a fork child's thread starts afresh. */
@@ -227,6 +228,8 @@ static void fork_child(void)
         int mirrored, nfd;
 
         memset(ch->mine, 0, sizeof ch->mine);  /* the parent's holds are not the child's */
+        for (int i = 0; i < RB_HOLDS; i++)  /* ... and count as ended, should a settle name one */
+            ch->mine[i].done = all_gens;
         ch->live = 0;  /* no lock is held on a new description */
         ch->tag = new_tag();
         ch->own_fd = 0;
@@ -1875,8 +1878,8 @@ static int take_hold(struct rb_chan *ch, uint64_t pos, uint64_t bytes, uint32_t 
 /* Lock held, no hold free: is every hold this thread's (taken through any
  * handle of this process on this channel)?  Then waiting for one would be
  * waiting for itself (RB_ESELF).  A record's OUT bit and tid change only
- * under this channel's lock, held here (rb_hold_intent's changes without it
- * touch only the PUBLISH bit). */
+ * under this channel's lock, held here (rb_hold_intent's and
+ * rb_hold_settle's changes without it touch only the PUBLISH bit). */
 static int all_mine(struct rb_chan *ch)
 {
     struct rb_hdr *h = ch->hdr;
@@ -1901,8 +1904,6 @@ static int all_mine(struct rb_chan *ch)
 /* Lock held: hold i was just taken by this handle at pos; note it as its
  * own, out, to be aborted if it is a loan, until released (rb_hold_release
  * or rb_release), keeping the mapping.  Returns its generation. */
-static uint64_t all_gens;  /* the process's begins so far: generations are unique, from 1 (0 names no hold) */
-
 static uint64_t note_mine(struct rb_chan *ch, int i, uint64_t pos)
 {
     struct rb_mine *m = &ch->mine[i];
@@ -2027,12 +2028,24 @@ int rb_view_begin(struct rb_chan *ch, int64_t deadline, struct rb_where *w)
     return RB_OK;
 }
 
-/* How a release went, for rb_hold_settle: kept by generation, in one of
- * RB_HOLDS words per handle (gen << 8 | status), so that it is there until
- * RB_HOLDS later holds of the handle have been released. */
-static void released(struct rb_chan *ch, uint64_t gen, int rc)
+/* The release of hold `hold` named gen has finished with status rc: note
+ * it in the hold's record, for rb_hold_settle.  A loan to publish that
+ * failed leaves its status first; then `done` is raised to gen.  Only
+ * raised: this runs after the lock is dropped, so a later hold of the same
+ * record may have finished first.  Release: pairs with rb_hold_settle's
+ * acquire.  Where the status is kept per record, a hold kept out meanwhile
+ * (a view an array keeps) never overwrites it: it has a record of its own;
+ * a later hold of the same record would have to be a loan to publish that
+ * failed too, and no loan begins on a closed channel. */
+static void released(struct rb_chan *ch, uint32_t hold, uint64_t gen, int publish, int rc)
 {
-    __atomic_store_n(&ch->results[gen % RB_HOLDS], gen << 8 | (uint64_t)(rc & 0xff), __ATOMIC_RELEASE);
+    struct rb_mine *m = &ch->mine[hold];
+    uint64_t done = __atomic_load_n(&m->done, __ATOMIC_RELAXED);
+
+    if (publish && rc != RB_OK)
+        __atomic_store_n(&m->failed, gen << 8 | (uint64_t)(rc & 0xff), __ATOMIC_RELAXED);
+    while (done < gen && !__atomic_compare_exchange_n(&m->done, &done, gen, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED))
+        ;
 }
 
 /* Lock held, hold i this handle's loan (own_hold): publish or abort it,
@@ -2137,7 +2150,9 @@ static void release_mine(struct rb_chan *ch, uint32_t hold, uint64_t gen)
     } while (!__atomic_compare_exchange_n(&m->state, &state, state & ~(uint64_t)RB_MINE_OUT, 0, __ATOMIC_ACQ_REL,
                                           __ATOMIC_RELAXED));
     if (rc != RB_OK) {
-        unpin(ch);  /* a damaged lock: the hold goes when this process does (L6) */
+        /* A damaged lock: the hold goes when this process does (L6). */
+        released(ch, hold, gen, (state & RB_MINE_PUBLISH) != 0, rc);
+        unpin(ch);
         return;
     }
     if ((i = own_hold(ch, hold, __atomic_load_n(&m->pos, __ATOMIC_RELAXED), RB_HOLD_LOAN)) >= 0)
@@ -2145,10 +2160,12 @@ static void release_mine(struct rb_chan *ch, uint32_t hold, uint64_t gen)
     else if ((i = own_hold(ch, hold, __atomic_load_n(&m->pos, __ATOMIC_RELAXED), RB_HOLD_VIEW)) >= 0)
         rc = end_view_hold(ch, i);
     else {
-        rc = RB_OK;  /* voided by a recovery: nothing left to end */
+        /* Not where its begin left it (voided, or the header scribbled on):
+         * nothing left to end, and a loan was not published. */
+        rc = state & RB_MINE_PUBLISH ? RB_ECORRUPT : RB_OK;
         unlock(ch);
     }
-    released(ch, gen, rc);
+    released(ch, hold, gen, (state & RB_MINE_PUBLISH) != 0, rc);
     unpin(ch);
 }
 
@@ -2215,14 +2232,22 @@ int rb_hold_intent(struct rb_chan *ch, const struct rb_where *w, int publish)
 
 int rb_hold_settle(struct rb_chan *ch, const struct rb_where *w)
 {
+    struct rb_mine *m;
     uint64_t word;
 
+    if (w->hold >= RB_HOLDS || w->gen == 0)
+        return RB_EINVAL;
     if (set_intent(ch, w->hold, w->gen, 0))
         return RB_EHELD;
-    /* Released: by a release that claimed the hold (and with it the
-     * intent) before the CAS above could, and stored its result before it
-     * unpinned.  Acquire: pairs with the release store in released(). */
-    word = __atomic_load_n(&ch->results[w->gen % RB_HOLDS], __ATOMIC_ACQUIRE);
+    /* Claimed by a release (which took the intent with it).  That release
+     * may still be under way on another thread (ending the record, waking
+     * sleepers): wait for it to note its end.  It runs without waiting for
+     * anything, the lock being taken before the claim.  Acquire: pairs with
+     * released(). */
+    m = &ch->mine[w->hold];
+    while (__atomic_load_n(&m->done, __ATOMIC_ACQUIRE) < w->gen)
+        sched_yield();
+    word = __atomic_load_n(&m->failed, __ATOMIC_RELAXED);
     return word >> 8 == w->gen ? (int)(word & 0xff) : RB_OK;
 }
 
@@ -3158,7 +3183,6 @@ static struct rb_chan *new_handle(struct rb_hdr *h, size_t map_len, uint64_t cap
         ch->tag = new_tag();
         ch->spin_ns[RB_SIDE_SEND] = ch->spin_ns[RB_SIDE_RECV] = RB_SPIN_NS;
         memset(ch->mine, 0, sizeof ch->mine);
-        memset(ch->results, 0, sizeof ch->results);
         ch->pins = 0;
         ch->detached = 0;
         if (fstat(fd, &st) == 0) {

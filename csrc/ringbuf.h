@@ -418,6 +418,10 @@ struct rb_hdr {
 struct rb_mine {
     uint64_t state;
     uint64_t pos;               /* its record's position, for rb_release */
+    uint64_t done;              /* the latest generation whose release has
+                                 * finished, whatever it did: only raised */
+    uint64_t failed;            /* gen << 8 | status of the latest release of
+                                 * a loan to publish that failed */
     int32_t tid;                /* the thread that took it (gettid), for RB_ESELF */
     uint32_t pad;
 };
@@ -455,7 +459,6 @@ struct rb_chan {
                                  * parks, waiting for room (RB_SIDE_SEND) or
                                  * for a message (RB_SIDE_RECV): learn_spin() */
     struct rb_mine mine[RB_HOLDS];  /* this handle's holds, by number */
-    uint64_t results[RB_HOLDS]; /* how recent releases went (rb_hold_settle) */
     dev_t dev;                  /* the segment's file, to tell this process's */
     ino_t ino;                  /* handles of one channel (RB_ESELF) */
     int pins;                   /* holds begun and not yet released: the

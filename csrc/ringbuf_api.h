@@ -300,10 +300,11 @@ void rb_release(void *p);
 /* Settle a loan whose block ended well, once its intent was set to publish
  * and the caller's objects over its memory were dropped: RB_EHELD if it is
  * still out (something else still uses its memory), its intent now to abort
- * it; otherwise how its release went: RB_OK, or RB_ECLOSED if the channel
- * was closed before it was published (it was aborted instead).  Releases
- * are remembered until RB_HOLDS later holds of the handle have been
- * released; RB_OK after that. */
+ * it; otherwise how its release went, waiting for a release under way on
+ * another thread to finish: RB_OK if it was published; RB_ECLOSED if the
+ * channel was closed before (it was aborted instead); RB_ECORRUPT or
+ * RB_ESYS if the lock or its record was damaged (not published).  RB_EINVAL
+ * if *w names no hold. */
 int rb_hold_settle(struct rb_chan *ch, const struct rb_where *w);
 /* The loans and views out, read without the lock: up to max; returns how
  * many. */

@@ -163,7 +163,7 @@ def _iovec(parts: Sequence[Any]) -> Tuple[Any, List[Any]]:
 
 def new_where() -> Any:
     """Where a loan or view begun is (``struct rb_where``), for
-    Handle.loan_begin and view_begin to fill in."""
+    Handle.hold_begin to fill in."""
     return ffi.new("struct rb_where *")
 
 
@@ -495,7 +495,8 @@ class Handle:
         True if it was published; False if something made from its memory
         still exists, and it is now to be aborted when that is gone.  Raises
         Closed if the channel was closed before it was published (it was
-        aborted instead)."""
+        aborted instead), CorruptSegment or OSError if the lock or the
+        loan's record was damaged (not published)."""
         rc = _rb_hold_settle(self._ch, where)
         if rc == _OK:
             return True

@@ -8,7 +8,7 @@ ends; the writing and reading happen outside it (L1..L7 in csrc/ringbuf.h).
 What lives after the block.  Every object handed out is built on one cffi
 buffer per hold (the *exporter*): memoryviews, numpy arrays and anything
 unpickled from the message keep it alive, and its death releases the hold
-in C (Handle.loan_begin).  At the end of the block the memoryview given to
+in C (Handle.hold_begin).  At the end of the block the memoryview given to
 the caller is released (using it raises ValueError), and the array a loan
 gave is emptied in place (its shape becomes (0,)).  Then:
 
@@ -87,6 +87,14 @@ def _released_early(h: Handle) -> None:
     )
 
 
+def _cut_short(h: Handle, where: Any) -> None:
+    """The end of a loan's block was cut short (Ctrl-C) after its intent was
+    set to publish: abort it instead, unless it was published already, so
+    that something made from its memory and kept (a slice) cannot write into
+    a message delivered when it dies."""
+    h.hold_intent(where, False)
+
+
 class Loan(_Hold):
     """``with ch.loan(nbytes) as buf:`` (see Channel.loan)."""
 
@@ -101,16 +109,21 @@ class Loan(_Hold):
         return buf
 
     def __exit__(self, et: Any, ev: Any, tb: Any) -> None:
-        h = self._h
-        if et is None and not h.hold_intent(self._where, True):
-            _released_early(h)
-        buf, self._given = self._given, None
+        h, where = self._h, self._where
         try:
-            buf.release()  # using it after the block raises ValueError
-        except BufferError:
-            pass  # exports of it live on: they keep the exporter
-        del buf
-        if et is None and not h.hold_settle(self._where):
+            if et is None and not h.hold_intent(where, True):
+                _released_early(h)
+            buf, self._given = self._given, None
+            try:
+                buf.release()  # using it after the block raises ValueError
+            except BufferError:
+                pass  # exports of it live on: they keep the exporter
+            del buf
+            sent = et is not None or h.hold_settle(where)
+        except BaseException:
+            _cut_short(h, where)
+            raise
+        if not sent:
             raise BufferError(
                 f"a loan of channel {h.name!r} ended while something made from its memory still exists "
                 "(a slice, an array): it was not sent, and its room is freed once that is gone"
@@ -173,14 +186,20 @@ class ArrayLoan(_Hold):
                     "not sent, and its room is freed once that is gone"
                 )
             return
-        if et is None and not h.hold_intent(self._where, True):
-            _released_early(h)
-        # The caller's name for the array outlives the block: empty it in
-        # place so that it no longer reaches into the ring.
-        self._given = None
-        arr.__setstate__(self._layout[6])
-        del arr
-        if et is None and not h.hold_settle(self._where):
+        where = self._where
+        try:
+            if et is None and not h.hold_intent(where, True):
+                _released_early(h)
+            # The caller's name for the array outlives the block: empty it
+            # in place so that it no longer reaches into the ring.
+            self._given = None
+            arr.__setstate__(self._layout[6])
+            del arr
+            sent = et is not None or h.hold_settle(where)
+        except BaseException:
+            _cut_short(h, where)
+            raise
+        if not sent:
             raise BufferError(
                 f"a loaned array of channel {h.name!r} ended while a view of it (a slice, a reshape) "
                 "still exists: it was not sent, and its room is freed once that is gone"

@@ -959,6 +959,77 @@ def test_a_loans_closed_is_reported_though_another_hold_ends_in_between(make_cha
     assert (a.stats().qcount, a.stats().loans) == (0, 0)
 
 
+def test_a_loans_closed_survives_an_older_hold_of_its_channel_ending_in_between(make_channel):
+    # As above, with the hold that ends in between an older view of the same
+    # channel, kept out by an array, whose generation is the loan's less 16:
+    # the status of a release was kept by generation modulo 16 per handle,
+    # and that view's release overwrote the loan's Closed.
+    import sys
+    from ringbuf._lowlevel import lib
+
+    a, b = make_channel(capacity=8, size=PAGE), make_channel(capacity=8, size=PAGE)
+    a.send_bytes(b"x" * 64)
+    old = a.recv_bytes_view()
+    with old as view:
+        kept = [np.frombuffer(view, np.uint8)]
+    del view
+    while True:  # begins elsewhere in the process, up to the generation 15 after the view's
+        loan = b.loan(1)
+        with loan as buf:
+            buf[:] = b"y"
+        assert b.recv_bytes(timeout=0) == b"y"
+        if loan._where.gen == old._where.gen + 15:
+            break
+    del buf
+
+    def hook(frame, event, arg):
+        if event == "c_call" and arg is lib.rb_hold_settle and kept:
+            kept.clear()  # the old view of `a` ends here
+
+    loan = a.loan(8)
+    with pytest.raises(ringbuf.Closed):
+        try:
+            with loan as buf:
+                buf[:] = b"LOANDATA"
+                ringbuf.Channel.attach(a.name).close()
+                sys.setprofile(hook)
+        finally:
+            sys.setprofile(None)
+    assert loan._where.gen == old._where.gen + 16 and not kept
+    assert (a.stats().sent, a.stats().loans, a.stats().views) == (1, 0, 0)  # only the first message
+
+
+def test_ctrl_c_at_the_end_of_a_loans_block_does_not_publish_what_a_kept_slice_writes(make_channel):
+    # A slice kept past the block stops the publish (BufferError).  An
+    # exception from a signal handler just before that check (a profile hook
+    # raising there stands in for Ctrl-C) left the loan to be published when
+    # the slice died, with whatever it had written since.
+    import sys
+    from ringbuf._lowlevel import lib
+
+    ch = make_channel(capacity=4, size=PAGE)
+
+    def hook(frame, event, arg):
+        if event == "c_call" and arg is lib.rb_hold_settle:
+            sys.setprofile(None)
+            raise KeyboardInterrupt
+
+    keep = []
+    with pytest.raises(KeyboardInterrupt):
+        try:
+            with ch.loan(8) as buf:
+                buf[:] = b"original"
+                keep.append(buf[0:8])
+                sys.setprofile(hook)
+        finally:
+            sys.setprofile(None)
+    keep[0][:] = b"too late"
+    keep.clear()  # the loan ends here: aborted
+    with pytest.raises(ringbuf.Timeout):
+        ch.recv_bytes(timeout=0)
+    assert (ch.stats().sent, ch.stats().loans) == (0, 0)
+
+
 def test_a_fork_childs_inherited_views_do_not_end_its_own(make_channel):
     # The child's copy of an array over its parent's view dies in the child;
     # a view the child took meanwhile at the same place must stay held.
