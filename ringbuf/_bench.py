@@ -84,11 +84,22 @@ class Peer(NamedTuple):
     recv_pages: Optional[Callable[[Any], float]] = None
 
 
+def _depth(largest: int) -> int:
+    """How many of its largest messages a workload's queue holds: up to
+    1024, as many as fit 4 MiB for large ones, and at least two, so that a
+    producer fills one while its consumer reads another.  Both ringbuf's
+    ring and iceoryx2's subscriber buffer are sized by it."""
+    return max(2, min(1024, (4 << 20) // (largest + 4096)))  # room for a pickle's framing
+
+
 def _ring_size(largest: int) -> int:
-    """Ring bytes for a workload whose largest message is ``largest``: at
-    least four such messages (so that a producer and a consumer overlap) and
-    4 MiB, rounded up to whole pages (which loans and views need)."""
-    return -(-max(1 << 22, 4 * (largest + 4096)) // 4096) * 4096
+    """Ring bytes for a workload whose largest message is ``largest``: 4 MiB,
+    or more where that holds fewer than _depth(largest) such messages (the
+    16 MiB rows: two), rounded up to whole pages (which loans and views
+    need).  A ring larger than that is walked through all the same: for
+    16 MiB messages, four would make every copy go to memory out of cache
+    (docs/performance.md)."""
+    return -(-max(1 << 22, _depth(largest) * (largest + 4096)) // 4096) * 4096
 
 
 def _ringbuf_make(largest: int) -> ringbuf.Channel:
@@ -383,19 +394,18 @@ def _add_iceoryx2() -> None:
     byte_slice = iox.Slice[ctypes.c_uint8]
     memmove, string_at = ctypes.memmove, ctypes.string_at
 
-    # What make returns: a fresh service name and the largest message.
-    # Every message is delivered: the subscriber's buffer does not overwrite
+    # What make returns: a fresh service name, the largest message (with
+    # room for a pickle's framing) and the depth of the queue.  Every message is delivered: the subscriber's buffer does not overwrite
     # its oldest sample when full (safe overflow off), and a publisher that
     # finds it full retries until there is room rather than dropping the
     # sample.  No history: a publisher waits for its subscribers before it
-    # starts.  The buffer holds up to 1024 messages, as ringbuf's ring does,
-    # fewer for large ones (about 4 MiB in all).
-    def iox_make(largest: int) -> Tuple[str, int]:
-        return f"ringbuf-bench/{uuid.uuid4().hex}", largest + 4096  # room for a pickle's framing
+    # starts.  The buffer holds as many messages as ringbuf's ring
+    # (_depth).
+    def iox_make(largest: int) -> Tuple[str, int, int]:
+        return f"ringbuf-bench/{uuid.uuid4().hex}", largest + 4096, _depth(largest)
 
-    def iox_open(made: Tuple[str, int], role: Role) -> _IoxEnd:
-        name, largest = made
-        depth = max(2, min(1024, (4 << 20) // largest))
+    def iox_open(made: Tuple[str, int, int], role: Role) -> _IoxEnd:
+        name, largest, depth = made
         node = iox.NodeBuilder.new().create(iox.ServiceType.Ipc)
         service = (node.service_builder(iox.ServiceName.new(name))
                    .publish_subscribe(byte_slice)
