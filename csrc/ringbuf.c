@@ -1958,6 +1958,7 @@ int rb_loan_begin(struct rb_chan *ch, uint64_t len, int64_t deadline, struct rb_
     w->addr = (char *)ch->data + w->off;
     w->len = len;
     w->hold = (uint32_t)i;
+    w->ch = ch;
     p.held += need;
     p.held_msgs += 1;
     unlock_and_pass(ch, woken && pass_baton(ch, &p));
@@ -2023,59 +2024,71 @@ int rb_view_begin(struct rb_chan *ch, int64_t deadline, struct rb_where *w)
     w->addr = (char *)ch->data + off;
     w->len = len;
     w->hold = (uint32_t)i;
+    w->ch = ch;
     /* W5: stepping over an aborted record (L5) may have freed room. */
     unlock_and_wake(ch, (int)p.woke, owe_sender(ch, &p));
     return RB_OK;
 }
 
-/* The release of hold `hold` named gen has finished with status rc: note
- * it in the hold's record, for rb_hold_settle.  A loan to publish that
- * failed leaves its status first; then `done` is raised to gen.  Only
- * raised: this runs after the lock is dropped, so a later hold of the same
- * record may have finished first.  Release: pairs with rb_hold_settle's
- * acquire.  Where the status is kept per record, a hold kept out meanwhile
- * (a view an array keeps) never overwrites it: it has a record of its own;
- * a later hold of the same record would have to be a loan to publish that
- * failed too, and no loan begins on a closed channel. */
-static void released(struct rb_chan *ch, uint32_t hold, uint64_t gen, int publish, int rc)
+/* For rb_hold_settle: a release of a loan to publish, hold `hold` named
+ * gen, failed with status rc (not published).  Noted while the hold is
+ * still taken (under the lock, or where nothing frees it), so before any
+ * later hold can take the same record: whoever sees that later hold's end
+ * (its `done`) sees this too.  Kept per record, so a hold kept out
+ * meanwhile (a view an array keeps) never overwrites it; a later hold of
+ * the same record would have to be a loan to publish that failed too, and
+ * no loan begins on a closed channel. */
+static void note_failed(struct rb_chan *ch, uint32_t hold, uint64_t gen, int rc)
+{
+    __atomic_store_n(&ch->mine[hold].failed, gen << 8 | (uint64_t)(rc & 0xff), __ATOMIC_RELAXED);
+}
+
+/* The release of hold `hold` named gen has finished: raise the record's
+ * `done` to gen.  Only raised: this runs after the lock is dropped, so a
+ * later hold of the same record may have finished first (it began after
+ * this hold's end was committed, so `done` >= gen still means that).
+ * Release: pairs with rb_hold_settle's acquire. */
+static void released(struct rb_chan *ch, uint32_t hold, uint64_t gen)
 {
     struct rb_mine *m = &ch->mine[hold];
     uint64_t done = __atomic_load_n(&m->done, __ATOMIC_RELAXED);
 
-    if (publish && rc != RB_OK)
-        __atomic_store_n(&m->failed, gen << 8 | (uint64_t)(rc & 0xff), __ATOMIC_RELAXED);
     while (done < gen && !__atomic_compare_exchange_n(&m->done, &done, gen, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED))
         ;
 }
 
-/* Lock held, hold i this handle's loan (own_hold): publish or abort it,
- * drop the lock and wake whom it concerns.  Returns RB_OK, or RB_ECLOSED
- * for a publish on a closed channel (aborted), or RB_ECORRUPT. */
-static int end_loan_hold(struct rb_chan *ch, int i, int publish_it)
+/* Lock held, hold i this handle's loan (own_hold), named gen: publish or
+ * abort it, drop the lock and wake whom it concerns.  A publish that
+ * failed (RB_ECLOSED: the channel was closed, the loan aborted instead;
+ * RB_ECORRUPT) is noted for rb_hold_settle before the unlock. */
+static void end_loan_hold(struct rb_chan *ch, int i, uint64_t gen, int publish_it)
 {
     struct rb_hdr *h = ch->hdr;
     struct pos p;
     int rc, all;
 
     if (!read_pos(ch, &h->recvx, &p)) {
+        if (publish_it)
+            note_failed(ch, (uint32_t)i, gen, RB_ECORRUPT);
         unlock(ch);
-        return RB_ECORRUPT;
+        return;
     }
     all = free_hold(h) < 0;  /* L4: freeing the last hold wakes everyone */
     rc = end_loan(ch, i, publish_it, &p);
+    if (publish_it && rc != RB_OK)
+        note_failed(ch, (uint32_t)i, gen, rc);  /* before the unlock: the record is free after it */
     if (all) {
         unlock_and_wake_all(ch);
-        return rc;
+        return;
     }
     /* W4, W5: receivers for what was published, a sender for room an abort
      * gave back; no system call when nobody is parked. */
     unlock_and_wake(ch, (int)p.woke, owe_sender(ch, &p));
-    return rc;
 }
 
 /* Lock held, hold i this handle's view: free its room (L2), drop the lock
  * and wake a sender it may fit. */
-static int end_view_hold(struct rb_chan *ch, int i)
+static void end_view_hold(struct rb_chan *ch, int i)
 {
     struct rb_hdr *h = ch->hdr;
     struct pos p;
@@ -2086,15 +2099,14 @@ static int end_view_hold(struct rb_chan *ch, int i)
     set_held(ch);
     if (all) {
         unlock_and_wake_all(ch);
-        return RB_OK;
+        return;
     }
     /* W5: the room it freed may fit a parked sender. */
     if (!read_pos(ch, &h->recvx, &p)) {
         unlock(ch);
-        return RB_ECORRUPT;
+        return;
     }
     unlock_and_wake(ch, 0, owe_sender(ch, &p));
-    return RB_OK;
 }
 
 /* One fewer hold keeps the mapping; the last one after rb_detach finishes
@@ -2150,22 +2162,27 @@ static void release_mine(struct rb_chan *ch, uint32_t hold, uint64_t gen)
     } while (!__atomic_compare_exchange_n(&m->state, &state, state & ~(uint64_t)RB_MINE_OUT, 0, __ATOMIC_ACQ_REL,
                                           __ATOMIC_RELAXED));
     if (rc != RB_OK) {
-        /* A damaged lock: the hold goes when this process does (L6). */
-        released(ch, hold, gen, (state & RB_MINE_PUBLISH) != 0, rc);
+        /* A damaged lock: the hold goes when this process does (L6), and
+         * nothing frees its record before.  Reported as damage: the lock's
+         * errno belongs to this thread, not to whoever settles the loan. */
+        if (state & RB_MINE_PUBLISH)
+            note_failed(ch, hold, gen, RB_ECORRUPT);
+        released(ch, hold, gen);
         unpin(ch);
         return;
     }
-    if ((i = own_hold(ch, hold, __atomic_load_n(&m->pos, __ATOMIC_RELAXED), RB_HOLD_LOAN)) >= 0)
-        rc = end_loan_hold(ch, i, (state & RB_MINE_PUBLISH) != 0);
-    else if ((i = own_hold(ch, hold, __atomic_load_n(&m->pos, __ATOMIC_RELAXED), RB_HOLD_VIEW)) >= 0)
-        rc = end_view_hold(ch, i);
-    else {
+    if ((i = own_hold(ch, hold, __atomic_load_n(&m->pos, __ATOMIC_RELAXED), RB_HOLD_LOAN)) >= 0) {
+        end_loan_hold(ch, i, gen, (state & RB_MINE_PUBLISH) != 0);
+    } else if ((i = own_hold(ch, hold, __atomic_load_n(&m->pos, __ATOMIC_RELAXED), RB_HOLD_VIEW)) >= 0) {
+        end_view_hold(ch, i);
+    } else {
         /* Not where its begin left it (voided, or the header scribbled on):
          * nothing left to end, and a loan was not published. */
-        rc = state & RB_MINE_PUBLISH ? RB_ECORRUPT : RB_OK;
+        if (state & RB_MINE_PUBLISH)
+            note_failed(ch, hold, gen, RB_ECORRUPT);
         unlock(ch);
     }
-    released(ch, hold, gen, (state & RB_MINE_PUBLISH) != 0, rc);
+    released(ch, hold, gen);
     unpin(ch);
 }
 
@@ -2205,7 +2222,8 @@ void rb_release(void *p)
 
 void rb_hold_release(struct rb_chan *ch, const struct rb_where *w)
 {
-    release_mine(ch, w->hold, w->gen);
+    if (w->ch == ch)
+        release_mine(ch, w->hold, w->gen);
 }
 
 /* Set the intent of this handle's hold `hold` named `gen`: 1 if it was
@@ -2227,7 +2245,7 @@ static int set_intent(struct rb_chan *ch, uint32_t hold, uint64_t gen, int publi
 
 int rb_hold_intent(struct rb_chan *ch, const struct rb_where *w, int publish)
 {
-    return set_intent(ch, w->hold, w->gen, publish);
+    return w->ch == ch && set_intent(ch, w->hold, w->gen, publish);
 }
 
 int rb_hold_settle(struct rb_chan *ch, const struct rb_where *w)
@@ -2235,15 +2253,16 @@ int rb_hold_settle(struct rb_chan *ch, const struct rb_where *w)
     struct rb_mine *m;
     uint64_t word;
 
-    if (w->hold >= RB_HOLDS || w->gen == 0)
+    if (w->ch != ch || w->hold >= RB_HOLDS || w->gen == 0)
         return RB_EINVAL;
     if (set_intent(ch, w->hold, w->gen, 0))
         return RB_EHELD;
     /* Claimed by a release (which took the intent with it).  That release
      * may still be under way on another thread (ending the record, waking
-     * sleepers): wait for it to note its end.  It runs without waiting for
-     * anything, the lock being taken before the claim.  Acquire: pairs with
-     * released(). */
+     * sleepers): wait for its `done`, or a later hold's of the same record.
+     * It runs without waiting for anything, the lock being taken before the
+     * claim.  Acquire: pairs with released(); a failure noted for this
+     * generation (note_failed) happened before either. */
     m = &ch->mine[w->hold];
     while (__atomic_load_n(&m->done, __ATOMIC_ACQUIRE) < w->gen)
         sched_yield();

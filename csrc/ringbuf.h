@@ -403,23 +403,27 @@ struct rb_hdr {
 };
 
 /* A handle's own record of one of its holds (struct rb_chan's mine),
- * process-local.  `state` is the whole truth about it, changed only by
- * single atomic operations: the hold's generation (a count of the process's
- * begins, so that no two holds ever share a name) << 2, RB_MINE_OUT while
- * it is out, RB_MINE_PUBLISH if a loan's release is to publish it.  The
- * begin sets it, under the channel lock; rb_hold_intent and rb_hold_settle
- * change the intent of the hold they name (compare-and-swap), without the
- * lock; the release clears RB_MINE_OUT of the hold it names
- * (compare-and-swap), under the lock, and so takes the intent.  `pos` and
- * `tid` are set with `state`, by the begin, and read with atomic loads by
- * rb_release. */
+ * process-local.  `state` is the whole truth about the hold while it is
+ * out, changed only by single atomic operations: the hold's generation (a
+ * count of the process's begins, so that no two holds ever share a name)
+ * << 2, RB_MINE_OUT while it is out, RB_MINE_PUBLISH if a loan's release is
+ * to publish it.  The begin sets it, under the channel lock; rb_hold_intent
+ * and rb_hold_settle change the intent of the hold they name
+ * (compare-and-swap), without the lock; the release clears RB_MINE_OUT of
+ * the hold it names (compare-and-swap), under the lock, and so takes the
+ * intent.  `pos` and `tid` are set with `state`, by the begin, and read with
+ * atomic loads by rb_release.  What a release did is left for
+ * rb_hold_settle in `done` (the highest generation of the record whose
+ * release has finished: each one's end is committed before the next hold
+ * of the record begins) and `failed` (noted before the record can be taken
+ * again). */
 #define RB_MINE_OUT       2u
 #define RB_MINE_PUBLISH   1u
 struct rb_mine {
     uint64_t state;
     uint64_t pos;               /* its record's position, for rb_release */
-    uint64_t done;              /* the latest generation whose release has
-                                 * finished, whatever it did: only raised */
+    uint64_t done;              /* the highest generation of this record
+                                 * whose release has finished: only raised */
     uint64_t failed;            /* gen << 8 | status of the latest release of
                                  * a loan to publish that failed */
     int32_t tid;                /* the thread that took it (gettid), for RB_ESELF */

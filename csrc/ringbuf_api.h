@@ -135,6 +135,7 @@ struct rb_where {
                                  * other of the process, before or after */
     uint32_t hold;              /* the hold number */
     uint32_t pad;
+    const struct rb_chan *ch;   /* the handle whose hold it is */
 };
 
 /* An asynchronous waiter's claim (W14): counted in on one side of a
@@ -286,8 +287,9 @@ int rb_recv_at(struct rb_chan *ch, uint64_t token, uint64_t skip, void *dst, uin
  * nothing. */
 int rb_loan_begin(struct rb_chan *ch, uint64_t len, int64_t deadline, struct rb_where *w);
 int rb_view_begin(struct rb_chan *ch, int64_t deadline, struct rb_where *w);
-/* The calls below name a hold by the *w its begin filled in.  A *w that no
- * begin filled in (all zero: generation 0) names no hold. */
+/* The calls below name a hold by the *w a begin on the same handle filled
+ * in.  Any other *w (all zero, as before a begin; another handle's) names
+ * no hold: they do nothing with it (rb_hold_settle: RB_EINVAL). */
 /* Set what releasing this handle's loan does: publish (1) or abort (0).
  * Returns 1 if the hold is still out, 0 if it was released already. */
 int rb_hold_intent(struct rb_chan *ch, const struct rb_where *w, int publish);
@@ -302,9 +304,9 @@ void rb_release(void *p);
  * still out (something else still uses its memory), its intent now to abort
  * it; otherwise how its release went, waiting for a release under way on
  * another thread to finish: RB_OK if it was published; RB_ECLOSED if the
- * channel was closed before (it was aborted instead); RB_ECORRUPT or
- * RB_ESYS if the lock or its record was damaged (not published).  RB_EINVAL
- * if *w names no hold. */
+ * channel was closed before (it was aborted instead); RB_ECORRUPT if the
+ * lock or its record was damaged (not published).  RB_EINVAL if *w names
+ * no hold. */
 int rb_hold_settle(struct rb_chan *ch, const struct rb_where *w);
 /* The loans and views out, read without the lock: up to max; returns how
  * many. */

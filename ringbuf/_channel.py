@@ -881,10 +881,11 @@ class Channel:
         After the block ``buf`` is released (using it raises ValueError).  If
         something made from it still exists then (a slice, a numpy array),
         the loan is not published: :class:`BufferError` is raised, and the
-        loan is aborted once that object is gone.  A block cut short by an
-        exception from a signal handler (Ctrl-C) at its very end may leave
-        ``buf`` unreleased: the loan then ends (published if the block's
-        code had finished) when ``buf`` and what was made from it are gone.
+        loan is aborted once that object is gone.  An exception from a
+        signal handler (Ctrl-C) during the end of the block aborts the loan,
+        unless it came after the publish (the message is then sent, and the
+        exception still propagates); it may leave ``buf`` unreleased, and
+        the loan then ends when ``buf`` and what was made from it are gone.
 
         Args:
             nbytes: the message's length, 1 to ``max_message_size``.

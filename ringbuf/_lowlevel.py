@@ -10,6 +10,7 @@ signal surfaces as :class:`InterruptedError` for the caller to retry.
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import mmap
 import os
@@ -201,11 +202,18 @@ class Handle:
     WARNING) and makes the call again.
     """
 
-    __slots__ = ("_ch", "name", "capacity", "size", "max_message")
+    __slots__ = ("_ch", "name", "capacity", "size", "max_message", "hold_intent")
 
     def __init__(self, ch: Any, name: str) -> None:
         self._ch = ffi.gc(ch, lib.rb_detach)
         self.name = name
+        #: hold_intent(where, publish): say what releasing this handle's loan
+        #: does, publish (1) or abort (0); returns 0 if it was released
+        #: already.  The C function itself, bound to this handle without a
+        #: Python frame: the end of a loan's block calls it, and so does what
+        #: cleans up after a Ctrl-C there, where a Python frame's entry would
+        #: be one more place for a second Ctrl-C to land.
+        self.hold_intent: Callable[[Any, int], int] = functools.partial(_rb_hold_intent, self._ch)
         st = self.observe()  # the bounds come from this handle's own copies: no lock needed
         self.capacity: int = st.dataqsiz
         self.size: int = st.size
@@ -479,11 +487,6 @@ class Handle:
                 self._failed(rc, nbytes=nbytes, limit=self.max_message)
             rc = _rb_loan_begin(c, nbytes, deadline, where) if loan else _rb_view_begin(c, deadline, where)
         return _buffer(_gc(where.addr, _rb_release), where.len)
-
-    def hold_intent(self, where: Any, publish: bool) -> bool:
-        """Say what releasing this handle's loan does: publish or abort.
-        Returns False if it was released already."""
-        return bool(_rb_hold_intent(self._ch, where, publish))
 
     def hold_release(self, where: Any) -> None:
         """Release a hold now, as its buffer's death would (twice is

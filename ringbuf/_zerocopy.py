@@ -87,14 +87,6 @@ def _released_early(h: Handle) -> None:
     )
 
 
-def _cut_short(h: Handle, where: Any) -> None:
-    """The end of a loan's block was cut short (Ctrl-C) after its intent was
-    set to publish: abort it instead, unless it was published already, so
-    that something made from its memory and kept (a slice) cannot write into
-    a message delivered when it dies."""
-    h.hold_intent(where, False)
-
-
 class Loan(_Hold):
     """``with ch.loan(nbytes) as buf:`` (see Channel.loan)."""
 
@@ -111,7 +103,7 @@ class Loan(_Hold):
     def __exit__(self, et: Any, ev: Any, tb: Any) -> None:
         h, where = self._h, self._where
         try:
-            if et is None and not h.hold_intent(where, True):
+            if et is None and not h.hold_intent(where, 1):
                 _released_early(h)
             buf, self._given = self._given, None
             try:
@@ -121,7 +113,11 @@ class Loan(_Hold):
             del buf
             sent = et is not None or h.hold_settle(where)
         except BaseException:
-            _cut_short(h, where)
+            # Cut short (Ctrl-C) after the intent was set to publish: abort
+            # instead, unless it was published already, so that something
+            # made from its memory and kept (a slice) cannot write into a
+            # message delivered when it dies.  A C call, no Python frame.
+            h.hold_intent(where, 0)
             raise
         if not sent:
             raise BufferError(
@@ -188,7 +184,7 @@ class ArrayLoan(_Hold):
             return
         where = self._where
         try:
-            if et is None and not h.hold_intent(where, True):
+            if et is None and not h.hold_intent(where, 1):
                 _released_early(h)
             # The caller's name for the array outlives the block: empty it
             # in place so that it no longer reaches into the ring.
@@ -197,7 +193,11 @@ class ArrayLoan(_Hold):
             del arr
             sent = et is not None or h.hold_settle(where)
         except BaseException:
-            _cut_short(h, where)
+            # Cut short (Ctrl-C) after the intent was set to publish: abort
+            # instead, unless it was published already, so that something
+            # made from its memory and kept (a slice) cannot write into a
+            # message delivered when it dies.  A C call, no Python frame.
+            h.hold_intent(where, 0)
             raise
         if not sent:
             raise BufferError(

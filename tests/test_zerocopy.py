@@ -924,7 +924,7 @@ def test_a_hold_is_named_so_that_a_stale_release_ends_nothing_else(make_channel)
     with ch.loan(8) as buf:
         buf[:] = b"second.."
         ch._h.hold_release(first._where)  # the first, ended again
-        ch._h.hold_intent(first._where, False)
+        ch._h.hold_intent(first._where, 0)
     assert ch.recv_bytes(timeout=0) == b"second.."
     assert (ch.stats().loans, ch.stats().sent) == (0, 1)
 
@@ -1028,6 +1028,37 @@ def test_ctrl_c_at_the_end_of_a_loans_block_does_not_publish_what_a_kept_slice_w
     with pytest.raises(ringbuf.Timeout):
         ch.recv_bytes(timeout=0)
     assert (ch.stats().sent, ch.stats().loans) == (0, 0)
+
+
+def test_a_hold_is_ended_and_settled_only_through_the_handle_that_took_it(make_channel):
+    # Another handle of the same channel has records of its own: asked to
+    # settle this handle's loan, it waited for its own record to reach the
+    # loan's generation, which it never does (a hang).  Now: ValueError.
+    import threading
+
+    ch = make_channel(capacity=8, size=PAGE)
+    other = ringbuf.Channel.attach(ch.name)
+    loan = ch.loan(8)
+    buf = loan.__enter__()
+    buf[:] = b"mine...."
+    outcome = []
+
+    def settle() -> None:
+        try:
+            other._h.hold_settle(loan._where)
+        except ValueError as e:
+            outcome.append(e)
+
+    t = threading.Thread(target=settle, daemon=True)
+    t.start()
+    t.join(5)
+    assert not t.is_alive() and len(outcome) == 1
+    other._h.hold_release(loan._where)  # nothing: not its hold
+    assert other._h.hold_intent(loan._where, 0) == 0
+    assert ch.stats().loans == 1
+    del buf
+    loan.__exit__(None, None, None)
+    assert ch.recv_bytes(timeout=0) == b"mine...."
 
 
 def test_a_fork_childs_inherited_views_do_not_end_its_own(make_channel):
