@@ -2035,9 +2035,12 @@ int rb_view_begin(struct rb_chan *ch, int64_t deadline, struct rb_where *w)
  * still taken (under the lock, or where nothing frees it), so before any
  * later hold can take the same record: whoever sees that later hold's end
  * (its `done`) sees this too.  Kept per record, so a hold kept out
- * meanwhile (a view an array keeps) never overwrites it; a later hold of
- * the same record would have to be a loan to publish that failed too, and
- * no loan begins on a closed channel. */
+ * meanwhile (a view an array keeps) never overwrites it.  One word per
+ * record: a later loan of the same record that fails too, before this one
+ * is settled, overwrites it, and this one then settles as published.  That
+ * takes a failure other than RB_ECLOSED first (no loan begins on a closed
+ * channel), that is a damaged record, and another thread's whole loan
+ * between this release and its settle. */
 static void note_failed(struct rb_chan *ch, uint32_t hold, uint64_t gen, int rc)
 {
     __atomic_store_n(&ch->mine[hold].failed, gen << 8 | (uint64_t)(rc & 0xff), __ATOMIC_RELAXED);
@@ -2262,7 +2265,8 @@ int rb_hold_settle(struct rb_chan *ch, const struct rb_where *w)
      * sleepers): wait for its `done`, or a later hold's of the same record.
      * It runs without waiting for anything, the lock being taken before the
      * claim.  Acquire: pairs with released(); a failure noted for this
-     * generation (note_failed) happened before either. */
+     * generation (note_failed) happened before either, and is still there
+     * unless a later failure of the record overwrote it (see note_failed). */
     m = &ch->mine[w->hold];
     while (__atomic_load_n(&m->done, __ATOMIC_ACQUIRE) < w->gen)
         sched_yield();

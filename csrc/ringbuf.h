@@ -416,7 +416,8 @@ struct rb_hdr {
  * rb_hold_settle in `done` (the highest generation of the record whose
  * release has finished: each one's end is committed before the next hold
  * of the record begins) and `failed` (noted before the record can be taken
- * again). */
+ * again; one word, which a later failure of the record overwrites: see
+ * note_failed). */
 #define RB_MINE_OUT       2u
 #define RB_MINE_PUBLISH   1u
 struct rb_mine {

@@ -498,8 +498,9 @@ class Handle:
         True if it was published; False if something made from its memory
         still exists, and it is now to be aborted when that is gone.  Raises
         Closed if the channel was closed before it was published (it was
-        aborted instead), CorruptSegment or OSError if the lock or the
-        loan's record was damaged (not published)."""
+        aborted instead), CorruptSegment if the lock or the loan's record
+        was damaged (not published), ValueError if ``where`` was not filled
+        in by a begin on this handle."""
         rc = _rb_hold_settle(self._ch, where)
         if rc == _OK:
             return True
