@@ -2128,12 +2128,14 @@ static void unpin(struct rb_chan *ch)
 }
 
 /* Is this handle's hold `hold` the one named `gen`, and out?  Its record's
- * state, read with `order`, in *state. */
-static int is_out(struct rb_chan *ch, uint32_t hold, uint64_t gen, uint64_t *state, int order)
+ * state in *state.  Relaxed: whoever names a hold saw its begin (the same
+ * thread, or the GIL between), so no older state of the record is read;
+ * the answer that counts is a compare-and-swap on the same word. */
+static int is_out(struct rb_chan *ch, uint32_t hold, uint64_t gen, uint64_t *state)
 {
     if (hold >= RB_HOLDS || gen == 0)
         return 0;
-    *state = __atomic_load_n(&ch->mine[hold].state, order);
+    *state = __atomic_load_n(&ch->mine[hold].state, __ATOMIC_RELAXED);
     return *state >> 2 == gen && (*state & RB_MINE_OUT);
 }
 
@@ -2145,7 +2147,7 @@ static void release_mine(struct rb_chan *ch, uint32_t hold, uint64_t gen)
 
     /* Released already (a second release, a stale one): nothing to lock
      * for.  The test that counts is the claim below, under the lock. */
-    if (!is_out(ch, hold, gen, &state, __ATOMIC_RELAXED))
+    if (!is_out(ch, hold, gen, &state))
         return;
     m = &ch->mine[hold];
     /* The caller cannot go back to Python: wait as long as the lock takes,
@@ -2235,7 +2237,7 @@ static int set_intent(struct rb_chan *ch, uint32_t hold, uint64_t gen, int publi
 {
     uint64_t state, want;
 
-    if (!is_out(ch, hold, gen, &state, __ATOMIC_RELAXED))
+    if (!is_out(ch, hold, gen, &state))
         return 0;
     do {
         if (state >> 2 != gen || !(state & RB_MINE_OUT))
