@@ -18,6 +18,7 @@ import ctypes
 import importlib
 import multiprocessing
 import multiprocessing.queues
+import os
 import pickle
 import queue
 import shutil
@@ -26,7 +27,7 @@ import struct
 import tempfile
 import time
 import uuid
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Set, Tuple
 
 import numpy as np
 
@@ -574,7 +575,8 @@ def _close(peer: Peer, ep: Any, sig: _Signals) -> None:
 
 
 def _producer(peer_name: str, made: Any, kind: str, payload: Any, count: int, check: bool, sig: _Signals,
-              ready: Any) -> None:
+              cpu: Optional[int], ready: Any) -> None:
+    _pin(cpu)
     peer = PEERS[peer_name]
     ep = _open(peer, made, Role("send"))
     ready.set()
@@ -600,10 +602,11 @@ def _producer(peer_name: str, made: Any, kind: str, payload: Any, count: int, ch
 
 
 def _consumer(peer_name: str, made: Any, kind: str, count: int, check: bool, sig: _Signals, results: Any,
-              ready: Any) -> None:
+              cpu: Optional[int], ready: Any) -> None:
     """Receive count messages; report the rate from the first in hand (the
     PAGES_WARMUP-th, for "pages") to the last and, in a check run, how many
     times each message number arrived."""
+    _pin(cpu)
     peer = PEERS[peer_name]
     ep = _open(peer, made, Role("recv"))
     ready.set()
@@ -657,6 +660,38 @@ def _consumer(peer_name: str, made: Any, kind: str, count: int, check: bool, sig
 #: fifth of a 100-message round); the memcpy these rows are compared with
 #: writes to pages touched beforehand, and a long-lived process pays this once.
 PAGES_WARMUP = 8
+
+
+def _pin(cpu: Optional[int]) -> None:
+    """Keep this worker process on that CPU (None: wherever the scheduler puts it)."""
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+
+
+def two_cores() -> Optional[Tuple[int, int]]:
+    """Two CPUs of this process's set on different cores (not threads of
+    one core, where the topology says so): where a pinned round puts its
+    consumer and its producer.  None if there are no two such CPUs."""
+    cpus = sorted(os.sched_getaffinity(0))
+    for first in cpus:
+        try:
+            with open(f"/sys/devices/system/cpu/cpu{first}/topology/thread_siblings_list") as f:
+                siblings = _cpu_list(f.read())
+        except (OSError, ValueError):
+            siblings = {first}
+        for other in cpus:
+            if other not in siblings:
+                return first, other
+    return None
+
+
+def _cpu_list(text: str) -> Set[int]:
+    """The CPUs of a list such as "0-3,8"."""
+    cpus: Set[int] = set()
+    for part in text.strip().split(","):
+        lo, _, hi = part.partition("-")
+        cpus.update(range(int(lo), int(hi or lo) + 1))
+    return cpus
 
 
 def _then_read_pages(recv: Callable[[Any], Any]) -> Callable[[Any], float]:
@@ -798,10 +833,20 @@ class OneWay(_Workload):
     Kind ``"pages"`` sends a float32 array of ``payload`` bytes through the
     peer's ``send_array`` and receives it through ``recv_pages``, which reads
     one element of every page of it (see Peer): the consumer of a large array
-    uses it, and a view of the ring costs nothing until it is read."""
+    uses it, and a view of the ring costs nothing until it is read.
+
+    With ``pin`` (the "pages" rows), the consumer and the producer are each
+    kept on a CPU of their own, on different cores (``two_cores``), for
+    every peer alike.  Unpinned, a receiver woken from a park may be put on
+    its sender's CPU and share it with the sender until the scheduler moves
+    one of them away, some milliseconds later: on the development machine's
+    virtual CPUs this happened at the start of about half of the zero-copy
+    rounds, whose 50 to 150 ms it then slowed by a fifth, and never to a
+    peer whose receiver polls and so is never woken.  Pinned, a round
+    measures the two processes passing messages, not where they were put."""
 
     def __init__(self, peer: str, payload: int, count: int, kind: str = "bytes", timeout: float = ROUND_TIMEOUT,
-                 check: bool = False) -> None:
+                 check: bool = False, pin: bool = False) -> None:
         super().__init__(peer, payload, count, timeout, check)
         if kind == "batch" and count % BATCH:
             raise ValueError(f"a batched count must be a multiple of {BATCH}")
@@ -813,12 +858,13 @@ class OneWay(_Workload):
             raise ValueError("a checked bytes payload needs at least 8 bytes for the message number")
         self.kind = kind
         self.payload = KINDS[kind](payload)
+        self.cpus = (two_cores() if pin else None) or (None, None)
 
     def prepare(self) -> None:
         self._new_round()
         ep, = self._endpoints(1, self.size)
-        self._start((_consumer, (ep, self.kind, self.count, self.check, self.sig, self.results)),
-                    (_producer, (ep, self.kind, self.payload, self.count, self.check, self.sig)))
+        self._start((_consumer, (ep, self.kind, self.count, self.check, self.sig, self.results, self.cpus[0])),
+                    (_producer, (ep, self.kind, self.payload, self.count, self.check, self.sig, self.cpus[1])))
 
     def run(self) -> float:
         self.go.set()
@@ -1159,7 +1205,7 @@ def pages(payload: int, count: int, timeout: float = ROUND_TIMEOUT) -> Callable[
     def make(peer: str) -> Any:
         if peer == MEMCPY:
             return MemcpyRounds(payload)
-        return OneWay(peer, payload, count, kind="pages", timeout=timeout)
+        return OneWay(peer, payload, count, kind="pages", timeout=timeout, pin=True)
 
     return make
 

@@ -8,6 +8,7 @@ workers are real processes that really hang or exit."""
 from __future__ import annotations
 
 import multiprocessing
+import os
 import time
 from typing import Any, Callable, Dict, Iterator, List
 
@@ -176,3 +177,39 @@ def test_peers_that_cannot_run_a_row_are_marked_not_applicable() -> None:
 def test_only_names_known_workloads() -> None:
     with pytest.raises(ValueError, match="no workload named"):
         _bench.run_suite(peers=["ringbuf"], only=["one-way 7 B"])
+
+
+def _noting_cpus(path: Any, role: str, step: Callable[..., Any]) -> Callable[..., Any]:
+    """step, which first notes in file path the CPUs its process may run on."""
+    def noted(*args: Any) -> Any:
+        with open(path, "a") as f:
+            f.write(f"{role} {sorted(os.sched_getaffinity(0))}\n")
+        return step(*args)
+    return noted
+
+
+def test_the_pages_rows_pin_their_two_workers_to_different_cores(register, tmp_path) -> None:
+    cores = _bench.two_cores()
+    if cores is None:
+        pytest.skip("this machine has no two CPUs on different cores to pin to")
+    zc = _bench.PEERS["ringbuf/zero-copy"]
+    noted = tmp_path / "cpus"
+    register("noted", zc._replace(send_array=_noting_cpus(noted, "send", zc.send_array),
+                                  recv_pages=_noting_cpus(noted, "recv", zc.recv_pages),
+                                  send=_noting_cpus(noted, "send", zc.send),
+                                  recv=_noting_cpus(noted, "recv", zc.recv)))
+    assert min(rounds(_bench.pages(1 << 16, 20)("noted"))) > 0
+    consumer, producer = cores
+    assert set(noted.read_text().splitlines()) == {f"recv [{consumer}]", f"send [{producer}]"}
+    with open(f"/sys/devices/system/cpu/cpu{consumer}/topology/thread_siblings_list") as f:
+        assert producer not in _bench._cpu_list(f.read())
+    # The other rows leave the scheduler free to place their workers.
+    noted.unlink()
+    everywhere = sorted(os.sched_getaffinity(0))
+    assert min(rounds(_bench.OneWay("noted", 4096, 20, kind="array"))) > 0
+    assert set(noted.read_text().splitlines()) == {f"recv {everywhere}", f"send {everywhere}"}
+
+
+def test_cpu_lists_are_read_as_the_kernel_writes_them() -> None:
+    assert _bench._cpu_list("0-3,8\n") == {0, 1, 2, 3, 8}
+    assert _bench._cpu_list("5") == {5}
