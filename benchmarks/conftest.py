@@ -99,7 +99,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     if not _FIGURES:
         return
     tr = terminalreporter
-    tr.section("ringbuf against multiprocessing.Queue (alternating rounds, same run)")
+    tr.section("each row's figures (alternating rounds, same run); ringbuf's against multiprocessing.Queue where both ran")
     for workload in dict.fromkeys(w for w, _ in _FIGURES):
         base = _FIGURES.get((workload, BASELINE))
         for (w, peer), (fig, unit, higher, rounds) in _FIGURES.items():
