@@ -1,6 +1,8 @@
 """Zero-copy (issue 15): one producer and one consumer process pass float32
 arrays of 1 MiB and 16 MiB, and the consumer reads every page of each (one
-element per 4096 bytes, where the array lies).  In alternating rounds:
+element per 4096 bytes, where the array lies).  The two processes of each
+round are pinned to CPUs of two different cores, for every peer (see
+_bench.OneWay).  In alternating rounds:
 
 * ringbuf: ``send(src)`` and ``recv()``, a copy in and a copy out;
 * ringbuf/zero-copy: ``with ch.loan_array(shape, np.float32) as a:
