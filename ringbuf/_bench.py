@@ -1386,6 +1386,7 @@ def run_suite(full: bool = False, scale: float = 1.0, rounds: int = 3, peers: Op
         plan = [p for p in plan if p[0] in only]
 
     results: List[Dict[str, Any]] = []
+    pages_rows, cores = {label for label, _, _ in PAGES}, two_cores()  # where pages() pins its rounds
     for i, (label, make, unit, figure, higher, can) in enumerate(plan, 1):
         if progress:
             progress(f"[{i}/{len(plan)}] {label}")
@@ -1395,6 +1396,8 @@ def run_suite(full: bool = False, scale: float = 1.0, rounds: int = 3, peers: Op
         others = [p for p in these if p not in PEERS]  # memcpy
         for peer in peers + [v for v in VARIANTS if can(v) and v not in peers] + others:
             row: Dict[str, Any] = {"workload": label, "peer": peer, "unit": unit, "higher_is_better": higher}
+            if label in pages_rows and cores and peer in these and peer in PEERS:
+                row["pinned"] = list(cores)  # [consumer's CPU, producer's CPU]
             if peer not in these:
                 results.append({**row, "status": "n/a"})
             elif peer in failed:
@@ -1431,6 +1434,10 @@ def format_table(results: List[Dict[str, Any]]) -> str:
         vs_queue = f"{r['vs_mp_queue']:.2f}x" if "vs_mp_queue" in r else ""
         vs_ringbuf = f"{r['ringbuf_vs']:.2f}x" if "ringbuf_vs" in r else ""
         lines.append(f"{r['workload']:<36} {r['peer']:<{pw}} {figure} {vs_queue:>11}  {vs_ringbuf:>10}".rstrip())
+    pinned = {r["workload"]: r["pinned"] for r in results if "pinned" in r}
+    if pinned:
+        lines.append("")
+        lines += [f"{w}: every peer's consumer pinned to CPU {c}, producer to CPU {p}" for w, (c, p) in pinned.items()]
     reasons = [f"  {r['workload']}, {r['peer']}: {r['reason']}" for r in results if r["status"] == "failed"]
     if reasons:
         lines += ["", "failed:"] + reasons
