@@ -843,7 +843,10 @@ class OneWay(_Workload):
     virtual CPUs this happened at the start of about half of the zero-copy
     rounds, whose 50 to 150 ms it then slowed by a fifth, and never to a
     peer whose receiver polls and so is never woken.  Pinned, a round
-    measures the two processes passing messages, not where they were put."""
+    measures the two processes passing messages, not where they were put.
+    Only for peers that run one thread per process: pinning a process pins
+    every thread of it, and a helper thread (pyzmq's, mp.Queue's feeder)
+    would share the CPU of the thread it serves."""
 
     def __init__(self, peer: str, payload: int, count: int, kind: str = "bytes", timeout: float = ROUND_TIMEOUT,
                  check: bool = False, pin: bool = False) -> None:
