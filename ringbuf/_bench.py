@@ -668,14 +668,15 @@ def _pin(cpu: Optional[int]) -> None:
         os.sched_setaffinity(0, {cpu})
 
 
-def two_cores() -> Optional[Tuple[int, int]]:
+def two_cores(sysfs: str = "/sys/devices/system/cpu") -> Optional[Tuple[int, int]]:
     """Two CPUs of this process's set on different cores (not threads of
-    one core, where the topology says so): where a pinned round puts its
-    consumer and its producer.  None if there are no two such CPUs."""
+    one core, where the topology under ``sysfs`` says so): where a pinned
+    round puts its consumer and its producer.  None if there are no two
+    such CPUs."""
     cpus = sorted(os.sched_getaffinity(0))
     for first in cpus:
         try:
-            with open(f"/sys/devices/system/cpu/cpu{first}/topology/thread_siblings_list") as f:
+            with open(f"{sysfs}/cpu{first}/topology/thread_siblings_list") as f:
                 siblings = _cpu_list(f.read())
         except (OSError, ValueError):
             siblings = {first}
@@ -835,21 +836,21 @@ class OneWay(_Workload):
     one element of every page of it (see Peer): the consumer of a large array
     uses it, and a view of the ring costs nothing until it is read.
 
-    With ``pin`` (the "pages" rows), the consumer and the producer are each
-    kept on a CPU of their own, on different cores (``two_cores``), for
-    every peer alike.  Unpinned, a receiver woken from a park may be put on
-    its sender's CPU and share it with the sender until the scheduler moves
-    one of them away, some milliseconds later: on the development machine's
-    virtual CPUs this happened at the start of about half of the zero-copy
-    rounds, whose 50 to 150 ms it then slowed by a fifth, and never to a
-    peer whose receiver polls and so is never woken.  Pinned, a round
-    measures the two processes passing messages, not where they were put.
-    Only for peers that run one thread per process: pinning a process pins
-    every thread of it, and a helper thread (pyzmq's, mp.Queue's feeder)
-    would share the CPU of the thread it serves."""
+    With ``cpus`` (consumer's, producer's: the "pages" rows pin to
+    ``two_cores()``), the consumer and the producer are each kept on a CPU
+    of their own, for every peer alike.  Unpinned, a receiver woken from a
+    park may be put on its sender's CPU and share it with the sender until
+    the scheduler moves one of them away, some milliseconds later: on the
+    development machine's virtual CPUs this happened at the start of about
+    half of the zero-copy rounds, whose 50 to 150 ms it then slowed by a
+    fifth, and never to a peer whose receiver polls and so is never woken.
+    Pinned, a round measures the two processes passing messages, not where
+    they were put.  Only for peers that run one thread per process: pinning
+    a process pins every thread of it, and a helper thread (pyzmq's,
+    mp.Queue's feeder) would share the CPU of the thread it serves."""
 
     def __init__(self, peer: str, payload: int, count: int, kind: str = "bytes", timeout: float = ROUND_TIMEOUT,
-                 check: bool = False, pin: bool = False) -> None:
+                 check: bool = False, cpus: Optional[Tuple[int, int]] = None) -> None:
         super().__init__(peer, payload, count, timeout, check)
         if kind == "batch" and count % BATCH:
             raise ValueError(f"a batched count must be a multiple of {BATCH}")
@@ -861,7 +862,7 @@ class OneWay(_Workload):
             raise ValueError("a checked bytes payload needs at least 8 bytes for the message number")
         self.kind = kind
         self.payload = KINDS[kind](payload)
-        self.cpus = (two_cores() if pin else None) or (None, None)
+        self.cpus: Tuple[Optional[int], Optional[int]] = cpus or (None, None)
 
     def prepare(self) -> None:
         self._new_round()
@@ -1201,14 +1202,18 @@ class MemcpyRounds:
         pass
 
 
-def pages(payload: int, count: int, timeout: float = ROUND_TIMEOUT) -> Callable[[str], Any]:
+def pages(payload: int, count: int, timeout: float = ROUND_TIMEOUT,
+          cpus: Optional[Tuple[int, int]] = None) -> Callable[[str], Any]:
     """The "pages" workload for a peer (OneWay, kind "pages"), or, for
-    MEMCPY, memcpy of the same payload: what ``Comparison`` takes."""
+    MEMCPY, memcpy of the same payload: what ``Comparison`` takes.  Its
+    rounds are pinned to ``cpus`` (consumer's, producer's), by default
+    ``two_cores()``; memcpy runs in this process as it is."""
+    cpus = cpus or two_cores()
 
     def make(peer: str) -> Any:
         if peer == MEMCPY:
             return MemcpyRounds(payload)
-        return OneWay(peer, payload, count, kind="pages", timeout=timeout, pin=True)
+        return OneWay(peer, payload, count, kind="pages", timeout=timeout, cpus=cpus)
 
     return make
 
@@ -1337,6 +1342,7 @@ def run_suite(full: bool = False, scale: float = 1.0, rounds: int = 3, peers: Op
     # (label, how to make the workload for a peer, unit, figure from per-round results, higher is better,
     #  which peers can run it)
     plan: List[Tuple[str, Callable[[str], Any], str, Callable[[List[Any]], float], bool, Callable[[str], bool]]] = []
+    pinned: Dict[str, Tuple[int, int]] = {}  # workload -> the CPUs its rounds are pinned to
     anyone: Callable[[str], bool] = lambda peer: peer in PEERS and peer not in VARIANTS
     for label, kind, payload, count in (FULL if full else QUICK):
         n = max(2, int(count * scale))
@@ -1379,9 +1385,12 @@ def run_suite(full: bool = False, scale: float = 1.0, rounds: int = 3, peers: Op
                      among(RINGBUF, "unbuffered")))
         # Arrays whose every page the consumer reads: ringbuf copying and in
         # place, iceoryx2 in place, and memcpy, in the same alternating rounds.
+        cores = two_cores()
         for label, payload, count in PAGES:
-            plan.append((label, pages(payload, max(2, int(count * scale)), timeout), "B/s", _median_times(payload),
-                         True, among(*PAGES_PEERS)))
+            plan.append((label, pages(payload, max(2, int(count * scale)), timeout, cores), "B/s",
+                         _median_times(payload), True, among(*PAGES_PEERS)))
+            if cores:
+                pinned[label] = cores
     if only is not None:
         unknown = set(only) - {p[0] for p in plan}
         if unknown:
@@ -1389,7 +1398,6 @@ def run_suite(full: bool = False, scale: float = 1.0, rounds: int = 3, peers: Op
         plan = [p for p in plan if p[0] in only]
 
     results: List[Dict[str, Any]] = []
-    pages_rows, cores = {label for label, _, _ in PAGES}, two_cores()  # where pages() pins its rounds
     for i, (label, make, unit, figure, higher, can) in enumerate(plan, 1):
         if progress:
             progress(f"[{i}/{len(plan)}] {label}")
@@ -1399,14 +1407,14 @@ def run_suite(full: bool = False, scale: float = 1.0, rounds: int = 3, peers: Op
         others = [p for p in these if p not in PEERS]  # memcpy
         for peer in peers + [v for v in VARIANTS if can(v) and v not in peers] + others:
             row: Dict[str, Any] = {"workload": label, "peer": peer, "unit": unit, "higher_is_better": higher}
-            if label in pages_rows and cores and peer in these and peer in PEERS:
-                row["pinned"] = list(cores)  # [consumer's CPU, producer's CPU]
             if peer not in these:
                 results.append({**row, "status": "n/a"})
             elif peer in failed:
                 results.append({**row, "status": "failed", "reason": failed[peer]})
             else:
                 results.append({**row, "status": "ok", "figure": figure(per_peer[peer])})
+                if label in pinned and peer in PEERS:  # memcpy runs in this process, unpinned
+                    results[-1]["pinned"] = list(pinned[label])  # [consumer's CPU, producer's CPU]
             if label == "ping-pong 64 B, median":  # the same trips give the tail too
                 tail = {**results[-1], "workload": "ping-pong 64 B, p99"}
                 if tail["status"] == "ok":
@@ -1440,7 +1448,8 @@ def format_table(results: List[Dict[str, Any]]) -> str:
     pinned = {r["workload"]: r["pinned"] for r in results if "pinned" in r}
     if pinned:
         lines.append("")
-        lines += [f"{w}: every peer's consumer pinned to CPU {c}, producer to CPU {p}" for w, (c, p) in pinned.items()]
+        lines += [f"{w}: every transport's consumer pinned to CPU {c}, producer to CPU {p} (memcpy: not pinned)"
+                  for w, (c, p) in pinned.items()]
     reasons = [f"  {r['workload']}, {r['peer']}: {r['reason']}" for r in results if r["status"] == "failed"]
     if reasons:
         lines += ["", "failed:"] + reasons

@@ -215,3 +215,27 @@ def test_the_pages_rows_pin_their_two_workers_to_different_cores(register, tmp_p
 def test_cpu_lists_are_read_as_the_kernel_writes_them() -> None:
     assert _bench._cpu_list("0-3,8\n") == {0, 1, 2, 3, 8}
     assert _bench._cpu_list("5") == {5}
+
+
+def test_two_cores_never_picks_two_threads_of_one_core(tmp_path, monkeypatch) -> None:
+    def machine(siblings: Dict[int, str]) -> str:
+        root = tmp_path / f"m{len(list(tmp_path.iterdir()))}"
+        for cpu, listed in siblings.items():
+            (root / f"cpu{cpu}" / "topology").mkdir(parents=True)
+            (root / f"cpu{cpu}" / "topology" / "thread_siblings_list").write_text(listed + "\n")
+        return str(root)
+
+    def pick(sysfs: str, allowed: List[int]) -> Any:
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(allowed))
+        return _bench.two_cores(sysfs)
+
+    smt_apart = machine({c: f"{c % 4},{c % 4 + 4}" for c in range(8)})  # cpu0 and cpu4 are one core
+    assert pick(smt_apart, list(range(8))) == (0, 1)
+    assert pick(smt_apart, [0, 4]) is None
+    assert pick(smt_apart, [0, 4, 5]) == (0, 5)
+    smt_together = machine({c: f"{c // 2 * 2}-{c // 2 * 2 + 1}" for c in range(4)})  # cpu0 and cpu1 are one core
+    assert pick(smt_together, [0, 1, 2, 3]) == (0, 2)
+    assert pick(smt_together, [0, 1]) is None
+    # Without a topology every CPU counts as a core of its own; one CPU is no pair.
+    assert pick(str(tmp_path / "none"), [3, 9, 17]) == (3, 9)
+    assert pick(str(tmp_path / "none"), [2]) is None
