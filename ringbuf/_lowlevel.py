@@ -67,15 +67,12 @@ _rb_send = lib.rb_send
 _rb_select = lib.rb_select
 _rb_select_recv = lib.rb_select_recv
 _unpack = ffi.unpack
-# ... and on every loan and view.
+# Those of loans and views made here: the slow paths, and the intent bound to
+# each handle (_zerocopy binds the calls it makes on every loan and view).
 _rb_loan_begin = lib.rb_loan_begin
 _rb_view_begin = lib.rb_view_begin
-_rb_release = lib.rb_release
 _rb_hold_intent = lib.rb_hold_intent
 _rb_hold_release = lib.rb_hold_release
-_rb_hold_settle = lib.rb_hold_settle
-_buffer = ffi.buffer
-_gc = ffi.gc
 
 # status -> (exception class, message template).  Templates may use {name},
 # the channel's name, and whatever else the caller passes to _raise.  RB_ESYS is special: errno picks the class.
@@ -160,12 +157,6 @@ def _iovec(parts: Sequence[Any]) -> Tuple[Any, List[Any]]:
         iov[i].base = b
         iov[i].len = len(b)
     return iov, keep
-
-
-def new_where() -> Any:
-    """Where a loan or view begun is (``struct rb_where``), for
-    Handle.hold_begin to fill in."""
-    return ffi.new("struct rb_where *")
 
 
 def retrying(call: Callable[..., T], *args: Any) -> T:
@@ -470,43 +461,37 @@ class Handle:
 
     # -- loans and views (L1..L7 in csrc/ringbuf.h) --------------------------
 
-    def hold_begin(self, loan: bool, nbytes: int, deadline: int, where: Any) -> Any:
-        """Take a hold and return a cffi buffer over its bytes: for a loan
-        (``loan``), wait for room for nbytes and reserve it, to write in
-        place; for a view, wait for a message and take it in place.
-        ``where`` (new_where()) is filled in by the C call that takes the
-        hold, before it returns.  The buffer's death releases the hold: a
-        view's room is freed, a loan is aborted unless hold_intent said
-        publish; the mapping stays until then."""
+    def hold_wait(self, rc: int, loan: bool, nbytes: int, deadline: int, where: Any) -> None:
+        """The slow path of taking a hold, after a first begin (rb_loan_begin
+        for a loan, ``loan``, of nbytes; rb_view_begin for a view) answered
+        ``rc``, not RB_OK: raise its error, or begin again after a recovery
+        or after RB_EINTR (the loop's jump back runs signal handlers, whose
+        exceptions propagate) until a begin takes the hold and fills in
+        ``where``.  _zerocopy makes the first call itself and the buffer
+        over the hold after: a Python frame fewer for every loan and view."""
         c = self._ch
-        rc = _rb_loan_begin(c, nbytes, deadline, where) if loan else _rb_view_begin(c, deadline, where)
         while rc != _OK:
             if rc == _EINVAL:
                 self._cannot_hold()
-            if rc != _EINTR:  # the loop's jump back runs signal handlers, whose exceptions propagate
+            if rc != _EINTR:
                 self._failed(rc, nbytes=nbytes, limit=self.max_message)
             rc = _rb_loan_begin(c, nbytes, deadline, where) if loan else _rb_view_begin(c, deadline, where)
-        return _buffer(_gc(where.addr, _rb_release), where.len)
 
     def hold_release(self, where: Any) -> None:
         """Release a hold now, as its buffer's death would (twice is
         harmless, and so is a ``where`` no begin filled in)."""
         _rb_hold_release(self._ch, where)
 
-    def hold_settle(self, where: Any) -> bool:
-        """After a loan's block ended well and what it gave was dropped:
-        True if it was published; False if something made from its memory
-        still exists, and it is now to be aborted when that is gone.  Raises
-        Closed if the channel was closed before it was published (it was
-        aborted instead), CorruptSegment if the lock or the loan's record
-        was damaged (not published), ValueError if ``where`` was not filled
-        in by a begin on this handle."""
-        rc = _rb_hold_settle(self._ch, where)
-        if rc == _OK:
-            return True
-        if rc == _EHELD:
-            return False
-        _raise(rc, self.name)
+    def hold_unsettled(self, rc: int) -> None:
+        """rb_hold_settle answered ``rc``, not RB_OK (published): return if
+        something made from the loan's memory still exists (RB_EHELD; the
+        loan is now to be aborted when that is gone); raise Closed if the
+        channel was closed before it was published (it was aborted
+        instead), CorruptSegment if the lock or the loan's record was
+        damaged (not published), ValueError if the ``where`` settled was not
+        filled in by a begin on this handle."""
+        if rc != _EHELD:
+            _raise(rc, self.name)
 
     def _cannot_hold(self) -> NoReturn:
         reason = ("an unbuffered channel holds no room to lend" if self.capacity == 0

@@ -8,7 +8,7 @@ ends; the writing and reading happen outside it (L1..L7 in csrc/ringbuf.h).
 What lives after the block.  Every object handed out is built on one cffi
 buffer per hold (the *exporter*): memoryviews, numpy arrays and anything
 unpickled from the message keep it alive, and its death releases the hold
-in C (Handle.hold_begin).  At the end of the block the memoryview given to
+in C (_Hold._begin).  At the end of the block the memoryview given to
 the caller is released (using it raises ValueError), and the array a loan
 gave is emptied in place (its shape becomes (0,)).  Then:
 
@@ -29,13 +29,44 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, List, NoReturn, Tuple
 
 import numpy as np
 import numpy.typing as npt
 
 from ringbuf import _codec, errors
-from ringbuf._lowlevel import Handle, new_where
+from ringbuf._lowlevel import Handle
+from ringbuf._rb import ffi, lib
+
+# The calls every loan and view makes, bound once.  Each step of the path
+# costs more than it does alone: the 1 MiB copy a loan exists for has pushed
+# the interpreter's objects out of the caches, and a Python frame fewer per
+# loan measured about 0.2 us cold (docs/performance.md).
+_OK = lib.RB_OK
+_loan_begin = lib.rb_loan_begin
+_view_begin = lib.rb_view_begin
+_settle = lib.rb_hold_settle
+_release = lib.rb_release
+_buffer = ffi.buffer
+_gc = ffi.gc
+_new = ffi.new
+_WHERE = ffi.typeof("struct rb_where *")
+_frombuffer = np.frombuffer
+_refcount = sys.getrefcount
+
+# Spare ``struct rb_where``s, for a loan's begin to fill in.  A loan's goes
+# back here once the loan is settled (published: nothing names its hold
+# again); one that ends any other way leaves its struct to the garbage
+# collector, and so does every view, whose end Python does not see (a view
+# does not take from here either, or a process that loans and views would
+# empty it on every view).  One taken from here still names its old hold until a begin
+# fills it in, and harmlessly: a hold's generation is never reused in the
+# process, so ending an ended hold does nothing (what a begin that failed
+# leaves to the except clause of _begin).  Taking and giving back are single
+# list operations, atomic under the GIL; a Ctrl-C between them loses one
+# struct, no more.
+_wheres: List[Any] = []
+_WHERES_KEPT = 64
 
 
 class _Hold:
@@ -43,11 +74,12 @@ class _Hold:
 
     What the caller is given is built on the cffi buffer of the hold (the
     exporter).  Every object made from the hold's memory keeps the exporter
-    alive, and the exporter's death releases the hold in C
-    (``Handle.hold_begin``): a loan is then published if the block ended
-    normally with nothing else left, aborted otherwise, and a view's room
-    is freed.  At the end of a loan's block, ``Handle.hold_settle`` tells
-    whether that happened or something made from its memory still lives.
+    alive, and the exporter's death releases the hold in C (``_begin``
+    gives it ``rb_release`` as destructor): a loan is then published if the
+    block ended normally with nothing else left, aborted otherwise, and a
+    view's room is freed.  At the end of a loan's block, ``rb_hold_settle``
+    tells whether that happened or something made from its memory still
+    lives.
 
     So the ending does not depend on Python code running to completion: a
     signal handler's exception (Ctrl-C) between any two steps still leaves
@@ -69,15 +101,43 @@ class _Hold:
         """Take the hold and return its exporter."""
         if self._where is not None:
             raise RuntimeError("a loan or view can be entered only once")
+        if self._LOAN:
+            try:
+                where = _wheres.pop() if _wheres else _new(_WHERE)
+            except IndexError:  # another thread took the last one in between
+                where = _new(_WHERE)
+        else:
+            where = _new(_WHERE)  # a view never gives its struct back (see _wheres)
+        self._where = where
         h = self._h
-        where = self._where = new_where()
         try:
-            return h.hold_begin(self._LOAN, nbytes, self._deadline, where)
+            rc = (_loan_begin(h._ch, nbytes, self._deadline, where) if self._LOAN
+                  else _view_begin(h._ch, self._deadline, where))
+            if rc != _OK:
+                h.hold_wait(rc, self._LOAN, nbytes, self._deadline, where)
+            # The mapping stays while the buffer lives; its death releases
+            # the hold: a view's room is freed, a loan published or aborted
+            # by its intent (hold_intent).
+            return _buffer(_gc(where.addr, _release), where.len)
         except BaseException:
             # If the hold was taken just before the exception, a loan is
             # aborted, a view's message consumed; if not, nothing happens.
             h.hold_release(where)
             raise
+
+    def _unsettled(self, rc: int, what: str) -> NoReturn:
+        """A loan's block ended well, and rb_hold_settle answered ``rc``, not
+        RB_OK: raise (``what`` names what the loan gave, for the message)."""
+        h = self._h
+        h.hold_unsettled(rc)  # raises, unless something made from its memory still exists
+        raise BufferError(
+            f"{what} of channel {h.name!r} ended while something made from its memory still exists "
+            "(a slice, an array): it was not sent, and its room is freed once that is gone"
+        )
+
+
+def _left_twice() -> NoReturn:
+    raise RuntimeError("the block of a loan can be left only once, after it was entered")
 
 
 def _released_early(h: Handle) -> None:
@@ -101,17 +161,22 @@ class Loan(_Hold):
         return buf
 
     def __exit__(self, et: Any, ev: Any, tb: Any) -> None:
+        buf = self._given
+        if buf is None:
+            _left_twice()
         h, where = self._h, self._where
         try:
             if et is None and not h.hold_intent(where, 1):
                 _released_early(h)
-            buf, self._given = self._given, None
+            self._given = None
             try:
                 buf.release()  # using it after the block raises ValueError
             except BufferError:
                 pass  # exports of it live on: they keep the exporter
             del buf
-            sent = et is not None or h.hold_settle(where)
+            if et is not None:
+                return  # aborted when the exporter dies (at once, unless exports of it live on)
+            rc = _settle(h._ch, where)
         except BaseException:
             # Cut short (Ctrl-C) after the intent was set to publish: abort
             # instead, unless it was published already, so that something
@@ -119,11 +184,10 @@ class Loan(_Hold):
             # message delivered when it dies.  A C call, no Python frame.
             h.hold_intent(where, 0)
             raise
-        if not sent:
-            raise BufferError(
-                f"a loan of channel {h.name!r} ended while something made from its memory still exists "
-                "(a slice, an array): it was not sent, and its room is freed once that is gone"
-            )
+        if rc != _OK:
+            self._unsettled(rc, "a loan")
+        if len(_wheres) < _WHERES_KEPT:
+            _wheres.append(where)  # published: nothing names its hold again
 
 
 class ArrayLoan(_Hold):
@@ -158,18 +222,20 @@ class ArrayLoan(_Hold):
         # The array given is a view of `flat`, so that whatever the caller
         # makes from it (slices, reshapes) refers to `flat`, not to it: it
         # can then be emptied at the end without cutting them loose.
-        flat = np.frombuffer(exporter, dt, count, len(head))
+        flat = _frombuffer(exporter, dt, count, len(head))
         # (order="C" is reshape's default; passing it costs about 100 ns.)
         arr = self._given = flat.reshape(shape) if order == "C" else flat.reshape(shape, order="F")
         # Its references now (this name, _given, getrefcount's argument),
         # and the `with` target's: see __exit__.
-        self._refs = sys.getrefcount(arr) + 1
+        self._refs = _refcount(arr) + 1
         return arr
 
     def __exit__(self, et: Any, ev: Any, tb: Any) -> None:
         arr = self._given
+        if arr is None:
+            _left_twice()
         h = self._h
-        if sys.getrefcount(arr) > self._refs:
+        if _refcount(arr) > self._refs:
             # Something beside the `with` target holds the array itself (a
             # second name, a container, a memoryview or ctypes object made
             # from it, which would go on writing where it points): the array
@@ -192,7 +258,9 @@ class ArrayLoan(_Hold):
             self._given = None
             arr.__setstate__(self._layout[6])
             del arr
-            sent = et is not None or h.hold_settle(where)
+            if et is not None:
+                return  # aborted when the exporter dies (at once, unless a view of the array lives on)
+            rc = _settle(h._ch, where)
         except BaseException:
             # Cut short (Ctrl-C) after the intent was set to publish: abort
             # instead, unless it was published already, so that something
@@ -200,11 +268,10 @@ class ArrayLoan(_Hold):
             # message delivered when it dies.  A C call, no Python frame.
             h.hold_intent(where, 0)
             raise
-        if not sent:
-            raise BufferError(
-                f"a loaned array of channel {h.name!r} ended while a view of it (a slice, a reshape) "
-                "still exists: it was not sent, and its room is freed once that is gone"
-            )
+        if rc != _OK:
+            self._unsettled(rc, "a loaned array")
+        if len(_wheres) < _WHERES_KEPT:
+            _wheres.append(where)  # published: nothing names its hold again
 
 
 class BytesView(_Hold):

@@ -932,6 +932,60 @@ def test_a_hold_is_named_so_that_a_stale_release_ends_nothing_else(make_channel)
     assert (ch.stats().loans, ch.stats().sent) == (0, 1)
 
 
+def test_a_loans_block_left_twice_raises_and_leaves_the_next_loan_alone(make_channel):
+    # A published loan gives its struct rb_where back for the next begin to
+    # fill in.  Leaving the first block again (by hand) must neither publish
+    # nor abort the loan that now uses it.
+    ch = make_channel(capacity=8, size=PAGE)
+    for make, fill, read in (
+        (lambda: ch.loan(4), lambda b: b.__setitem__(slice(None), b"abcd"), lambda: ch.recv_bytes(timeout=0)),
+        (lambda: ch.loan_array(4, np.uint8), lambda a: a.__setitem__(slice(None), np.frombuffer(b"abcd", np.uint8)),
+         lambda: ch.recv(timeout=0).tobytes()),
+    ):
+        first = make()
+        with pytest.raises(RuntimeError, match="left only once"):
+            first.__exit__(None, None, None)  # never entered
+        with first as given:
+            fill(given)
+        del given
+        second = make()
+        given = second.__enter__()
+        assert second._where is first._where  # the struct was given back and taken again
+        with pytest.raises(RuntimeError, match="left only once"):
+            first.__exit__(None, None, None)
+        assert (ch.stats().qcount, ch.stats().loans) == (1, 1)  # the second is still out
+        fill(given)
+        del given
+        second.__exit__(None, None, None)
+        assert (ch.stats().qcount, ch.stats().loans) == (2, 0)
+        assert [read(), read()] == [b"abcd", b"abcd"]
+
+
+def test_a_begin_that_fails_with_a_struct_given_back_ends_nothing(make_channel):
+    # The struct a published loan gave back still names that loan's hold
+    # until a begin fills it in.  A begin that fails (a timeout) ends the
+    # hold its struct names, in case it was taken just before: with a stale
+    # struct that must end nothing, though the same hold slot is out again.
+    from ringbuf._lowlevel import ffi, lib
+
+    ch = make_channel(capacity=8, size=PAGE)
+    first = ch.loan(8)
+    with first as buf:
+        buf[:] = b"first..."
+    del buf
+    stale = first._where
+    mine = ffi.new("struct rb_where *")  # a view taken past the pool, into the slot the loan had
+    assert lib.rb_view_begin(ch._h._ch, -1, mine) == lib.RB_OK
+    assert (mine.hold, ch.stats().views) == (stale.hold, 1)
+    waiting = ch.loan(ch._h.max_message, timeout=0)  # no room while the view holds its message
+    with pytest.raises(ringbuf.Timeout):
+        waiting.__enter__()
+    assert waiting._where is stale
+    assert ch.stats().views == 1 and bytes(ffi.buffer(mine.addr, mine.len)) == b"first..."
+    lib.rb_hold_release(ch._h._ch, mine)
+    assert (ch.stats().views, ch.stats().qcount) == (0, 0)
+
+
 def test_a_loans_closed_is_reported_though_another_hold_ends_in_between(make_channel):
     # The loan's release (aborted: its channel was closed) and the end of the
     # block's check for it are steps apart; another hold released in between
@@ -1038,6 +1092,7 @@ def test_a_hold_is_ended_and_settled_only_through_the_handle_that_took_it(make_c
     # settle this handle's loan, it waited for its own record to reach the
     # loan's generation, which it never does (a hang).  Now: ValueError.
     import threading
+    from ringbuf._lowlevel import lib
 
     ch = make_channel(capacity=8, size=PAGE)
     other = ringbuf.Channel.attach(ch.name)
@@ -1048,7 +1103,7 @@ def test_a_hold_is_ended_and_settled_only_through_the_handle_that_took_it(make_c
 
     def settle() -> None:
         try:
-            other._h.hold_settle(loan._where)
+            other._h.hold_unsettled(lib.rb_hold_settle(other._h._ch, loan._where))
         except ValueError as e:
             outcome.append(e)
 
