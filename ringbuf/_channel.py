@@ -903,7 +903,8 @@ class Channel:
                 page size (4096).
             RuntimeError: every one of the channel's 16 loans and views is
                 this thread's, through any of this process's handles of it
-                (another would wait for itself).
+                (another would wait for itself); or the context manager was
+                entered twice, or left twice or without being entered.
             KeyboardInterrupt: Ctrl-C while waiting (signal handlers run, and
                 the wait resumes with the same deadline unless one raised).
         """
@@ -968,8 +969,7 @@ class Channel:
             Closed: the channel is closed and drained (``close`` wakes a
                 waiting receiver).
             ValueError: a channel without room to lend (see :meth:`loan`).
-            RuntimeError: every loan and view of the channel is this
-                thread's (as :meth:`loan`).
+            RuntimeError: as :meth:`loan`.
             KeyboardInterrupt: Ctrl-C while waiting (as :meth:`loan`).
         """
         return _zerocopy.BytesView(self._h, FOREVER if timeout is None else _deadline(timeout))
@@ -987,8 +987,11 @@ class Channel:
         Copy an array (``arr.copy()``) to keep its data for longer.
 
         Raises:
-            Timeout, Closed, ValueError, RuntimeError, KeyboardInterrupt: as
+            Timeout, Closed, ValueError, KeyboardInterrupt: as
                 :meth:`recv_bytes_view`.
+            RuntimeError: as :meth:`recv_bytes_view`, but for leaving: the
+                end of this block ends nothing (the object's arrays do), so
+                leaving it again does nothing either.
             pickle.UnpicklingError: the message is not a pickled object (it
                 was sent with send_bytes); it is received all the same.
         """

@@ -95,6 +95,10 @@ class _Hold:
         self._h = h
         self._deadline = deadline
         self._where: Any = None
+        # What the block was given, in a list while the block is open: the
+        # exit that ends it pops it, one C call under the GIL, so that of
+        # two exits of one block (by hand, from two threads) only one can
+        # end the hold and give its struct back.  None before the entry.
         self._given: Any = None
 
     def _begin(self, nbytes: int) -> Any:
@@ -125,19 +129,20 @@ class _Hold:
             h.hold_release(where)
             raise
 
-    def _unsettled(self, rc: int, what: str) -> NoReturn:
+    def _unsettled(self, rc: int, what: str, kept: str) -> NoReturn:
         """A loan's block ended well, and rb_hold_settle answered ``rc``, not
-        RB_OK: raise (``what`` names what the loan gave, for the message)."""
+        RB_OK: raise (``what`` names what the loan gave, ``kept`` what can
+        keep its memory, for the message)."""
         h = self._h
         h.hold_unsettled(rc)  # raises, unless something made from its memory still exists
         raise BufferError(
-            f"{what} of channel {h.name!r} ended while something made from its memory still exists "
-            "(a slice, an array): it was not sent, and its room is freed once that is gone"
+            f"{what} of channel {h.name!r} ended while {kept} still exists: it was not sent, "
+            "and its room is freed once that is gone"
         )
 
 
 def _left_twice() -> NoReturn:
-    raise RuntimeError("the block of a loan can be left only once, after it was entered")
+    raise RuntimeError("the block of a loan or view can be left only once, after it was entered")
 
 
 def _released_early(h: Handle) -> None:
@@ -157,18 +162,19 @@ class Loan(_Hold):
         self._nbytes = nbytes
 
     def __enter__(self) -> memoryview:
-        buf = self._given = memoryview(self._begin(self._nbytes))
+        buf = memoryview(self._begin(self._nbytes))
+        self._given = [buf]
         return buf
 
     def __exit__(self, et: Any, ev: Any, tb: Any) -> None:
-        buf = self._given
-        if buf is None:
+        try:
+            buf = self._given.pop()
+        except (AttributeError, IndexError):  # never entered (None), or left already ([])
             _left_twice()
         h, where = self._h, self._where
         try:
             if et is None and not h.hold_intent(where, 1):
                 _released_early(h)
-            self._given = None
             try:
                 buf.release()  # using it after the block raises ValueError
             except BufferError:
@@ -185,7 +191,7 @@ class Loan(_Hold):
             h.hold_intent(where, 0)
             raise
         if rc != _OK:
-            self._unsettled(rc, "a loan")
+            self._unsettled(rc, "a loan", "something made from its memory (a slice, an array)")
         if len(_wheres) < _WHERES_KEPT:
             _wheres.append(where)  # published: nothing names its hold again
 
@@ -224,15 +230,18 @@ class ArrayLoan(_Hold):
         # can then be emptied at the end without cutting them loose.
         flat = _frombuffer(exporter, dt, count, len(head))
         # (order="C" is reshape's default; passing it costs about 100 ns.)
-        arr = self._given = flat.reshape(shape) if order == "C" else flat.reshape(shape, order="F")
-        # Its references now (this name, _given, getrefcount's argument),
-        # and the `with` target's: see __exit__.
-        self._refs = _refcount(arr) + 1
+        arr = flat.reshape(shape) if order == "C" else flat.reshape(shape, order="F")
+        self._given = [arr]
+        # Its references now: this name, _given's list, getrefcount's
+        # argument; in __exit__, after the pop: that name, the `with`
+        # target, the argument.
+        self._refs = _refcount(arr)
         return arr
 
     def __exit__(self, et: Any, ev: Any, tb: Any) -> None:
-        arr = self._given
-        if arr is None:
+        try:
+            arr = self._given.pop()
+        except (AttributeError, IndexError):  # never entered (None), or left already ([])
             _left_twice()
         h = self._h
         if _refcount(arr) > self._refs:
@@ -241,7 +250,6 @@ class ArrayLoan(_Hold):
             # from it, which would go on writing where it points): the array
             # is left as it is, keeping the loan's memory, and the loan is
             # aborted once everything holding it is gone.
-            self._given = None
             if et is None:
                 raise BufferError(
                     f"a loaned array of channel {h.name!r} was still referenced at the end of its block "
@@ -255,7 +263,6 @@ class ArrayLoan(_Hold):
                 _released_early(h)
             # The caller's name for the array outlives the block: empty it
             # in place so that it no longer reaches into the ring.
-            self._given = None
             arr.__setstate__(self._layout[6])
             del arr
             if et is not None:
@@ -269,7 +276,7 @@ class ArrayLoan(_Hold):
             h.hold_intent(where, 0)
             raise
         if rc != _OK:
-            self._unsettled(rc, "a loaned array")
+            self._unsettled(rc, "a loaned array", "a view of it (a slice, a reshape)")
         if len(_wheres) < _WHERES_KEPT:
             _wheres.append(where)  # published: nothing names its hold again
 
@@ -281,11 +288,15 @@ class BytesView(_Hold):
     _LOAN = False
 
     def __enter__(self) -> memoryview:
-        view = self._given = memoryview(self._begin(0)).toreadonly()
+        view = memoryview(self._begin(0)).toreadonly()
+        self._given = [view]
         return view
 
     def __exit__(self, et: Any, ev: Any, tb: Any) -> None:
-        view, self._given = self._given, None
+        try:
+            view = self._given.pop()
+        except (AttributeError, IndexError):  # never entered (None), or left already ([])
+            _left_twice()
         try:
             view.release()  # using it after the block raises ValueError
         except BufferError:
@@ -305,7 +316,7 @@ class ObjectView(_Hold):
         return _codec.decode_view(memoryview(self._begin(0)).toreadonly())
 
     def __exit__(self, et: Any, ev: Any, tb: Any) -> None:
-        pass
+        pass  # the object's last view of the ring ends the hold, not the block
 
 
 # (shape, dtype, order) as given -> what _array_layout returns: a loop that

@@ -959,6 +959,72 @@ def test_a_loans_block_left_twice_raises_and_leaves_the_next_loan_alone(make_cha
         second.__exit__(None, None, None)
         assert (ch.stats().qcount, ch.stats().loans) == (2, 0)
         assert [read(), read()] == [b"abcd", b"abcd"]
+    ch.send_bytes(b"view")
+    view = ch.recv_bytes_view()
+    with pytest.raises(RuntimeError, match="left only once"):
+        view.__exit__(None, None, None)  # never entered
+    with view as got:
+        assert got == b"view"
+    with pytest.raises(RuntimeError, match="left only once"):
+        view.__exit__(None, None, None)
+    assert (ch.stats().qcount, ch.stats().views) == (0, 0)
+
+
+def test_a_loans_block_left_from_two_threads_at_once_is_ended_once(make_channel):
+    # The guard against a second exit and the end it guards were apart: the
+    # first exit, inside a C call (the GIL released), let a second one by,
+    # both saw the loan published, and its struct went into the pool twice,
+    # to be shared by two later loans.
+    from ringbuf import _zerocopy
+
+    ch = make_channel(capacity=8, size=PAGE)
+    h = ch._h
+    real = h.hold_intent
+    inside, go_on = threading.Event(), threading.Event()
+
+    def intent(where, publish):  # the first exit stops just after its intent is set
+        done = real(where, publish)
+        if threading.current_thread().name == "first":
+            inside.set()
+            go_on.wait(10)
+        return done
+
+    loan = ch.loan(4)
+    buf = loan.__enter__()
+    buf[:] = b"abcd"
+    del buf
+    struct = loan._where
+    outcome = []
+
+    def leave() -> None:
+        try:
+            loan.__exit__(None, None, None)
+            outcome.append(None)
+        except BaseException as e:
+            outcome.append(e)
+
+    h.hold_intent = intent
+    try:
+        first = threading.Thread(target=leave, name="first")
+        first.start()
+        assert inside.wait(10)
+        second = threading.Thread(target=leave, name="second")
+        second.start()
+        second.join(10)
+        go_on.set()
+        first.join(10)
+    finally:
+        go_on.set()
+        h.hold_intent = real
+    assert not first.is_alive() and not second.is_alive()
+    assert isinstance(outcome[0], RuntimeError) and outcome[1] is None  # the second was refused
+    assert sum(w is struct for w in _zerocopy._wheres) == 1
+    assert ch.recv_bytes(timeout=0) == b"abcd"
+    with ch.loan(4) as x, ch.loan(4) as y:  # two loans out at once, each with a struct of its own
+        x[:] = b"xxxx"
+        y[:] = b"yyyy"
+    del x, y
+    assert [ch.recv_bytes(timeout=0), ch.recv_bytes(timeout=0)] == [b"xxxx", b"yyyy"]
 
 
 def test_a_begin_that_fails_with_a_struct_given_back_ends_nothing(make_channel):
