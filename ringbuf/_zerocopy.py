@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Any, Dict, List, NoReturn, Tuple
+from typing import Any, Dict, NoReturn, Tuple
 
 import numpy as np
 import numpy.typing as npt
@@ -38,10 +38,10 @@ from ringbuf import _codec, errors
 from ringbuf._lowlevel import Handle
 from ringbuf._rb import ffi, lib
 
-# The calls every loan and view makes, bound once.  Each step of the path
-# costs more than it does alone: the 1 MiB copy a loan exists for has pushed
-# the interpreter's objects out of the caches, and a Python frame fewer per
-# loan measured about 0.2 us cold (docs/performance.md).
+# The calls every loan and view makes, bound once and made from here, with
+# no Python frame between: each step costs more than it does alone, since the
+# copy a loan exists for has pushed the interpreter's objects out of the
+# caches (docs/performance.md).
 _OK = lib.RB_OK
 _loan_begin = lib.rb_loan_begin
 _view_begin = lib.rb_view_begin
@@ -53,21 +53,6 @@ _new = ffi.new
 _WHERE = ffi.typeof("struct rb_where *")
 _frombuffer = np.frombuffer
 _refcount = sys.getrefcount
-
-# Spare ``struct rb_where``s, for a loan's begin to fill in.  A loan's goes
-# back here once the loan is settled (published: nothing names its hold
-# again); one that ends any other way leaves its struct to the garbage
-# collector, and so does every view, whose end Python does not see (a view
-# does not take from here either, or a process that loans and views would
-# empty it on every view).  One taken from here still names its old hold until a begin
-# fills it in, and harmlessly: a hold's generation is never reused in the
-# process, so ending an ended hold does nothing (what a begin that failed
-# leaves to the except clause of _begin).  Taking and giving back are single
-# list operations, atomic under the GIL; a Ctrl-C between them loses one
-# struct, no more.
-_wheres: List[Any] = []
-_WHERES_KEPT = 64
-
 
 class _Hold:
     """The context manager behind the four calls: begin on entry, end on exit.
@@ -97,22 +82,15 @@ class _Hold:
         self._where: Any = None
         # What the block was given, in a list while the block is open: the
         # exit that ends it pops it, one C call under the GIL, so that of
-        # two exits of one block (by hand, from two threads) only one can
-        # end the hold and give its struct back.  None before the entry.
+        # two exits of one block (by hand, from two threads) only one ends
+        # it.  None before the entry.
         self._given: Any = None
 
     def _begin(self, nbytes: int) -> Any:
         """Take the hold and return its exporter."""
         if self._where is not None:
             raise RuntimeError("a loan or view can be entered only once")
-        if self._LOAN:
-            try:
-                where = _wheres.pop() if _wheres else _new(_WHERE)
-            except IndexError:  # another thread took the last one in between
-                where = _new(_WHERE)
-        else:
-            where = _new(_WHERE)  # a view never gives its struct back (see _wheres)
-        self._where = where
+        where = self._where = _new(_WHERE)
         h = self._h
         try:
             rc = (_loan_begin(h._ch, nbytes, self._deadline, where) if self._LOAN
@@ -192,8 +170,6 @@ class Loan(_Hold):
             raise
         if rc != _OK:
             self._unsettled(rc, "a loan", "something made from its memory (a slice, an array)")
-        if len(_wheres) < _WHERES_KEPT:
-            _wheres.append(where)  # published: nothing names its hold again
 
 
 class ArrayLoan(_Hold):
@@ -277,8 +253,6 @@ class ArrayLoan(_Hold):
             raise
         if rc != _OK:
             self._unsettled(rc, "a loaned array", "a view of it (a slice, a reshape)")
-        if len(_wheres) < _WHERES_KEPT:
-            _wheres.append(where)  # published: nothing names its hold again
 
 
 class BytesView(_Hold):
