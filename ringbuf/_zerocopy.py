@@ -54,6 +54,7 @@ _WHERE = ffi.typeof("struct rb_where *")
 _frombuffer = np.frombuffer
 _refcount = sys.getrefcount
 
+
 class _Hold:
     """The context manager behind the four calls: begin on entry, end on exit.
 
