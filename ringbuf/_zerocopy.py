@@ -246,11 +246,7 @@ class ArrayLoan(_Hold):
                 return  # aborted when the exporter dies (at once, unless a view of the array lives on)
             rc = _settle(h._ch, where)
         except BaseException:
-            # Cut short (Ctrl-C) after the intent was set to publish: abort
-            # instead, unless it was published already, so that something
-            # made from its memory and kept (a slice) cannot write into a
-            # message delivered when it dies.  A C call, no Python frame.
-            h.hold_intent(where, 0)
+            h.hold_intent(where, 0)  # cut short: abort, as in Loan.__exit__ (inline: no Python frame)
             raise
         if rc != _OK:
             self._unsettled(rc, "a loaned array", "a view of it (a slice, a reshape)")
