@@ -396,12 +396,12 @@ def _add_iceoryx2() -> None:
     memmove, string_at = ctypes.memmove, ctypes.string_at
 
     # What make returns: a fresh service name, the largest message (with
-    # room for a pickle's framing) and the depth of the queue.  Every message is delivered: the subscriber's buffer does not overwrite
-    # its oldest sample when full (safe overflow off), and a publisher that
-    # finds it full retries until there is room rather than dropping the
-    # sample.  No history: a publisher waits for its subscribers before it
-    # starts.  The buffer holds as many messages as ringbuf's ring
-    # (_depth).
+    # room for a pickle's framing) and the depth of the queue, which is
+    # ringbuf's ring's (_depth).  Every message is delivered: the
+    # subscriber's buffer does not overwrite its oldest sample when full
+    # (safe overflow off), and a publisher that finds it full retries until
+    # there is room rather than dropping the sample.  No history: a
+    # publisher waits for its subscribers before it starts.
     def iox_make(largest: int) -> Tuple[str, int, int]:
         return f"ringbuf-bench/{uuid.uuid4().hex}", largest + 4096, _depth(largest)
 
@@ -878,7 +878,6 @@ class OneWay(_Workload):
         return float(rate)
 
 
-
 def _echo(peer_name: str, requests: Any, replies: Any, count: int, sig: _Signals, ready: Any) -> None:
     p = PEERS[peer_name]
     rq, rp = _open(p, requests, Role("recv")), _open(p, replies, Role("send"))
@@ -1145,7 +1144,6 @@ class ManyToMany(_Workload):
         if n != self.count:
             raise PeerFailed(f"{self.name}: {n} of {self.count} messages arrived")
         return self.count / elapsed
-
 
 
 def memcpy_bandwidth(nbytes: int = 16 << 20, region: int = 256 << 20, copies: int = 48) -> float:

@@ -997,7 +997,6 @@ class Channel:
         """
         return _zerocopy.ObjectView(self._h, FOREVER if timeout is None else _deadline(timeout))
 
-
     def check(self) -> None:
         """Verify the shared header's invariants and walk every queued record.
 

@@ -35,7 +35,6 @@ LAYOUT_VERSION: int = lib.RB_LAYOUT_VERSION
 HOLDS: int = lib.RB_HOLDS
 
 
-
 def _header_fields() -> Dict[str, Tuple[int, int]]:
     out = ffi.new("struct rb_field[]", 64)
     n = lib.rb_header_fields(out, 64)
@@ -55,7 +54,6 @@ _ERECOVERED = lib.RB_ERECOVERED
 _EINTR = lib.RB_EINTR
 _EINVAL = lib.RB_EINVAL
 _ECLOSED = lib.RB_ECLOSED
-_ENOSYS = lib.RB_ENOSYS
 _EREADY = lib.RB_EREADY
 _EHELD = lib.RB_EHELD
 

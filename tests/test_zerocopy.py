@@ -10,7 +10,6 @@ import pickle
 import signal
 import struct
 import threading
-import time
 
 import numpy as np
 import pytest
