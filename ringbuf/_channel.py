@@ -449,7 +449,7 @@ class Channel:
         """
         deadline = FOREVER if timeout is None else _deadline(timeout)
         parts = _encode(obj) if self._dumps is None else self._dumps(obj)
-        send = self._h.send if type(parts) is bytes else self._h.send_parts
+        send = self._h.send_parts if type(parts) is list else self._h.send
         try:
             return send(parts, deadline)
         except InterruptedError:
@@ -463,7 +463,7 @@ class Channel:
             Closed, MessageTooLarge, pickling errors: as :meth:`send`.
         """
         parts = _encode(obj) if self._dumps is None else self._dumps(obj)
-        send = self._h.send if type(parts) is bytes else self._h.send_parts
+        send = self._h.send_parts if type(parts) is list else self._h.send
         deadline = _now()
         try:
             try:
@@ -702,7 +702,7 @@ class Channel:
         parts = _encode(obj) if self._dumps is None else self._dumps(obj)
         h = self._h
         deadline = FOREVER if timeout is None else _deadline(timeout)
-        if type(parts) is bytes or not isinstance(parts, list):
+        if type(parts) is not list:
             one = parts if type(parts) is bytes else _lowlevel.export(parts)
             pieces, send, nbytes = [one], (lambda d: h.send(one, d)), len(one)
         else:
@@ -1390,7 +1390,7 @@ def _select_cases(cases: Tuple[Case, ...], raw: bool) -> Tuple[List[Channel], Li
                 sends.append([value])
             else:
                 parts = _encode(value) if ch._dumps is None else ch._dumps(value)
-                sends.append([parts] if type(parts) is bytes or not isinstance(parts, list) else parts)
+                sends.append(parts if type(parts) is list else [parts])
         else:
             raise TypeError(
                 f"select() case {n}: expected a Channel (receive) or a (channel, value) pair (send), "

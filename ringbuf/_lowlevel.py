@@ -116,10 +116,12 @@ def _raise(rc: int, name: str, **details: object) -> NoReturn:
     raise cls_(template.format(name=name, **details))
 
 
-def export(data: Any) -> Any:
-    """A cffi view of a bytes-like object's memory (C-contiguous), for a
-    message sent more than once, such as an awaited one's attempts."""
-    return _export(data)
+def export(data: Any) -> memoryview:
+    """A flat memoryview of one C-contiguous bytes-like message, checked
+    once, for a message sent more than once (an awaited one's attempts):
+    every send takes it as it takes the object, and ``len`` gives its bytes.
+    While it lives, a bytearray under it cannot be resized."""
+    return _view(data).cast("B")
 
 
 def _export(data: Any) -> Any:

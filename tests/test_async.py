@@ -11,6 +11,7 @@ import signal
 import threading
 import time
 
+import numpy as np
 import pytest
 
 import ringbuf
@@ -51,6 +52,28 @@ def test_an_awaiting_receiver_is_woken_by_another_process_while_the_loop_runs_on
     assert got == "hello"
     assert ticks >= 5  # the loop was never blocked while the task waited
     assert ch.stats().recvq_wakes >= 1  # woken by the sender's wake call
+
+
+@pytest.mark.parametrize("capacity", [8, 0])
+def test_an_awaited_send_takes_any_bytes_like_message_as_send_bytes_does(make_channel, capacity):
+    ch = make_channel(capacity=capacity)
+    grid = np.arange(12, dtype=np.float32).reshape(3, 4)
+    messages = [b"bytes", bytearray(b"a bytearray"), memoryview(b"a memoryview"), grid, memoryview(grid)]
+
+    async def main():
+        got = []
+        for m in messages:
+            receiver = asyncio.ensure_future(ch.recv_bytes_async(timeout=10))
+            await ch.send_bytes_async(m, timeout=10)
+            got.append(await receiver)
+        with pytest.raises(ValueError, match="C-contiguous"):
+            await ch.send_bytes_async(grid[:, ::2], timeout=10)
+        with pytest.raises(TypeError, match="bytes-like"):
+            await ch.send_bytes_async("a str", timeout=10)
+        return got
+
+    assert asyncio.run(main()) == [bytes(m) for m in messages]
+    assert len(ch) == 0
 
 
 def test_a_hundred_tasks_on_ten_channels_fed_by_three_processes_get_every_message_once(make_channel):

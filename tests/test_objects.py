@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import multiprocessing
 import pickle
 
@@ -313,6 +315,22 @@ def test_custom_codec_round_trip_and_travels_to_children():
         requests.close()
         proc.join(30)
         assert proc.exitcode == 0
+
+
+@pytest.mark.parametrize("kind", [bytearray, memoryview])
+def test_a_codec_may_return_any_bytes_like_object(make_channel, kind):
+    def dumps(obj):
+        return kind(json.dumps(obj).encode())
+
+    ch = make_channel(dumps=dumps, loads=json.loads)
+    ch.send({"by": "send"})
+    ch.try_send({"by": "try_send"})
+    asyncio.run(ch.send_async({"by": "send_async"}, timeout=10))
+    ringbuf.select((ch, {"by": "select"}), timeout=10)
+    ch.send_many([{"by": "send_many"}], timeout=10)
+    assert [ch.recv(timeout=10)["by"] for _ in range(5)] == ["send", "try_send", "send_async", "select", "send_many"]
+    with pytest.raises(TypeError, match="bytes-like"):
+        make_channel(dumps=json.dumps, loads=json.loads).send({"a str": "is not bytes"})
 
 
 def test_codec_arguments_are_checked():
