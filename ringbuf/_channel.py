@@ -239,8 +239,9 @@ class Channel:
     _dumps: Optional[Dumps]
     _loads: Optional[Loads]
     # Messages recv_many() took from the ring but did not return because an
-    # earlier one failed to decode; object receives on this handle take them
-    # first, so nothing is lost or reordered.
+    # earlier one failed to decode; every receive on this handle takes them
+    # first (recv_into refuses while they wait), so nothing is lost or
+    # reordered.
     _undecoded: Deque[bytes]
 
     def __init__(
@@ -380,6 +381,8 @@ class Channel:
                 handler raised).
         """
         deadline = FOREVER if timeout is None else _deadline(timeout)
+        if self._undecoded:
+            return self._undecoded.popleft()
         try:
             data: bytes = self._h.recv(deadline)
         except InterruptedError:
@@ -393,6 +396,8 @@ class Channel:
             Empty: nothing is queued.
             Closed: the channel is closed and drained.
         """
+        if self._undecoded:
+            return self._undecoded.popleft()
         deadline = _now()
         try:
             try:
@@ -416,7 +421,18 @@ class Channel:
                 queued, and the exception's ``needed`` says its length.
             Timeout, Closed, KeyboardInterrupt: as :meth:`recv_bytes`.
         """
-        return _retrying(self._h.recv_into, buffer, FOREVER if timeout is None else _deadline(timeout))
+        deadline = FOREVER if timeout is None else _deadline(timeout)
+        if self._undecoded:
+            data = self._undecoded[0]
+            view = _lowlevel.writable_view(buffer).cast("B")
+            if len(data) > view.nbytes:
+                raise errors.BufferTooSmall(
+                    f"the next message on channel {self.name!r} is {len(data)} bytes; the buffer holds {view.nbytes}",
+                    len(data),
+                )
+            view[:len(data)] = self._undecoded.popleft()
+            return len(data)
+        return _retrying(self._h.recv_into, buffer, deadline)
 
     def iter_bytes(self) -> Iterator[bytes]:
         """Yield raw messages until the channel is closed and drained."""
@@ -484,9 +500,9 @@ class Channel:
             pickle.UnpicklingError, ...: the message did not unpickle; it has
                 been consumed all the same, so the channel moves on.
         """
+        deadline = FOREVER if timeout is None else _deadline(timeout)
         if self._undecoded:
             return self._decode(self._undecoded.popleft(), False)
-        deadline = FOREVER if timeout is None else _deadline(timeout)
         loads = self._loads
         alloc = _aligned_empty if loads is None else None
         try:
@@ -617,24 +633,24 @@ class Channel:
             KeyboardInterrupt: Ctrl-C while waiting.
         """
         _check_int("max_items", max_items, 1, 1 << 62)
-        return _retrying(self._h.recv_batch, min(max_items, MAX_BATCH),
-                         FOREVER if timeout is None else _deadline(timeout))
+        deadline = FOREVER if timeout is None else _deadline(timeout)
+        if self._undecoded:
+            return [self._undecoded.popleft() for _ in range(min(max_items, len(self._undecoded)))]
+        return _retrying(self._h.recv_batch, min(max_items, MAX_BATCH), deadline)
 
     def recv_many(self, max_items: int, timeout: Optional[float] = None) -> List[Any]:
         """Receive up to ``max_items`` objects as :meth:`recv_bytes_many` does.
 
         If one of them fails to unpickle, the objects before it are returned;
-        the failing one and those after it wait on this handle, and the next
-        object receive raises for it (it is consumed) before going on.
+        the failing one and those after it wait on this handle, and every
+        receive on it takes them first, in order: the next object receive
+        raises for the failing one (it is consumed), a bytes receive returns
+        its bytes.  (:meth:`recv_into` raises RingbufError while they wait.)
 
         Raises:
             as :meth:`recv_bytes_many`, and unpickling errors as :meth:`recv`.
         """
-        if self._undecoded:
-            n = min(max_items, len(self._undecoded))
-            raws = [self._undecoded.popleft() for _ in range(n)]
-        else:
-            raws = self.recv_bytes_many(max_items, timeout)
+        raws = self.recv_bytes_many(max_items, timeout)  # messages left undecoded first
         out: List[Any] = []
         for i, raw in enumerate(raws):
             try:
@@ -688,6 +704,8 @@ class Channel:
         """
         h = self._h
         deadline = FOREVER if timeout is None else _deadline(timeout)
+        if self._undecoded:
+            return self._undecoded.popleft()
         try:  # the common case, at once: a message is there, or comes within the spin
             data: bytes = h.recv(_async.spin_until(deadline))
             return data
@@ -722,10 +740,10 @@ class Channel:
     async def recv_async(self, timeout: Optional[float] = None) -> Any:
         """:meth:`recv` for asyncio, as :meth:`recv_bytes_async`; the object is
         unpickled (or decoded with the channel's codec) in this task."""
-        if self._undecoded:
-            return self._decode(self._undecoded.popleft(), False)
         h, alloc = self._h, (_aligned_empty if self._loads is None else None)
         deadline = FOREVER if timeout is None else _deadline(timeout)
+        if self._undecoded:
+            return self._decode(self._undecoded.popleft(), False)
         try:  # the common case, at once (see recv_bytes_async)
             data = h.recv(_async.spin_until(deadline), alloc)
         except (errors.Timeout, InterruptedError):
@@ -972,7 +990,10 @@ class Channel:
             RuntimeError: as :meth:`loan`.
             KeyboardInterrupt: Ctrl-C while waiting (as :meth:`loan`).
         """
-        return _zerocopy.BytesView(self._h, FOREVER if timeout is None else _deadline(timeout))
+        deadline = FOREVER if timeout is None else _deadline(timeout)
+        if self._undecoded:  # a message recv_many() took: it is no longer in the ring
+            return _Taken(memoryview(self._undecoded.popleft()).toreadonly())
+        return _zerocopy.BytesView(self._h, deadline)
 
     def recv_view(self, timeout: Optional[float] = None) -> ContextManager[Any]:
         """Receive the next object without copying its arrays: ``with ch.recv_view() as obj:``.
@@ -995,7 +1016,10 @@ class Channel:
             pickle.UnpicklingError: the message is not a pickled object (it
                 was sent with send_bytes); it is received all the same.
         """
-        return _zerocopy.ObjectView(self._h, FOREVER if timeout is None else _deadline(timeout))
+        deadline = FOREVER if timeout is None else _deadline(timeout)
+        if self._undecoded:  # a message recv_many() took, decoded in memory of its own
+            return _Taken(self._decode(self._undecoded.popleft(), False))
+        return _zerocopy.ObjectView(self._h, deadline)
 
     def check(self) -> None:
         """Verify the shared header's invariants and walk every queued record.
@@ -1168,6 +1192,9 @@ def select_bytes(*cases: Case, timeout: Optional[float] = None) -> Tuple[Channel
     if receive is None:
         return _select(cases, timeout, raw=True)
     deadline = FOREVER if timeout is None else _deadline(timeout)
+    left = _leftover(cases, None, True)
+    if left is not None:
+        return left
     try:
         return receive.recv(cases, deadline, None, CLOSED)
     except InterruptedError:
@@ -1264,6 +1291,9 @@ class Selector:
         the channels' codecs are not used.  Timeout, close, Ctrl-C and
         errors as :meth:`select`."""
         deadline = FOREVER if timeout is None else _deadline(timeout)
+        left = _leftover(self._channels, None, True)
+        if left is not None:
+            return left
         try:
             return self._cases.recv(self._channels, deadline, None, CLOSED)
         except InterruptedError:
@@ -1303,15 +1333,35 @@ def _select_call(cases: Tuple[Case, ...], timeout: Optional[float], raw: bool) -
     return _SelectCall(chans, handles, sends, deadline, None if raw else _aligned_empty)
 
 
-def _leftover(chans: Sequence[Channel], sends: Optional[Sequence[Optional[List[Any]]]] = None
-              ) -> Optional[Tuple[Channel, Any]]:
+class _Taken:
+    """What recv_view and recv_bytes_view give for a message recv_many()
+    took from the ring and left undecoded: the object, or a read-only
+    memoryview of the bytes (released after the block, as a view's is)."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: Any) -> None:
+        self._value = value
+
+    def __enter__(self) -> Any:
+        return self._value
+
+    def __exit__(self, *exc: object) -> None:
+        if type(self._value) is memoryview:
+            self._value.release()
+
+
+def _leftover(chans: Sequence[Channel], sends: Optional[Sequence[Optional[List[Any]]]] = None,
+              raw: bool = False) -> Optional[Tuple[Channel, Any]]:
     """A receive case whose handle holds messages recv_many() left undecoded
-    is ready at once: one of them, chosen at random, or None."""
+    is ready at once: the first of them, on one such case chosen at random
+    (decoded, unless raw), or None."""
     waiting = [ch for i, ch in enumerate(chans) if ch._undecoded and (sends is None or sends[i] is None)]
     if not waiting:
         return None
     ch = waiting[secrets.randbelow(len(waiting))]
-    return ch, ch._decode(ch._undecoded.popleft(), False)
+    data = ch._undecoded.popleft()
+    return ch, data if raw else ch._decode(data, False)
 
 
 def _select_result(call: _SelectCall, done: Tuple[int, str, Any], raw: bool) -> Tuple[Channel, Any]:
@@ -1363,10 +1413,9 @@ def _receive_cases(cases: Tuple[Case, ...]) -> Optional[_lowlevel.ReceiveCases]:
 def _select(cases: Tuple[Case, ...], timeout: Optional[float], raw: bool) -> Tuple[Channel, Any]:
     """select() with send cases, or with bad ones (raised here)."""
     call = _select_call(cases, timeout, raw)
-    if not raw:
-        left = _leftover(call.chans, call.sends)
-        if left is not None:
-            return left
+    left = _leftover(call.chans, call.sends, raw)
+    if left is not None:
+        return left
     try:
         done = _lowlevel.select(call.handles, call.sends, call.deadline, call.alloc)
     except InterruptedError:
@@ -1420,10 +1469,9 @@ async def _select_async(cases: Tuple[Case, ...], timeout: Optional[float], raw: 
     for i, h in enumerate(call.handles):
         parts = None if call.sends is None else call.sends[i]
         sides.append((h, parts is not None, 0 if parts is None else sum(memoryview(p).nbytes for p in parts)))
-    if not raw:
-        left = _leftover(call.chans, call.sends)
-        if left is not None:
-            return left
+    left = _leftover(call.chans, call.sends, raw)
+    if left is not None:
+        return left
     while True:
         done = await _async.operate(sides, lambda d: _lowlevel.select(call.handles, call.sends, d, call.alloc, True),
                                     call.deadline, served=lambda r: r[0], what="any case of a select")

@@ -149,6 +149,20 @@ def _view(data: Any) -> memoryview:
     return view
 
 
+def writable_view(buffer: Any) -> memoryview:
+    """A memoryview of a writable C-contiguous buffer to receive into, with
+    clear errors."""
+    try:
+        view = memoryview(buffer)
+    except TypeError:
+        raise TypeError(f"expected a writable bytes-like object, not {type(buffer).__name__!r}") from None
+    if view.readonly:
+        raise TypeError(f"expected a writable bytes-like object; this {type(buffer).__name__} is read-only")
+    if not view.c_contiguous:
+        raise ValueError("the buffer must be C-contiguous")
+    return view
+
+
 def _iovec(parts: Sequence[Any]) -> Tuple[Any, List[Any]]:
     """A ``struct rb_iov[]`` over parts, and the views that keep them alive."""
     iov = ffi.new("struct rb_iov[]", len(parts))
@@ -364,14 +378,7 @@ class Handle:
 
         Raises BufferTooSmall (the message stays queued) if it does not fit.
         """
-        try:
-            view = memoryview(buffer)
-        except TypeError:
-            raise TypeError(f"expected a writable bytes-like object, not {type(buffer).__name__!r}") from None
-        if view.readonly:
-            raise TypeError(f"expected a writable bytes-like object; this {type(buffer).__name__} is read-only")
-        if not view.c_contiguous:
-            raise ValueError("the buffer must be C-contiguous")
+        writable_view(buffer)
         dst = ffi.from_buffer(buffer, require_writable=True)
         needp = ffi.new("uint64_t *")
         while True:

@@ -3,9 +3,11 @@ lock hold for as many messages as fit."""
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import pickle
 
+import numpy as np
 import pytest
 
 import ringbuf
@@ -26,6 +28,95 @@ def test_recv_many_returns_what_decoded_and_keeps_the_rest_in_order(make_channel
         ch.recv()
     assert ch.recv_many(10) == [4]
     assert len(ch) == 0
+
+
+def _into(ch):
+    buf = bytearray(64)
+    n = ch.recv_bytes_into(buf, timeout=0)
+    return bytes(buf[:n])
+
+
+def _bytes_view(ch):
+    with ch.recv_bytes_view(timeout=0) as view:
+        return bytes(view)
+
+
+def _object_view(ch):
+    with ch.recv_view(timeout=0) as obj:
+        return obj
+
+
+BYTES_RECEIVES = {
+    "recv_bytes": lambda ch: ch.recv_bytes(timeout=0),
+    "try_recv_bytes": lambda ch: ch.try_recv_bytes(),
+    "recv_bytes_into": _into,
+    "recv_bytes_many": lambda ch: ch.recv_bytes_many(1, timeout=0)[0],
+    "recv_bytes_view": _bytes_view,
+    "recv_bytes_async": lambda ch: asyncio.run(ch.recv_bytes_async(timeout=0)),
+    "select_bytes": lambda ch: ringbuf.select_bytes(ch, timeout=0)[1],
+    "Selector.select_bytes": lambda ch: ringbuf.Selector(ch).select_bytes(timeout=0)[1],
+    "select_bytes_async": lambda ch: asyncio.run(ringbuf.select_bytes_async(ch, timeout=0))[1],
+}
+
+OBJECT_RECEIVES = {
+    "recv": lambda ch: ch.recv(timeout=0),
+    "try_recv": lambda ch: ch.try_recv(),
+    "recv_many": lambda ch: ch.recv_many(1, timeout=0)[0],
+    "recv_view": _object_view,
+    "recv_async": lambda ch: asyncio.run(ch.recv_async(timeout=0)),
+    "select": lambda ch: ringbuf.select(ch, timeout=0)[1],
+    "Selector.select": lambda ch: ringbuf.Selector(ch).select(timeout=0)[1],
+    "select_async": lambda ch: asyncio.run(ringbuf.select_async(ch, timeout=0))[1],
+}
+
+
+def _left_undecoded(ch):
+    """A channel whose handle holds three messages recv_many() took and did
+    not decode (a bad one, then 3 and 4), with 5 still in the ring."""
+    for m in (1, b"garbage", 3, 4, 5):
+        if isinstance(m, bytes):
+            ch.send_bytes(m)
+        else:
+            ch.send(m)
+    assert ch.recv_many(4) == [1]
+    assert len(ch) == 1
+
+
+@pytest.mark.parametrize("how", list(BYTES_RECEIVES))
+def test_every_bytes_receive_takes_what_recv_many_left_first_in_order(make_channel, how):
+    ch = make_channel()
+    _left_undecoded(ch)
+    receive = BYTES_RECEIVES[how]
+    got = [receive(ch) for _ in range(4)]
+    assert got == [b"garbage"] + [pickle.dumps(i, protocol=5) for i in (3, 4, 5)]
+    assert len(ch) == 0
+
+
+@pytest.mark.parametrize("how", list(OBJECT_RECEIVES))
+def test_every_object_receive_takes_what_recv_many_left_first_in_order(make_channel, how):
+    ch = make_channel()
+    _left_undecoded(ch)
+    receive = OBJECT_RECEIVES[how]
+    with pytest.raises(pickle.UnpicklingError):
+        receive(ch)
+    assert [receive(ch) for _ in range(3)] == [3, 4, 5]
+    assert len(ch) == 0
+
+
+def test_bad_arguments_raise_while_recv_many_leftovers_wait(make_channel):
+    ch = make_channel()
+    _left_undecoded(ch)
+    for bad in (lambda: ch.recv(timeout=-1), lambda: ch.recv_bytes(timeout=float("nan")),
+                lambda: ch.recv_many(0), lambda: ch.recv_bytes_many(-3), lambda: ch.recv_view(timeout=-1),
+                lambda: ch.recv_bytes_into(bytes(64), timeout=0)):
+        with pytest.raises((ValueError, TypeError)):
+            bad()
+    with pytest.raises(ringbuf.BufferTooSmall) as e:
+        ch.recv_bytes_into(bytearray(3), timeout=0)
+    assert e.value.needed == len(b"garbage")
+    with pytest.raises(ringbuf.RingbufError, match="recv_many"):
+        ch.recv_into(np.empty(1))
+    assert ch.recv_bytes(timeout=0) == b"garbage"  # still first, after all of these
 
 
 def test_batches_round_trip(make_channel):
