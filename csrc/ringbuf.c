@@ -296,8 +296,8 @@ static uint64_t wrap(const struct rb_chan *ch, uint64_t x)
 
 static int recover(struct rb_chan *ch);
 static void unlock(struct rb_chan *ch);
-static void set_held(struct rb_chan *ch);
 struct pos;
+static void set_held(struct rb_chan *ch, struct pos *p);
 static void advance(struct rb_chan *ch, struct pos *p);
 
 /*
@@ -715,7 +715,7 @@ static int recover(struct rb_chan *ch)
              (kind != RB_HOLD_LOAN && kind != RB_HOLD_VIEW)))
             STORE(h->holds[i].kind, RB_HOLD_VOID);
     }
-    set_held(ch);
+    set_held(ch, NULL);
     /* L7.  Only the dead owner's side can have missed its total. */
     total = (uint64_t)count + committed + (LOAD(h->held_msgs) - (uint64_t)lent);
     if (sent - received < total)
@@ -1126,7 +1126,7 @@ static int publish(struct rb_chan *ch, struct pos *p, uint64_t end, uint64_t cou
         CRASH_POINT(RB_CRASH_SEND_AFTER_COMMIT);
         STORE(h->lent_count, LOAD(h->lent_count) + count);
         STORE(h->sent, LOAD(h->sent) + count);
-        set_held(ch);
+        set_held(ch, NULL);
         p->x = end;
         p->lent += bytes;
         p->held += bytes;
@@ -1197,8 +1197,7 @@ static void release_head(struct rb_chan *ch, struct pos *p, uint64_t len, int re
     }
     /* L2: freed only once no earlier view holds it; L5: a queue just
      * emptied may let lent records through. */
-    set_held(ch);
-    p->held = LOAD(h->held);
+    set_held(ch, p);
     if (p->used == 0)
         advance(ch, p);
 }
@@ -1558,8 +1557,11 @@ int rb_recv_at(struct rb_chan *ch, uint64_t token, uint64_t skip, void *dst, uin
 
 /* L2, L3, lock held: recompute freepos from the views out, and the copies
  * held and held_msgs from the commit words.  Positions of holds outside
- * [freepos, recvpos) are not trusted to move freepos. */
-static void set_held(struct rb_chan *ch)
+ * [freepos, recvpos) are not trusted to move freepos.  A caller that goes
+ * on with its positions (p, else NULL) gets the values stored, as computed
+ * here: never read back from the header, which a process writing without
+ * the lock could have changed in between. */
+static void set_held(struct rb_chan *ch, struct pos *p)
 {
     struct rb_hdr *h = ch->hdr;
     uint64_t rp = LOAD(h->recvpos), fp = LOAD(h->freepos), least = rp, views = 0;
@@ -1574,23 +1576,34 @@ static void set_held(struct rb_chan *ch)
         if (pos < least)
             least = pos;
     }
+    uint64_t held = lent + (rp - least);
+    uint32_t held_msgs = (uint32_t)(LOAD(h->lent_count) + views);
+
     if (least != fp)
         __atomic_store_n(&h->freepos, least, __ATOMIC_RELEASE);
-    STORE(h->held, lent + (rp - least));
-    STORE(h->held_msgs, (uint32_t)(LOAD(h->lent_count) + views));
+    STORE(h->held, held);
+    STORE(h->held_msgs, held_msgs);
+    if (p) {
+        p->held = held;
+        p->held_msgs = held_msgs;
+    }
 }
 
 /* L5, lock held: publish the committed records at sendpos, up to the first
  * one still lent, and step over aborted ones while the queue is empty.  A
  * receiver passes its positions (*p, updated); the receivers to wake for
- * what was published are added to p->woke. */
+ * what was published are added to p->woke.  Its checked used, qcount and x
+ * (read_pos) are the ones carried on, and what it gets back is computed
+ * here from them: a receiver goes on to read the ring at p->x, so nothing
+ * it is given is read back from the header. */
 static void advance(struct rb_chan *ch, struct pos *p)
 {
     struct rb_hdr *h = ch->hdr;
     uint64_t sp = LOAD(h->sendpos), rv = LOAD(h->resvpos), rp = LOAD(h->recvpos), lc = LOAD(h->lent_count);
-    uint64_t used = LOAD(h->used), qcount = LOAD(h->qcount), published = 0;
+    uint64_t used = p ? p->used : LOAD(h->used), qcount = p ? p->qcount : LOAD(h->qcount), published = 0;
+    uint64_t x = p ? p->x : 0;
 
-    if (rv < sp || rv - sp > ch->size || sp - rp != used)
+    if (rv < sp || rv - sp > ch->size || sp - rp != used || qcount > ch->dataqsiz)
         return;  /* unsound: rb_check reports it */
     while (sp < rv && lc > 0) {
         uint64_t w, len, bytes;
@@ -1606,8 +1619,9 @@ static void advance(struct rb_chan *ch, struct pos *p)
             __atomic_store_n(&h->recvpos, sp + bytes, __ATOMIC_RELEASE);
             __atomic_store_n(&h->sendpos, sp + bytes, __ATOMIC_RELEASE);
             sp += bytes;
-            STORE(h->recvx, sp % ch->size);
-            STORE(h->sendx, sp % ch->size);
+            x = sp % ch->size;  /* the queue is empty: recvx and sendx meet */
+            STORE(h->recvx, x);
+            STORE(h->sendx, x);
         } else {
             if (qcount >= ch->dataqsiz)
                 break;
@@ -1626,13 +1640,11 @@ static void advance(struct rb_chan *ch, struct pos *p)
         }
         STORE(h->lent_count, --lc);
     }
-    set_held(ch);
+    set_held(ch, p);
     if (p) {
-        p->x = LOAD(h->recvx);
+        p->x = x;
         p->used = used;
         p->qcount = qcount;
-        p->held = LOAD(h->held);
-        p->held_msgs = LOAD(h->held_msgs);
         p->woke += (uint32_t)receivers_to_wake(h, published);
     } else if (published) {
         /* The caller wakes everyone (unlock_and_wake_all). */
@@ -1768,7 +1780,7 @@ static int give_back(struct rb_chan *ch, int i)
         /* Died before its take committed (the record is still queued), or
          * unsound: nothing to give back. */
         release_hold(ch, i);
-        set_held(ch);
+        set_held(ch, NULL);
         return 1;
     }
     if (pos != fp)
@@ -1786,7 +1798,7 @@ static int give_back(struct rb_chan *ch, int i)
     overlap = room < bytes;
     if (overlap) {
         release_hold(ch, i);
-        set_held(ch);
+        set_held(ch, NULL);
     }
     ring_put(ch, rv % ch->size, copy, bytes);
     __atomic_store_n(&h->resvpos, rv + bytes, __ATOMIC_RELEASE);
@@ -1795,7 +1807,7 @@ static int give_back(struct rb_chan *ch, int i)
         release_hold(ch, i);
     free(copy);
     STORE(h->views_reclaimed, LOAD(h->views_reclaimed) + 1);
-    set_held(ch);
+    set_held(ch, NULL);
     advance(ch, NULL);
     return 1;
 }
@@ -1952,7 +1964,7 @@ int rb_loan_begin(struct rb_chan *ch, uint64_t len, int64_t deadline, struct rb_
     __atomic_store_n(&h->resvpos, pos + need, __ATOMIC_RELEASE);
     STORE(h->lent_count, LOAD(h->lent_count) + 1);
     STORE(h->loans_taken, LOAD(h->loans_taken) + 1);
-    set_held(ch);
+    set_held(ch, NULL);
     w->gen = note_mine(ch, i, pos);
     w->off = wrap(ch, p.x + RB_REC_HDR);
     w->addr = (char *)ch->data + w->off;
@@ -2014,9 +2026,7 @@ int rb_view_begin(struct rb_chan *ch, int64_t deadline, struct rb_where *w)
     STORE(h->used, p.used);
     STORE(h->qcount, p.qcount);
     STORE(h->views_taken, LOAD(h->views_taken) + 1);
-    set_held(ch);
-    p.held = LOAD(h->held);
-    p.held_msgs = LOAD(h->held_msgs);
+    set_held(ch, &p);
     if (p.used == 0)
         advance(ch, &p);
     w->gen = note_mine(ch, i, pos);
@@ -2099,7 +2109,7 @@ static void end_view_hold(struct rb_chan *ch, int i)
 
     all = release_hold(ch, i);
     STORE(h->received, LOAD(h->received) + 1);  /* L7 */
-    set_held(ch);
+    set_held(ch, NULL);
     if (all) {
         unlock_and_wake_all(ch);
         return;

@@ -1,7 +1,8 @@
 """The C core under AddressSanitizer and UndefinedBehaviorSanitizer.
 
 tests/c/scribble.c runs a sender and a receiver against scribbler threads
-that write the shared header without the lock (see its opening comment).
+that write the shared header without the lock, then rounds of receives that
+step over an aborted loan while recvx flips (see its opening comment).
 Built here from the C sources with both sanitizers, it must exit cleanly: any
 access outside the segment, or any undefined behaviour, aborts it.
 """
@@ -44,9 +45,10 @@ def test_header_scribbled_without_the_lock_never_leads_outside_the_segment(scrib
             os.unlink(f"/dev/shm/{name}")
     assert run.returncode == 0, f"sanitizer report:\n{run.stderr[-4000:]}"
     assert run.stdout.startswith("clean:"), run.stdout
-    # Both sides got operations through: the flips hit live critical sections.
+    # Both sides got operations through: the flips hit live critical sections;
+    # and receives around aborted loans went through in the second part.
     done = [int(w) for w in run.stdout.split() if w.isdigit()]
-    assert done[0] > 0 and done[2] > 0, run.stdout
+    assert done[0] > 0 and done[2] > 0 and done[4] > 0, run.stdout
 
 
 def test_the_core_compiles_without_warnings() -> None:
