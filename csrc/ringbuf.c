@@ -446,6 +446,36 @@ static int record_len(const struct rb_chan *ch, uint64_t off, uint64_t left, uin
     return *len <= ch->size - RB_REC_HDR && RB_REC_HDR + align8(*len) <= left;
 }
 
+/* L1, L5, lock held: whether a message committed before now waits behind a
+ * loan still out (a record in [sendpos, resvpos) neither lent nor aborted).
+ * A closed channel is not drained while one does: its send completed before
+ * the close, so receivers wait for the loan's end to let it through (which
+ * wakes them), as they would for any message queued before the close.  Each
+ * step passes at least one record header, checked against resvpos: at most
+ * size / 8 steps. */
+static int waits_behind_loan(const struct rb_chan *ch, const struct pos *p)
+{
+    const struct rb_hdr *h = ch->hdr;
+    uint64_t sp, rv, w, len, bytes;
+
+    if (p->held_msgs == 0)
+        return 0;
+    sp = LOAD(h->sendpos);
+    rv = LOAD(h->resvpos);
+    if (rv < sp || rv - sp > ch->size)
+        return 0;  /* unsound: rb_check reports it */
+    while (sp < rv) {
+        ring_get(ch, sp % ch->size, &w, RB_REC_HDR);
+        len = w & ~RB_REC_FLAGS;
+        if (len > ch->size - RB_REC_HDR || (bytes = RB_REC_HDR + align8(len)) > rv - sp)
+            return 0;
+        if ((w & RB_REC_FLAGS) == 0)
+            return 1;
+        sp += bytes;
+    }
+    return 0;
+}
+
 /* Walk the records from ring offset off over `used` bytes: how many there
  * are, or -1 if they do not tile `used` exactly or exceed `limit` records. */
 static int64_t walk_records(const struct rb_chan *ch, uint64_t off, uint64_t used, uint64_t limit)
@@ -1047,7 +1077,7 @@ static int lock_nonempty(struct rb_chan *ch, int64_t deadline, struct pos *p)
         }
 
         /* Closed and drained: the end of the stream. */
-        if (LOAD(h->closed)) {
+        if (LOAD(h->closed) && !waits_behind_loan(ch, p)) {
             rc = RB_ECLOSED;
             break;
         }
@@ -2345,7 +2375,7 @@ static uint32_t random_below(uint32_t n)
 static int case_ready(struct rb_chan *ch, int send, const struct pos *p, uint64_t need)
 {
     if (!send)
-        return p->qcount > 0 || LOAD(ch->hdr->closed);
+        return p->qcount > 0 || (LOAD(ch->hdr->closed) && !waits_behind_loan(ch, p));
     if (LOAD(ch->hdr->closed))
         return 1;
     return room_for(ch, p, need) && (!ch->unbuffered || parked(ch->hdr, receivers(ch->hdr)) > 0);

@@ -262,7 +262,9 @@ struct rb_hold {
  *       then recvpos and sendpos move past it together (recvpos first, so
  *       recover() can tell a half-done step and finish it).  Until the queue
  *       drains, what is behind it waits, which receivers draining the queue
- *       always resolve.
+ *       always resolve.  A closed channel is not drained while a message
+ *       committed before the close waits behind a loan (waits_behind_loan):
+ *       receivers wait for that loan's end, which lets it through.
  *   L6  Reclaim.  Whoever waits for room or data while holds are out (and
  *       each W8 re-check), and every rb_stats, tests the liveness locks of
  *       the owners of other handles' holds (fcntl F_OFD_GETLK: a lock cannot

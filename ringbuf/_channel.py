@@ -914,7 +914,9 @@ class Channel:
             Timeout: no room came before the timeout.
             Closed: the channel was closed, before the loan (no room is
                 taken) or while it was out (on leaving: it is aborted).
-                ``close`` wakes a caller waiting for room.
+                ``close`` wakes a caller waiting for room.  Messages sent
+                behind a loan before the close are still received: receivers
+                wait for the loan to end before they see the channel drained.
             MessageTooLarge: ``nbytes`` can never fit.
             ValueError: ``nbytes`` < 1; or a channel without room to lend: an
                 unbuffered one, or one whose size is not a multiple of the

@@ -505,6 +505,36 @@ def test_a_loan_out_when_the_channel_closes_is_aborted(make_channel):
         ch.recv_bytes(timeout=0)
 
 
+def test_a_message_sent_behind_a_loan_before_the_close_is_received_before_closed(make_channel):
+    # Go's rule: what was sent before close is received before the end.  A
+    # message committed behind a loan waits for the loan's end, closed or not.
+    ch = make_channel(capacity=4, size=PAGE)
+    got = []
+
+    def receive():
+        try:
+            while True:
+                got.append(ch.recv_bytes(timeout=30))
+        except ringbuf.Closed:
+            got.append("closed")
+
+    receiver = threading.Thread(target=receive)
+    with pytest.raises(ringbuf.Closed):  # published after the close: aborted
+        with ch.loan(8) as buf:
+            buf[:] = b"the loan"
+            ch.send_bytes(b"sent before the close")
+            ch.close()
+            with pytest.raises(ringbuf.Timeout):
+                ch.recv_bytes(timeout=0)
+            with pytest.raises(ringbuf.Timeout):
+                ringbuf.select_bytes(ch, timeout=0)
+            receiver.start()
+            wait_until(lambda: ch.stats().recvq == 1, what="the receiver waiting for the loan's end")
+            assert got == []
+    receiver.join(10)
+    assert got == [b"sent before the close", "closed"]
+
+
 def test_sigint_interrupts_a_waiting_loan_and_view(make_channel):
     full, empty = make_channel(capacity=1, size=PAGE), make_channel(capacity=1, size=PAGE)
     full.send_bytes(b"full")
