@@ -90,9 +90,16 @@ _Static_assert(RB_DATA_OFF % 4096 == 0 && RB_REC_HDR == 8, "ring page-aligned, 8
 #define RB_LOCK_GRACE_NS 1000000000LL
 /* W8: the longest a parked waiter sleeps before looking again. */
 #define RB_RECHECK_NS 1000000000LL
+/* The period this process uses: RB_RECHECK_NS, unless a test lengthened it
+ * (rb_debug_recheck) so that a wake-up that should have been made and was
+ * not shows as a wait that does not end, rather than as one a second late.
+ * Set before the process (and the children it forks, which inherit it)
+ * uses any channel; read relaxed. */
+static int64_t recheck_ns = RB_RECHECK_NS;
+#define RECHECK_NS __atomic_load_n(&recheck_ns, __ATOMIC_RELAXED)
 /* W9: a slot not stamped for this long belongs to a dead (or stopped)
- * process: a live one re-stamps it at least every RB_RECHECK_NS. */
-#define RB_REAP_NS (3 * RB_RECHECK_NS)
+ * process: a live one re-stamps it at least every RECHECK_NS. */
+#define RB_REAP_NS (3 * RECHECK_NS)
 
 /* park_select's private answer: a case turned out ready while counting in. */
 #define RB_EAGAIN_INTERNAL (-1)
@@ -343,6 +350,7 @@ static int lock(struct rb_chan *ch, int64_t deadline)
         futex_wake(&h->send_futex, WAKE_ALL);
         futex_wake(&h->recv_futex, WAKE_ALL);
         futex_wake(&h->ack_futex, WAKE_ALL);
+        futex_wake(&h->hold_futex, WAKE_ALL);
         return rc;
     }
     if (r == 0) {
@@ -633,7 +641,7 @@ static uint32_t parked(struct rb_hdr *h, struct side s)
         return 0;
     /* The clock is read one call in 64: reaping is a matter of seconds. */
     if ((++calls & 63) == 0 && (now = now_ns()) >= LOAD(h->next_reap_ns)) {
-        STORE(h->next_reap_ns, now + RB_RECHECK_NS);
+        STORE(h->next_reap_ns, now + RECHECK_NS);
         reap(h, senders(h));
         reap(h, receivers(h));
         mask = LOAD(*s.mask);
@@ -760,6 +768,7 @@ static int recover(struct rb_chan *ch)
     INC(h->send_futex);
     INC(h->recv_futex);
     INC(h->ack_futex);
+    INC(h->hold_futex);
     STORE(h->recoveries, h->recoveries + 1);
     return RB_ERECOVERED;
 }
@@ -863,7 +872,7 @@ static void hand_on(uint32_t *futex)
 static int park(struct rb_chan *ch, struct side s, uint32_t *wake, int64_t deadline)
 {
     struct rb_hdr *h = ch->hdr;
-    int64_t until = now_ns() + RB_RECHECK_NS;
+    int64_t until = now_ns() + RECHECK_NS;
     struct ticket t;
     struct timespec ts;
     uint32_t seq;
@@ -1386,7 +1395,7 @@ static int await_taken(struct rb_chan *ch, uint64_t seq, int64_t deadline, int64
             t = count_in(senders(h));
             word = LOAD(h->ack_futex);
             unlock(ch);
-            until = now_ns() + RB_RECHECK_NS;
+            until = now_ns() + RECHECK_NS;
             if (deadline >= 0 && deadline < until)
                 until = deadline;
             if (offer >= 0 && offer < until)
@@ -1876,7 +1885,7 @@ static int reclaim(struct rb_chan *ch)
 static int wait_for_hold(struct rb_chan *ch, uint32_t *wake, int64_t deadline)
 {
     struct rb_hdr *h = ch->hdr;
-    int64_t until = now_ns() + RB_RECHECK_NS;
+    int64_t until = now_ns() + RECHECK_NS;
     struct timespec ts;
     uint32_t seq;
     int r;
@@ -2443,7 +2452,7 @@ static int try_case(const struct sel_case *c, uint64_t len, void *buf, uint64_t 
             *offered = seq;
             return RB_EREADY;
         }
-        return ch->unbuffered ? await_taken(ch, seq, deadline, now_ns() + RB_RECHECK_NS) : RB_OK;
+        return ch->unbuffered ? await_taken(ch, seq, deadline, now_ns() + RECHECK_NS) : RB_OK;
     }
     if (p.qcount == 0) {  /* closed and drained */
         unlock(ch);
@@ -2520,7 +2529,7 @@ static int park_select(const struct sel_case *cases, const uint64_t *lens, uint3
                        struct select_wait *w, int *nw)
 {
     struct waitv v[RB_SELECT_MAX];
-    int64_t until = now_ns() + RB_RECHECK_NS;
+    int64_t until = now_ns() + RECHECK_NS;
     struct timespec ts;
     int rc = RB_OK;
     long r;
@@ -2838,12 +2847,14 @@ static void close_and_wake(struct rb_chan *ch, int joiners)
     INC(h->send_futex);
     INC(h->recv_futex);
     INC(h->ack_futex);
+    INC(h->hold_futex);  /* a loan or view waiting for a free hold fails now too */
     if (joiners)
         __atomic_fetch_add(&h->tasks_futex, 1, __ATOMIC_SEQ_CST);
     unlock(ch);
     futex_wake(&h->send_futex, WAKE_ALL);
     futex_wake(&h->recv_futex, WAKE_ALL);
     futex_wake(&h->ack_futex, WAKE_ALL);
+    futex_wake(&h->hold_futex, WAKE_ALL);
     if (joiners)
         futex_wake(&h->tasks_futex, WAKE_ALL);
 }
@@ -2942,7 +2953,7 @@ int rb_tasks_join(struct rb_chan *ch, int64_t deadline)
         uint32_t seq = __atomic_load_n(&h->tasks_futex, __ATOMIC_SEQ_CST);
         /* W8: never sleep more than RB_RECHECK_NS, so that a task_done()
          * killed between its increment and its wake costs at most that. */
-        int64_t until = now_ns() + RB_RECHECK_NS;
+        int64_t until = now_ns() + RECHECK_NS;
         struct timespec ts;
         int r;
 
@@ -3174,6 +3185,11 @@ int rb_debug_hold_lock(struct rb_chan *ch)
 void rb_debug_crash_at(int point)
 {
     crash_point = point;
+}
+
+void rb_debug_recheck(int64_t ns)
+{
+    __atomic_store_n(&recheck_ns, ns > 0 ? ns : RB_RECHECK_NS, __ATOMIC_RELAXED);
 }
 
 /* ---- segments ----------------------------------------------------------- */

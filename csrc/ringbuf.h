@@ -136,8 +136,9 @@ struct rb_hold {
  *       take any message).  A receive that frees room wakes one sender, as Go
  *       wakes one goroutine from sendq, and only if the room fits the
  *       smallest record a parked sender holds (W7).  Close, and a recovery
- *       from a dead lock owner, wake every waiter on both sides and every
- *       sender waiting for an acknowledgement (W13).
+ *       from a dead lock owner, wake every waiter on both sides, every
+ *       sender waiting for an acknowledgement (W13) and every loan or view
+ *       waiting for a free hold (L4).
  *   W6  The baton.  The sender woken by W5 owes the wake-up to the others: if
  *       it sends and room is left that fits a parked sender (W7), it wakes
  *       the next one; if its own record does not fit, it wakes the next one

@@ -358,5 +358,11 @@ enum rb_crash_point {
     RB_CRASH_PARK_WOKEN = 6           /* no lock: woken, not yet counted out (W3) */
 };
 void rb_debug_crash_at(int point);
+/* For tests: the W8 re-check period of this process (and of the children it
+ * forks after), ns; 0 or less restores the default (one second).  With a
+ * long one, a missed wake-up leaves a waiter asleep instead of a second
+ * late.  Every process of a test must use the same period: W9 strikes off
+ * a waiter not stamped for three periods. */
+void rb_debug_recheck(int64_t ns);
 
 #endif

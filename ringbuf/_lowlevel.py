@@ -603,6 +603,14 @@ class Handle:
         woken, not yet counted out)."""
         lib.rb_debug_crash_at(getattr(lib, "RB_CRASH_" + point.upper().replace("-", "_")))
 
+    @staticmethod
+    def debug_recheck(seconds: float) -> None:
+        """For tests: how long a parked waiter of this process (and of the
+        children it forks after) sleeps before it looks again (W8), instead
+        of one second; 0 restores that.  A long one turns a wake-up that
+        should have been made and was not into a wait that does not end."""
+        lib.rb_debug_recheck(int(seconds * 1e9))
+
     def task_done(self) -> bool:
         """Mark one task (every message sent is one) done; False, with
         nothing changed, if every task sent is done already."""

@@ -22,6 +22,25 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 5.0, what: str = 
         time.sleep(0.005)
 
 
+# futex and futex_waitv, by machine.
+_FUTEX_CALLS = {"x86_64": ("202", "449"), "aarch64": ("98", "449")}
+
+
+def in_futex_wait(pid: int, tid: int = 0) -> bool:
+    """Whether a thread (the main thread of process pid, unless tid says
+    another) is blocked in a futex system call now: for a process whose
+    only waits are ringbuf's, parked.  (A thread of a process whose other
+    threads hold the GIL may be waiting for it the same way.)"""
+    calls = _FUTEX_CALLS.get(os.uname().machine)
+    if calls is None:
+        raise NotImplementedError(f"no futex system call numbers for {os.uname().machine}")
+    try:
+        with open(f"/proc/{pid}/task/{tid or pid}/syscall") as f:
+            return f.read().split(maxsplit=1)[0] in calls
+    except FileNotFoundError:
+        return False
+
+
 def record_bytes(n: int) -> int:
     """Ring bytes one message of n bytes occupies: 8-byte header, padded to 8."""
     return 8 + (n + 7) // 8 * 8

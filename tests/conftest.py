@@ -26,6 +26,30 @@ def _ours() -> set:
     return {n for n in os.listdir(SHM) if n.startswith(f"ringbuf-{os.getpid()}-")}
 
 
+#: The re-check period no_recheck sets, in seconds: longer than any test.
+NO_RECHECK = 600.0
+
+
+@pytest.fixture
+def no_recheck() -> Iterator[None]:
+    """W8's re-check (a parked waiter looks again every second) lengthened to
+    NO_RECHECK in this process, the children it forks and its asyncio helper
+    thread: a wake-up that should be made and is not then leaves its waiter
+    asleep past any liveness check, instead of a second late.  A child
+    started otherwise (a subprocess) calls Handle.debug_recheck itself."""
+    from ringbuf import _async
+    from ringbuf._lowlevel import Handle
+
+    saved = _async._RECHECK_NS
+    Handle.debug_recheck(NO_RECHECK)
+    _async._RECHECK_NS = int(NO_RECHECK * 1e9)
+    try:
+        yield
+    finally:
+        Handle.debug_recheck(0)
+        _async._RECHECK_NS = saved
+
+
 @pytest.fixture(autouse=True)
 def no_leaked_segments() -> Iterator[None]:
     """Every test must leave /dev/shm as it found it."""

@@ -3,6 +3,7 @@ loan_array, recv_bytes_view, recv_view), with real processes and kills."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import multiprocessing
 import os
@@ -20,7 +21,7 @@ from hypothesis.extra import numpy as hnp
 import ringbuf
 from tests import _workers
 from ringbuf._lowlevel import HEADER_FIELDS
-from tests._helpers import mapped, record_bytes, wait_until, write_header
+from tests._helpers import in_futex_wait, mapped, record_bytes, wait_until, write_header
 from tests.test_blocking import read_line, run_child
 
 ctx = multiprocessing.get_context("fork")
@@ -492,6 +493,31 @@ def test_close_wakes_a_waiting_loan_and_view(make_channel):
     for t in threads:
         t.join(10)
     assert len(errs) == 2
+
+
+def test_close_wakes_a_loan_waiting_for_a_free_hold(make_channel, no_recheck):
+    ch = make_channel(capacity=64, size=4 * PAGE)
+    answer, tell = ctx.Pipe(duplex=False)
+
+    def waiter():
+        try:
+            with ch.loan(8):
+                tell.send("entered")
+        except ringbuf.Closed:
+            tell.send("closed")
+
+    with pytest.raises(ringbuf.Closed):  # the loans below, aborted on leaving
+        with contextlib.ExitStack() as holds:
+            for _ in range(ringbuf._lowlevel.HOLDS):
+                holds.enter_context(ch.loan(8))
+            proc = ctx.Process(target=waiter)
+            proc.start()
+            wait_until(lambda: in_futex_wait(proc.pid), what="the child waiting for a free hold")
+            ch.close()
+            assert answer.poll(30), "close did not wake a loan waiting for a free hold"
+            assert answer.recv() == "closed"
+    proc.join(10)
+    assert proc.exitcode == 0
 
 
 def test_a_loan_out_when_the_channel_closes_is_aborted(make_channel):
