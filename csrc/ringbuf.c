@@ -2420,7 +2420,7 @@ static void spin_select(const struct sel_case *cases, const uint64_t *lens, uint
 /* Try case c, which looked ready: RB_ETIMEDOUT if it cannot proceed now,
  * else what doing it gave (see rb_select). */
 static int try_case(const struct sel_case *c, uint64_t len, void *buf, uint64_t cap, uint64_t *len_out,
-                    uint64_t *offered, int64_t deadline)
+                    uint64_t *offered, int64_t deadline, int woken)
 {
     struct rb_chan *ch = c->ch;
     struct rb_hdr *h = ch->hdr;
@@ -2437,7 +2437,7 @@ static int try_case(const struct sel_case *c, uint64_t len, void *buf, uint64_t 
     if (!case_ready(ch, c->send, &p, need)) {
         if (p.held_msgs != 0 && reclaim(ch)) {  /* L6: a dead holder's room or message, taken back */
             unlock_and_wake_all(ch);
-            return try_case(c, len, buf, cap, len_out, offered, deadline);
+            return try_case(c, len, buf, cap, len_out, offered, deadline, woken);
         }
         unlock(ch);
         return RB_ETIMEDOUT;
@@ -2447,7 +2447,7 @@ static int try_case(const struct sel_case *c, uint64_t len, void *buf, uint64_t 
             unlock(ch);
             return RB_ECLOSED;
         }
-        seq = send_locked(ch, &p, c->iov, c->niov, len, 0);
+        seq = send_locked(ch, &p, c->iov, c->niov, len, woken);  /* W6: a woken sender passes the baton */
         if (ch->unbuffered && offered) {  /* the caller waits for the acknowledgement */
             *offered = seq;
             return RB_EREADY;
@@ -2521,6 +2521,18 @@ static void hand_on_moved(struct select_wait *w, int n, const struct rb_chan *sk
             hand_on_side(w[i].ch, w[i].send);
 }
 
+/* Whether the side (ch, send) of the last park (w[0..n)) moved while the
+ * select slept on it: then a wake-up made on that side may have been this
+ * select's, and the case that serves it carries it on as a woken plain call
+ * would (W6 for a send: the baton). */
+static int moved(const struct select_wait *w, int n, const struct rb_chan *ch, int send)
+{
+    for (int i = 0; i < n; i++)
+        if (w[i].ch == ch && w[i].send == send)
+            return w[i].seen != LOAD(*side_of(w[i].ch, w[i].send).futex);
+    return 0;
+}
+
 /* W12: count in on every case's side (once per side), each under its own
  * lock, unless one turns out to be ready; sleep on all their words; count
  * out.  RB_OK to poll again (woken, ready, or the sleep ran out), or a
@@ -2540,6 +2552,7 @@ static int park_select(const struct sel_case *cases, const uint64_t *lens, uint3
         struct rb_hdr *h = ch->hdr;
         int send = cases[i].send, dup = 0;
         uint64_t need = RB_REC_HDR + align8(lens[i]);
+        uint32_t *call = NULL;
         struct pos p;
 
         for (int k = 0; k < *nw; k++)
@@ -2571,8 +2584,14 @@ static int park_select(const struct sel_case *cases, const uint64_t *lens, uint3
             w[*nw].seen = LOAD(*s.futex);
             v[*nw] = (struct waitv){ .val = w[*nw].seen, .uaddr = (uint64_t)(uintptr_t)s.futex, .flags = WAITV_U32 };
             (*nw)++;
+            /* W13: counted in, a receive case calls a parked sender, as a
+             * plain receive does before it parks. */
+            if (!send)
+                call = call_sender(ch);
         }
         unlock(ch);
+        if (call)
+            futex_wake(call, 1);
     }
     if (rc == RB_OK) {
         if (deadline >= 0 && deadline < until)
@@ -2596,7 +2615,8 @@ static int park_select(const struct sel_case *cases, const uint64_t *lens, uint3
  * under each lock).  RB_ETIMEDOUT if none could proceed; otherwise what
  * try_case gave, with *chosen naming the case. */
 static int poll_cases(const struct sel_case *cases, const uint64_t *lens, uint32_t n, void *buf, uint64_t cap,
-                      uint64_t *chosen, uint64_t *len_out, uint64_t *offered, int64_t deadline)
+                      uint64_t *chosen, uint64_t *len_out, uint64_t *offered, int64_t deadline,
+                      const struct select_wait *w, int nw)
 {
     uint32_t ready[RB_SELECT_MAX], m = 0;
 
@@ -2610,7 +2630,8 @@ static int poll_cases(const struct sel_case *cases, const uint64_t *lens, uint32
         int rc;
 
         ready[j] = ready[--m];
-        rc = try_case(&cases[i], lens[i], buf, cap, len_out, offered, deadline);
+        rc = try_case(&cases[i], lens[i], buf, cap, len_out, offered, deadline,
+                      moved(w, nw, cases[i].ch, cases[i].send));
         if (rc != RB_ETIMEDOUT) {
             *chosen = i;
             return rc;
@@ -2628,7 +2649,7 @@ static int select_cases(const struct sel_case *cases, const uint64_t *lens, uint
     int nw = 0, spun = 0, rc;
 
     for (;;) {
-        rc = poll_cases(cases, lens, n, buf, cap, chosen, len_out, offered, deadline);
+        rc = poll_cases(cases, lens, n, buf, cap, chosen, len_out, offered, deadline, w, nw);
         if (rc == RB_EINTR || rc == RB_ERECOVERED) {  /* nothing was done */
             hand_on_moved(w, nw, NULL, 0);
             return rc;

@@ -190,7 +190,10 @@ struct rb_hold {
  *       moved and that it did not serve: to a receiver if a message is still
  *       queued and one is parked (as W10), to a sender through the baton's
  *       budget (W6, W7), so selectors that cannot use a room cannot pass it
- *       back and forth forever.
+ *       back and forth forever.  The side it served, if its word moved, it
+ *       treats as a plain waiter woken there: a send case passes the baton
+ *       (W6).  Counted in on a receive case of an unbuffered channel, it
+ *       calls a parked sender as a plain receiver does (W13).
  *   W13 Unbuffered channels hold one message in flight.  Its sender, having
  *       published it, counts itself in on the senders' side and sleeps on
  *       ack_futex until `received` passes its message; every receive on an
@@ -198,6 +201,9 @@ struct rb_hold {
  *       wakes all its sleepers (there is at most one in flight to ack).  A
  *       sender that gives up (deadline, signal, close) takes its message back
  *       under the lock unless a receiver took it first: then it succeeded.
+ *       A receiver about to park (a selector's receive case included, W12)
+ *       calls one parked sender (call_sender): that may be a selector whose
+ *       send case waits for a receiver to be counted in.
  *       A sender that waits elsewhere (a task, W14) does the same in steps:
  *       rb_offer publishes, rb_ack_begin counts it in on ack_futex (or says
  *       taken, or takes back on close), rb_take_back gives up.

@@ -304,6 +304,55 @@ def test_a_selector_killed_while_parked_is_struck_off(make_channel):
         ch.check()
 
 
+def _select_send(ch, data, done):
+    ringbuf.select_bytes((ch, data), timeout=60)
+    done.send("sent")
+
+
+def _plain_send(ch, data, done):
+    ch.send_bytes(data, timeout=60)
+    done.send("sent")
+
+
+def test_a_select_woken_for_room_passes_the_wake_up_on_to_the_next_parked_sender(make_channel, no_recheck):
+    # W6: a receive that frees room for two wakes one sender, which owes the
+    # wake-up to the next; the one woken here is a select's send case.
+    ch = make_channel(capacity=2)
+    ch.send_bytes(b"a")
+    ch.send_bytes(b"b")
+    answers = []
+    for i, send in enumerate((_select_send, _plain_send)):
+        answer, tell = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=send, args=(ch, b"%d" % i, tell))
+        proc.start()
+        answers.append((answer, proc))
+        wait_until(lambda: ch.stats().sendq == i + 1, what=f"sender {i} parking")
+    assert ch.recv_bytes_many(2) == [b"a", b"b"]  # room for both
+    for answer, proc in answers:
+        assert answer.poll(30), "a parked sender was not woken though there was room for it"
+        assert answer.recv() == "sent"
+        proc.join(10)
+    assert sorted(ch.recv_bytes_many(2)) == [b"0", b"1"]
+
+
+def test_a_select_receiving_from_an_unbuffered_channel_calls_its_parked_select_sender(make_channel, no_recheck):
+    # W13: a send case of an unbuffered channel waits for a receiver to be
+    # counted in; a select that comes to receive must call it, as recv does.
+    ch, other = make_channel(capacity=0), make_channel()
+    answer, tell = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_select_send, args=(ch, b"hello", tell))
+    proc.start()
+    wait_until(lambda: ch.stats().sendq == 1, what="the select sender parking")
+    got = []
+    receiver = threading.Thread(target=lambda: got.append(ringbuf.select_bytes(ch, other, timeout=60)))
+    receiver.start()
+    receiver.join(30)
+    assert not receiver.is_alive(), "the select receiving did not call the parked select sender"
+    assert got == [(ch, b"hello")]
+    assert answer.poll(30) and answer.recv() == "sent"
+    proc.join(10)
+
+
 # -- bad input ------------------------------------------------------------------------
 
 
