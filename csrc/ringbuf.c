@@ -2850,6 +2850,11 @@ void rb_wake_word(uint64_t word)
     futex_wake(w, WAKE_ALL);
 }
 
+void rb_wake_one(uint64_t word)
+{
+    futex_wake((uint32_t *)(uintptr_t)word, 1);
+}
+
 /* W10. */
 void rb_pass_wake(struct rb_chan *ch)
 {

@@ -248,6 +248,11 @@ int rb_waitv(const uint64_t *words, const uint32_t *expected, uint32_t n, uint32
 /* Bump a 32-bit word and wake everyone sleeping on it (rb_waitv's callers
  * use a private word of theirs to be woken). */
 void rb_wake_word(uint64_t word);
+/* Wake one sleeper on a channel's 32-bit word, without changing it: the
+ * asyncio helper hands on a wake-up it took on a word it slept on for a task
+ * that no longer waits there (W12), which a waiter that is counted may be
+ * owed. */
+void rb_wake_one(uint64_t word);
 /* Wait for at least one message, then receive up to max_items of those
  * queued, packed one after another into buf, lengths into lens[].  Returns
  * how many, or minus a status; -RB_ESMALLBUF (with *need_out) when not even

@@ -12,7 +12,11 @@ that is cancelled while it waits never takes or sends a message: only a
 running task does, and it keeps what it took.
 
 The helper thread, like a parked thread (W8), looks again at least once a
-second, so that a waiter whose waker died is not stranded.
+second, so that a waiter whose waker died is not stranded.  It sleeps on a
+word for tasks that are counted there, so a wake-up that reaches it is
+theirs; when a task stops waiting (a timeout, a cancellation), the thread is
+told to stop sleeping on its words, and a wake-up it took on them meanwhile
+it hands on to one other sleeper there (W12).
 """
 
 from __future__ import annotations
@@ -96,18 +100,27 @@ class _Helper:
         return future
 
     def _forget(self, w: _Watch) -> None:
-        with self._lock:
-            self._watches.discard(w)
-
-    def _fire(self, w: _Watch) -> None:
+        """A watch whose future is done: if the thread has not fired it (the
+        task timed out or was cancelled), the thread stops sleeping on its
+        words, where it would take wake-ups meant for waiters that are
+        counted (see _run)."""
         with self._lock:
             if w not in self._watches:
                 return
+            self._watches.discard(w)
+        _lowlevel.wake_word(self._private_word)
+
+    def _fire(self, w: _Watch) -> bool:
+        """Wake the watch's task; False if it was forgotten already."""
+        with self._lock:
+            if w not in self._watches:
+                return False
             self._watches.discard(w)
         try:
             w.loop.call_soon_threadsafe(_settle, w.future)
         except RuntimeError:  # its loop is closed: nobody to wake
             pass
+        return True
 
     def _run(self) -> None:
         while True:
@@ -128,8 +141,14 @@ class _Helper:
             i = 1
             for w in watches:
                 k = len(w.words)
-                if recheck or now[i:i + k] != w.seen:
-                    self._fire(w)
+                moved = [word for word, seen, value in zip(w.words, w.seen, now[i:i + k]) if value != seen]
+                if (recheck or moved) and not self._fire(w):
+                    # Forgotten while this thread slept on its words: a
+                    # wake-up made on one of them may have woken this thread
+                    # instead of a waiter that is counted there.  Hand it on
+                    # (W12); a spare one costs that waiter a look.
+                    for word in moved:
+                        _lowlevel.wake_one(word)
                 i += k
 
 

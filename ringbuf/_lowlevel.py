@@ -776,6 +776,11 @@ def wake_word(word: int) -> None:
     lib.rb_wake_word(word)
 
 
+def wake_one(word: int) -> None:
+    """Wake one sleeper on the 32-bit word at this address, leaving it as it is."""
+    lib.rb_wake_one(word)
+
+
 def word_of(cell: Any) -> int:
     """The address of a ``uint32_t *`` cell, as waitv takes it."""
     return int(ffi.cast("uintptr_t", cell))

@@ -279,6 +279,41 @@ def test_ctrl_c_in_asyncio_run_leaves_the_channels_usable(make_channel):
     assert ch.stats().recvq == 0
 
 
+def test_an_awaited_receive_that_timed_out_leaves_no_sleeper_to_take_wake_ups(make_channel, no_recheck):
+    # The helper thread slept on the channel's word for a task that timed
+    # out; a send's wake-up of one receiver must still reach the receiver
+    # that is counted (a blocking one in another process), not stop there.
+    ch = make_channel()
+    timed_out, told = ctx.Pipe(duplex=False)
+    got, tell = ctx.Pipe(duplex=False)
+
+    def awaiting_then_idle():
+        async def main():
+            with pytest.raises(ringbuf.Timeout):
+                await ch.recv_bytes_async(timeout=0.1)
+        asyncio.run(main())
+        told.send(_async.helper_threads())
+        time.sleep(60)  # alive, its helper thread too
+
+    def blocking_receiver():
+        tell.send(ch.recv_bytes(timeout=60))
+
+    idle = ctx.Process(target=awaiting_then_idle)
+    idle.start()
+    try:
+        assert timed_out.poll(30) and timed_out.recv() == 1
+        receiver = ctx.Process(target=blocking_receiver)
+        receiver.start()
+        wait_until(lambda: ch.stats().recvq == 1, what="the blocking receiver parking")
+        ch.send_bytes(b"for the counted receiver")
+        assert got.poll(30), "the wake-up stopped at the helper thread of a task that no longer waits"
+        assert got.recv() == b"for the counted receiver"
+        receiver.join(10)
+    finally:
+        idle.kill()
+        idle.join()
+
+
 def test_several_event_loops_in_several_threads_share_one_helper(make_channel):
     chans = [make_channel() for _ in range(4)]
     got = {}
