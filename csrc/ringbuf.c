@@ -85,6 +85,11 @@ _Static_assert(RB_DATA_OFF % 4096 == 0 && RB_REC_HDR == 8, "ring page-aligned, 8
 /* While the lock stays held, a waiter for it returns to Python this often
  * (RB_EINTR), so that signal handlers and Ctrl-C run. */
 #define RB_LOCK_SLICE_NS 50000000LL
+/* The slice of a call that must not hold its thread long: one whose
+ * deadline is less than a slice away (a non-blocking call, an asyncio
+ * task's attempt), and the steps of a wait made elsewhere (W14), whose
+ * thread runs an event loop. */
+#define RB_LOCK_BRIEF_NS 1000000LL
 /* How long past its deadline a call waits for a lock that stays held (by a
  * stopped or looping peer); a lock held for one copy is long free by then. */
 #define RB_LOCK_GRACE_NS 1000000000LL
@@ -310,12 +315,15 @@ static void advance(struct rb_chan *ch, struct pos *p);
 /*
  * Take the lock.  It is held only for bookkeeping and one copy, so every call
  * waits for it, a non-blocking one included, and decides on room or data
- * once it has it.  The wait is cut into slices of RB_LOCK_SLICE_NS: after
- * each, RB_EINTR sends the caller back to Python to run signal handlers and
- * retry (pthread_mutex_lock itself never returns for a signal).  A call with
- * a deadline gives up with RB_ETIMEDOUT once RB_LOCK_GRACE_NS past it.
+ * once it has it.  The wait is cut into slices of `slice` ns (< 0: of
+ * RB_LOCK_SLICE_NS, or RB_LOCK_BRIEF_NS for a deadline less than a slice
+ * away, so that a call that was not to wait returns soon while a stuck peer
+ * holds the lock): after each, RB_EINTR sends the caller back to Python to
+ * run signal handlers and retry (pthread_mutex_lock itself never returns for
+ * a signal).  A call with a deadline gives up with RB_ETIMEDOUT once
+ * RB_LOCK_GRACE_NS past it.
  */
-static int lock(struct rb_chan *ch, int64_t deadline)
+static int lock_sliced(struct rb_chan *ch, int64_t deadline, int64_t slice)
 {
     struct rb_hdr *h = ch->hdr;
     int r = EBUSY, rc;
@@ -326,10 +334,13 @@ static int lock(struct rb_chan *ch, int64_t deadline)
             cpu_relax();
     }
     if (r == EBUSY) {
-        int64_t now = now_ns(), until = now + RB_LOCK_SLICE_NS;
+        int64_t now = now_ns(), until;
         int64_t limit = deadline > INT64_MAX - RB_LOCK_GRACE_NS ? INT64_MAX : deadline + RB_LOCK_GRACE_NS;
         struct timespec ts;
 
+        if (slice < 0)
+            slice = deadline >= 0 && deadline - now < RB_LOCK_SLICE_NS ? RB_LOCK_BRIEF_NS : RB_LOCK_SLICE_NS;
+        until = now + slice;
         if (deadline >= 0 && now >= limit)
             return RB_ETIMEDOUT;
         if (deadline >= 0 && limit < until)
@@ -361,6 +372,20 @@ static int lock(struct rb_chan *ch, int64_t deadline)
         return RB_ECORRUPT;
     errno = r;
     return RB_ESYS;
+}
+
+/* Take the lock for a call with this deadline (lock_sliced). */
+static int lock(struct rb_chan *ch, int64_t deadline)
+{
+    return lock_sliced(ch, deadline, -1);
+}
+
+/* W14: the lock for a step of a wait made elsewhere, whose thread runs an
+ * event loop: RB_EINTR after RB_LOCK_BRIEF_NS, and the task looks again
+ * later. */
+static int lock_briefly(struct rb_chan *ch)
+{
+    return lock_sliced(ch, RB_FOREVER, RB_LOCK_BRIEF_NS);
 }
 
 static void unlock(struct rb_chan *ch)
@@ -2724,7 +2749,7 @@ int rb_wait_begin(struct rb_chan *ch, int send, uint64_t len, struct rb_wait *w)
     struct pos p;
     int rc;
 
-    if ((rc = lock(ch, RB_FOREVER)) != RB_OK)
+    if ((rc = lock_briefly(ch)) != RB_OK)
         return rc;
     if (!read_pos(ch, send ? &h->sendx : &h->recvx, &p) || case_ready(ch, send, &p, need)) {
         unlock(ch);
@@ -2764,7 +2789,7 @@ void rb_wait_end(struct rb_chan *ch, const struct rb_wait *w, int served)
         return;  /* nobody bumped the word: no wake-up was taken */
     if (!served) {
         hand_on_side(ch, w->send != 0);  /* W12 */
-    } else if (w->send && lock(ch, RB_FOREVER) == RB_OK) {  /* W6: a woken sender that sent */
+    } else if (w->send && lock_briefly(ch) == RB_OK) {  /* W6: a woken sender that sent */
         unlock_and_pass(ch, read_pos(ch, &ch->hdr->sendx, &p) && pass_baton(ch, &p));
     }
 }
@@ -2782,10 +2807,10 @@ int rb_ack_begin(struct rb_chan *ch, uint64_t seq, struct rb_wait *w)
 
     if (LOAD(h->received) >= seq)
         return RB_OK;
-    while ((rc = lock(ch, RB_FOREVER)) == RB_EINTR || rc == RB_ERECOVERED)
+    while ((rc = lock_briefly(ch)) == RB_ERECOVERED)
         ;
     if (rc != RB_OK)
-        return rc;
+        return rc;  /* RB_EINTR: the lock stays held; the task looks again later */
     if (LOAD(h->received) >= seq) {
         unlock(ch);
         return RB_OK;

@@ -223,7 +223,9 @@ int64_t rb_select_recv(struct rb_chan *const *chans, uint32_t n, void *buf, uint
  * asyncio task, through one helper thread per process).  Counts the caller
  * in on the senders' side (send, for a message of len bytes) or the
  * receivers' side of ch and fills *w.  RB_EREADY, with nothing counted, if
- * the operation can proceed now (or must fail now: closed, damaged). */
+ * the operation can proceed now (or must fail now: closed, damaged).
+ * RB_EINTR if the lock stayed held for a millisecond (a stuck peer): the
+ * caller's thread runs an event loop, so it looks again later. */
 int rb_wait_begin(struct rb_chan *ch, int send, uint64_t len, struct rb_wait *w);
 /* W14: the second half: count out.  `served`: the waiter did its operation
  * on this side after the wait; if not, a wake-up it may have taken is handed
@@ -235,8 +237,9 @@ void rb_wait_end(struct rb_chan *ch, const struct rb_wait *w, int served);
  * take it.  rb_ack_begin then says RB_OK if the message was taken, or counts
  * the caller in on the senders' side to wait on ack_futex (*w, RB_EREADY
  * meaning "not yet": wait, rb_wait_end, ask again), or takes the message back
- * and says RB_ECLOSED.  rb_take_back takes it back unless it was taken:
- * RB_OK (it was: the send succeeded) or RB_ETIMEDOUT (taken back). */
+ * and says RB_ECLOSED, or RB_EINTR as rb_wait_begin.  rb_take_back takes it
+ * back unless it was taken: RB_OK (it was: the send succeeded) or
+ * RB_ETIMEDOUT (taken back); it waits for the lock as long as it takes. */
 int rb_offer(struct rb_chan *ch, const struct rb_iov *iov, uint32_t n, uint64_t *seq, int64_t deadline_ns);
 int rb_ack_begin(struct rb_chan *ch, uint64_t seq, struct rb_wait *w);
 int rb_take_back(struct rb_chan *ch, uint64_t seq);

@@ -37,7 +37,8 @@ _MAX_WORDS = 127
 # W8: the helper wakes every waiting task at least this often.
 _RECHECK_NS = 1_000_000_000
 # While a stuck peer holds a channel's lock, a task looks again this often
-# (seconds), instead of blocking its loop.
+# (seconds), instead of blocking its loop: each look waits for the lock a
+# millisecond at most (RB_LOCK_BRIEF_NS).
 _LOCK_BUSY_PAUSE = 0.005
 # Before it waits through the helper thread, a task that found nothing tries
 # once more with a deadline this far off, spinning in the C core (RB_SPIN_NS)
@@ -269,7 +270,13 @@ async def await_taken(h: Handle, seq: int, deadline: int, what: str) -> None:
     w: Any = None
     try:
         while True:
-            w = h.ack_begin(seq)
+            try:
+                w = h.ack_begin(seq)
+            except InterruptedError:  # the lock is held for long: look again soon
+                if 0 <= deadline <= time.monotonic_ns():
+                    raise errors.Timeout(f"timed out waiting for a receiver on {what}") from None
+                await asyncio.sleep(_LOCK_BUSY_PAUSE)
+                continue
             if w is None:
                 return
             now = time.monotonic_ns()

@@ -541,7 +541,9 @@ class Handle:
     def wait_begin(self, send: bool, nbytes: int = 0) -> Optional[Any]:
         """W14: count this caller in as a waiter (a sender of nbytes, or a
         receiver), for a wait made elsewhere.  Returns the ``struct rb_wait``
-        to hand to wait_end, or None if the operation can proceed now."""
+        to hand to wait_end, or None if the operation can proceed now.
+        Raises InterruptedError if the lock stayed held for a millisecond (a
+        stuck peer): the caller, an event loop's task, looks again later."""
         w = ffi.new("struct rb_wait *")
         while True:
             rc = lib.rb_wait_begin(self._ch, int(send), nbytes, w)
@@ -549,8 +551,9 @@ class Handle:
                 return w
             if rc == _EREADY:
                 return None
-            if rc != _EINTR:
-                self._failed(rc)
+            if rc == _EINTR:
+                raise InterruptedError
+            self._failed(rc)
 
     def offer(self, parts: Sequence[Any], deadline: int) -> int:
         """W13 in steps: publish the message made of parts on an unbuffered
@@ -567,13 +570,16 @@ class Handle:
     def ack_begin(self, seq: int) -> Optional[Any]:
         """None once message seq was taken; else count in to wait for it (a
         ``struct rb_wait`` for wait_end).  Raises Closed, having taken the
-        message back, if the channel was closed first."""
+        message back, if the channel was closed first; InterruptedError as
+        wait_begin."""
         w = ffi.new("struct rb_wait *")
         rc = lib.rb_ack_begin(self._ch, seq, w)
         if rc == _OK:
             return None
         if rc == _EREADY:
             return w
+        if rc == _EINTR:
+            raise InterruptedError
         _raise(rc, self.name)
 
     def take_back(self, seq: int) -> bool:

@@ -314,6 +314,50 @@ def test_an_awaited_receive_that_timed_out_leaves_no_sleeper_to_take_wake_ups(ma
         idle.join()
 
 
+def _hold_the_lock(ch, held, release):
+    ch._h.debug_hold_lock()
+    held.send("held")
+    # Told by the loop that it ran on, or not: then it was blocked all along.
+    held.send("released by the loop" if release.poll(20) else "20 s passed")
+    os._exit(0)  # dies holding it: the next caller recovers the lock
+
+
+@pytest.mark.parametrize("capacity", [4, 0])
+def test_a_peer_holding_the_lock_does_not_block_the_event_loop_of_a_waiting_task(make_channel, capacity):
+    # capacity 4: the send's attempts wait for the lock; capacity 0: the
+    # send was offered and waits for a receiver (W13), looking again at each
+    # re-check while the lock is held.
+    ch = make_channel(capacity=capacity)
+    held, tell_held = ctx.Pipe(duplex=False)
+    release, tell_release = ctx.Pipe(duplex=False)
+    holder = ctx.Process(target=_hold_the_lock, args=(ch, tell_held, release))
+
+    async def main():
+        send = None
+        if capacity == 0:
+            send = asyncio.ensure_future(ch.send_bytes_async(b"m", timeout=60))
+            while ch.stats().sendq == 0:  # offered, and waiting for a receiver
+                await asyncio.sleep(0.005)
+        holder.start()
+        assert held.poll(30) and held.recv() == "held"
+        if send is None:
+            send = asyncio.ensure_future(ch.send_bytes_async(b"m", timeout=60))
+        for _ in range(200):  # two seconds of ticks, at least one re-check while the lock is held
+            await asyncio.sleep(0.01)
+        tell_release.send("release")
+        assert held.poll(30)
+        ran = held.recv()
+        if capacity == 0:
+            assert await ch.recv_bytes_async(timeout=30) == b"m"
+        await asyncio.wait_for(send, 30)
+        return ran
+
+    try:
+        assert asyncio.run(main()) == "released by the loop"
+    finally:
+        holder.join(30)
+
+
 def test_several_event_loops_in_several_threads_share_one_helper(make_channel):
     chans = [make_channel() for _ in range(4)]
     got = {}
