@@ -3496,6 +3496,12 @@ static void finish_detach(struct rb_chan *ch)
     free(ch);
 }
 
+void rb_file_id(const struct rb_chan *ch, uint64_t out[2])
+{
+    out[0] = (uint64_t)ch->dev;
+    out[1] = (uint64_t)ch->ino;
+}
+
 int rb_unlink(const char *name)
 {
     char path[RB_NAME_MAX + 2];

@@ -178,6 +178,11 @@ int rb_attach(const char *name, struct rb_chan **out);
 void rb_detach(struct rb_chan *ch);
 /* Remove the name; processes that have it mapped keep using it. */
 int rb_unlink(const char *name);
+/* The segment's file, as (device, inode) into out[0..2): unlike its name,
+ * which may be removed and then taken by a newer segment, it names this
+ * segment for as long as the segment exists.  (0, 0) if it could not be
+ * read when the segment was mapped. */
+void rb_file_id(const struct rb_chan *ch, uint64_t out[2]);
 
 /* Send one message of len bytes. */
 int rb_send(struct rb_chan *ch, const void *buf, uint64_t len, int64_t deadline_ns);

@@ -75,14 +75,12 @@ def _check_name(name: Any) -> str:
     return name
 
 
-def _unlink_if_creator(name: str, creator_pid: int) -> None:
+def _unlink_if_creator(name: str, creator_pid: int, file_id: Tuple[int, int]) -> None:
     # A fork child inherits the creator's Channel object (and this finalizer);
-    # only the creating process removes the name.
+    # only the creating process removes the name, and only while it names
+    # this channel's segment.
     if os.getpid() == creator_pid:
-        try:
-            Handle.unlink(name)
-        except errors.ChannelNotFound:
-            pass
+        Handle.unlink_if_same(name, file_id)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -235,7 +233,7 @@ class Channel:
     """
 
     _h: Handle
-    _finalizer: Optional[weakref.finalize[[str, int], "Channel"]]
+    _finalizer: Optional[weakref.finalize[[str, int, Tuple[int, int]], "Channel"]]
     _dumps: Optional[Dumps]
     _loads: Optional[Loads]
     # Messages recv_many() took from the ring but did not return because an
@@ -262,7 +260,7 @@ class Channel:
         _check_name(name)
         self._set_codec(dumps, loads)
         self._h = Handle.create(name, capacity, size, mode)
-        self._finalizer = weakref.finalize(self, _unlink_if_creator, name, os.getpid())
+        self._finalizer = weakref.finalize(self, _unlink_if_creator, name, os.getpid(), self._h.file_id)
 
     @classmethod
     def attach(cls, name: str, *, dumps: Optional[Dumps] = None, loads: Optional[Loads] = None) -> "Channel":
@@ -830,16 +828,21 @@ class Channel:
         Processes that have the channel open keep using it; the memory is
         freed when the last one lets go.  New :meth:`attach` calls fail.  On
         the creating handle this happens at most once (later calls do
-        nothing), so it can never remove a newer segment that reuses the name.
+        nothing).  Only this channel's name is removed: if the name was
+        removed already and a newer channel took it, that one stays.  (The
+        check and the removal are two steps: a name removed and taken again
+        in the instant between them is the one case this cannot tell.)
 
         Raises:
             ChannelNotFound: on a handle from :meth:`attach`, when the name is
-                already gone.
+                gone or names another channel now.
         """
         if self._finalizer is not None:
             self._finalizer()
-        else:
-            Handle.unlink(self.name)
+        elif not Handle.unlink_if_same(self.name, self._h.file_id):
+            raise errors.ChannelNotFound(
+                f"no channel named {self.name!r} to remove: the name is gone, or names another channel now"
+            )
 
     def __enter__(self) -> "Channel":
         return self
@@ -851,9 +854,10 @@ class Channel:
             self.close()
             self.unlink()
 
-    def __reduce__(self) -> Tuple[Any, Tuple[str, Optional[Dumps], Optional[Loads]]]:
-        # Unpickling (in a spawned child, a pool worker, ...) attaches by name.
-        return (_attach, (self.name, self._dumps, self._loads))
+    def __reduce__(self) -> Tuple[Any, Tuple[str, Optional[Dumps], Optional[Loads], Tuple[int, int]]]:
+        # Unpickling (in a spawned child, a pool worker, ...) attaches by
+        # name, and checks that the name still names this channel.
+        return (_attach, (self.name, self._dumps, self._loads, self._h.file_id))
 
     # -- looking inside ---------------------------------------------------
 
@@ -1089,8 +1093,14 @@ def _nbytes(data: Any) -> int:
         return 0
 
 
-def _attach(name: str, dumps: Optional[Dumps], loads: Optional[Loads]) -> Channel:
-    return Channel.attach(name, dumps=dumps, loads=loads)
+def _attach(name: str, dumps: Optional[Dumps], loads: Optional[Loads], file_id: Tuple[int, int]) -> Channel:
+    ch = Channel.attach(name, dumps=dumps, loads=loads)
+    if ch._h.file_id != file_id:
+        raise errors.ChannelNotFound(
+            f"channel {name!r} was removed, and the name now names another channel: a pickled handle of the "
+            "old one cannot open it"
+        )
+    return ch
 
 
 class _ClosedType:

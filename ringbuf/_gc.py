@@ -29,9 +29,8 @@ import os
 import sys
 from typing import Dict, List, Set, TextIO, Tuple
 
-from ringbuf import errors
-from ringbuf._inspect import SHM, alive, list_channels
-from ringbuf._lowlevel import Handle
+from ringbuf._inspect import alive, list_channels
+from ringbuf._lowlevel import SHM, Handle
 
 # A file's identity: (st_dev, st_ino).
 _FileId = Tuple[int, int]
@@ -132,18 +131,6 @@ def find_leftovers(prefix: str = "") -> Tuple[List[Leftover], int]:
     return leftovers, unsearched
 
 
-def _unlink_if_unchanged(left: Leftover) -> bool:
-    """Remove the leftover's name, unless it is gone or now names another segment."""
-    try:
-        st = os.stat(os.path.join(SHM, left.name))
-        if (st.st_dev, st.st_ino) != left.file_id:
-            return False
-        Handle.unlink(left.name)
-    except (FileNotFoundError, errors.ChannelNotFound):
-        return False
-    return True
-
-
 def gc(dry_run: bool = False, prefix: str = "", out: TextIO = sys.stdout) -> int:
     """Remove the channels of this user whose names start with ``prefix``,
     whose creator is gone and that no live process uses; with ``dry_run``,
@@ -164,7 +151,7 @@ def gc(dry_run: bool = False, prefix: str = "", out: TextIO = sys.stdout) -> int
         elif dry_run:
             removed += 1
             print(f"would remove  {what}", file=out)
-        elif _unlink_if_unchanged(left):
+        elif Handle.unlink_if_same(left.name, left.file_id):
             removed += 1
             print(f"removed       {what}", file=out)
     print(f"{'would remove' if dry_run else 'removed'} {removed}, kept {kept} "

@@ -15,8 +15,7 @@ from typing import Any, List, Optional, Sequence, TextIO, Tuple
 
 from ringbuf import errors
 from ringbuf._channel import Channel
-
-SHM = "/dev/shm"
+from ringbuf._lowlevel import SHM
 
 
 def _open(name: str) -> Channel:

@@ -29,6 +29,8 @@ MIN_SIZE: int = lib.RB_MIN_SIZE
 MAX_SIZE: int = lib.RB_MAX_SIZE
 MAX_CAPACITY: int = lib.RB_MAX_CAPACITY
 NAME_MAX: int = lib.RB_NAME_MAX
+#: Where shm_open's names live on Linux: a channel named N is /dev/shm/N.
+SHM = "/dev/shm"
 DATA_OFFSET: int = lib.RB_DATA_OFF
 LAYOUT_VERSION: int = lib.RB_LAYOUT_VERSION
 #: Loans and views out at once, per channel.
@@ -207,7 +209,7 @@ class Handle:
     WARNING) and makes the call again.
     """
 
-    __slots__ = ("_ch", "name", "capacity", "size", "max_message", "hold_intent")
+    __slots__ = ("_ch", "name", "capacity", "size", "max_message", "hold_intent", "file_id")
 
     def __init__(self, ch: Any, name: str) -> None:
         self._ch = ffi.gc(ch, lib.rb_detach)
@@ -219,6 +221,11 @@ class Handle:
         #: cleans up after a Ctrl-C there, where a Python frame's entry would
         #: be one more place for a second Ctrl-C to land.
         self.hold_intent: Callable[[Any, int], int] = functools.partial(_rb_hold_intent, self._ch)
+        out = ffi.new("uint64_t[2]")
+        lib.rb_file_id(self._ch, out)
+        #: The segment's file, (device, inode): it names this segment for as
+        #: long as it exists, where the name may be removed and reused.
+        self.file_id: Tuple[int, int] = (int(out[0]), int(out[1]))
         st = self.observe()  # the bounds come from this handle's own copies: no lock needed
         self.capacity: int = st.dataqsiz
         self.size: int = st.size
@@ -245,6 +252,25 @@ class Handle:
         rc = lib.rb_unlink(name.encode())
         if rc != _OK:
             _raise(rc, name)
+
+    @staticmethod
+    def unlink_if_same(name: str, file_id: Tuple[int, int]) -> bool:
+        """Remove ``name`` if it still names the segment whose file is
+        ``file_id`` (Handle.file_id); False if it is gone or names another
+        segment now.  Two steps, a look and the removal: a segment removed
+        and made again under that name in between would be the one removed
+        (Linux has no removal on condition)."""
+        try:
+            st = os.stat(os.path.join(SHM, name))
+        except FileNotFoundError:
+            return False
+        if (st.st_dev, st.st_ino) != file_id or file_id == (0, 0):
+            return False
+        try:
+            Handle.unlink(name)
+        except errors.ChannelNotFound:
+            return False
+        return True
 
     def _failed(self, rc: int, **details: object) -> None:
         """A call answered ``rc`` (not RB_OK).  Return after a recovery, which

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import pickle
 import stat
 
 import pytest
@@ -378,6 +379,26 @@ def test_creator_unlink_never_removes_a_newer_segment_with_the_same_name(make_ch
     second = make_channel(name=name)
     first.unlink()
     assert os.path.exists(f"/dev/shm/{second.name}")
+
+
+def test_no_handle_of_a_channel_removes_or_opens_a_newer_channel_that_took_its_name(make_channel):
+    old = make_channel()
+    name = old.name
+    attached = Channel.attach(name)
+    pickled = pickle.dumps(old)
+    Channel.attach(name).unlink()  # someone else removes the name (as `ringbuf rm` would)
+    new = make_channel(name=name)  # and a newer channel takes it
+    with pytest.raises(ringbuf.ChannelNotFound, match="names another channel"):
+        attached.unlink()
+    old.unlink()
+    with old:
+        pass
+    del old
+    assert os.path.exists(f"/dev/shm/{name}")
+    assert Channel.attach(name)._h.file_id == new._h.file_id
+    with pytest.raises(ringbuf.ChannelNotFound, match="names another channel"):
+        pickle.loads(pickled)
+    assert pickle.loads(pickle.dumps(new))._h.file_id == new._h.file_id
 
 
 def test_with_block_closes_and_unlinks_for_the_creator():

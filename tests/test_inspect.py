@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 
-from ringbuf import _inspect
+from ringbuf import _inspect, _lowlevel
 from tests import _workers
 from tests._helpers import wait_until
 
@@ -100,7 +100,7 @@ def test_ls_marks_channels_whose_creator_was_killed():
         assert "outlived the process that created them" in out.stdout
         assert "python -m ringbuf gc" in out.stdout
     finally:
-        os.unlink(os.path.join(_inspect.SHM, name))
+        os.unlink(os.path.join(_lowlevel.SHM, name))
 
 
 def test_top_shows_rates(make_channel):
