@@ -960,7 +960,8 @@ class Channel:
 
         Raises:
             TypeError: ``shape`` is not ints, ``dtype`` not a dtype.
-            ValueError: a negative dimension, a dtype holding Python objects,
+            ValueError: a negative dimension or one past numpy's limit, a
+                dtype holding Python objects or of no size (``"S0"``),
                 another order, or a channel without room to lend (see
                 :meth:`loan`).
             MessageTooLarge: the array and its header can never fit.

@@ -53,6 +53,8 @@ _new = ffi.new
 _WHERE = ffi.typeof("struct rb_where *")
 _frombuffer = np.frombuffer
 _refcount = sys.getrefcount
+_MAX_SIZE: int = lib.RB_MAX_SIZE
+_INTP_MAX = int(np.iinfo(np.intp).max)
 
 
 class _Hold:
@@ -302,6 +304,12 @@ def _array_layout(shape: Any, dtype: Any, order: str) -> _Layout:
     that empties such an array) of a loaned array, checked, and kept in
     _layouts."""
     shape_, dt = check_array(shape, dtype, order)
+    nbytes = math.prod(shape_) * dt.itemsize
+    if nbytes > _MAX_SIZE:
+        raise errors.MessageTooLarge(
+            f"an array of shape {shape_} and dtype {dt} is {nbytes} bytes: no channel can hold it "
+            f"(a ring has at most {_MAX_SIZE} bytes)"
+        )
     head, nbytes = _codec.array_head(shape_, dt, order)
     layout = (shape_, dt, head, len(head) + nbytes, math.prod(shape_), order, (1, (0,), dt, False, b""))
     try:
@@ -326,6 +334,8 @@ def check_array(shape: Any, dtype: Any, order: str) -> Tuple[Tuple[int, ...], np
             raise TypeError(f"shape must hold ints, not {type(n).__name__!r}")
         if n < 0:
             raise ValueError(f"shape must not be negative, got {shape}")
+        if n > _INTP_MAX:
+            raise ValueError(f"a dimension of shape can be at most {_INTP_MAX} (numpy's limit), got {shape}")
     shape = tuple(int(n) for n in shape)
     try:
         dt = np.dtype(dtype)
@@ -333,6 +343,8 @@ def check_array(shape: Any, dtype: Any, order: str) -> Tuple[Tuple[int, ...], np
         raise TypeError(f"not a numpy dtype: {dtype!r} ({e})") from None
     if dt.hasobject:
         raise ValueError(f"an array of dtype {dt} holds Python objects, which cannot live in shared memory")
+    if dt.itemsize == 0:
+        raise ValueError(f"dtype {dt} has no size (itemsize 0): give one with a length, such as 'S8'")
     if order not in ("C", "F"):
         raise ValueError(f"order must be 'C' or 'F', got {order!r}")
     return shape, dt

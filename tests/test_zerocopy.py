@@ -364,6 +364,16 @@ def test_bad_input_raises_clear_errors(make_channel):
         ch.loan_array(3, object)
     with pytest.raises(ValueError, match="order"):
         ch.loan_array(3, np.float32, order="K")
+    for huge in ((2**31, 2**31, 2**31), (2**40, 2**40), (2**62,)):  # bytes past any ring, and past 2**64
+        with pytest.raises(ringbuf.MessageTooLarge, match="no channel can hold it"):
+            ch.loan_array(huge, np.float64)
+    with pytest.raises(ValueError, match="numpy's limit"):
+        ch.loan_array((0, 2**64), np.float64)
+    full = make_channel(capacity=1, size=PAGE)
+    full.send_bytes(b"x")
+    for empty in ("S0", "V0", "U0"):  # refused before any wait for room (a full channel would time out)
+        with pytest.raises(ValueError, match="no size"):
+            full.loan_array(3, empty, timeout=5)
     with pytest.raises(ValueError, match="timeout"):
         ch.recv_bytes_view(timeout=-1)
     loan = ch.loan(4)
