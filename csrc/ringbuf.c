@@ -3245,13 +3245,14 @@ void rb_debug_recheck(int64_t ns)
 
 /* ---- segments ----------------------------------------------------------- */
 
-/* "/" + name into path; RB_EINVAL for an empty or too long name or one with
- * a '/' (shm_open names are a single component). */
+/* "/" + name into path; RB_EINVAL for an empty or too long name, one with
+ * a '/' (shm_open names are a single component), or "." or ".." (the
+ * directory itself and its parent). */
 static int shm_path(const char *name, char path[RB_NAME_MAX + 2])
 {
     size_t n = strnlen(name, RB_NAME_MAX + 1);
 
-    if (n == 0 || n > RB_NAME_MAX || strchr(name, '/'))
+    if (n == 0 || n > RB_NAME_MAX || strchr(name, '/') || !strcmp(name, ".") || !strcmp(name, ".."))
         return RB_EINVAL;
     path[0] = '/';
     memcpy(path + 1, name, n + 1);

@@ -70,8 +70,12 @@ def _check_int(param: str, value: object, low: int, high: int) -> int:
 def _check_name(name: Any) -> str:
     if not isinstance(name, str):
         raise TypeError(f"name must be a str, not {type(name).__name__!r}")
-    if not 1 <= len(name.encode()) <= NAME_MAX or "/" in name or "\0" in name:
-        raise ValueError(f"name must be 1 to {NAME_MAX} bytes with no '/' or NUL, got {name!r}")
+    try:
+        size = len(name.encode())
+    except UnicodeEncodeError as e:
+        raise ValueError(f"name must be text that UTF-8 can encode, got {name!r} ({e.reason})") from None
+    if not 1 <= size <= NAME_MAX or "/" in name or "\0" in name or name in (".", ".."):
+        raise ValueError(f"name must be 1 to {NAME_MAX} bytes with no '/' or NUL, and not '.' or '..', got {name!r}")
     return name
 
 

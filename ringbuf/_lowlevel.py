@@ -243,6 +243,8 @@ class Handle:
     def attach(cls, name: str) -> "Handle":
         out = ffi.new("struct rb_chan **")
         rc = lib.rb_attach(name.encode(), out)
+        if rc == _ESYS and ffi.errno in (errno.EINVAL, errno.EISDIR):  # the name is checked: not a file
+            raise errors.IncompatibleSegment(f"{name!r} in {SHM} is not a ringbuf channel (not a regular file)")
         if rc != _OK:
             _raise(rc, name)
         return cls(out[0], name)

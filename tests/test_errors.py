@@ -32,12 +32,28 @@ def test_size_out_of_range(size):
         Channel(size=size)
 
 
-@pytest.mark.parametrize("name", ["", "a/b", "/lead", "x" * 201, "nul\0byte"])
+@pytest.mark.parametrize("name", ["", "a/b", "/lead", "x" * 201, "nul\0byte", ".", ".."])
 def test_bad_names(name):
     with pytest.raises(ValueError, match="name must be 1 to 200 bytes"):
         Channel(name=name)
     with pytest.raises(ValueError, match="name must be 1 to 200 bytes"):
         Channel.attach(name)
+
+
+def test_a_name_utf8_cannot_encode_is_a_value_error():
+    for call in (lambda: Channel(name="lone \udc80 surrogate"), lambda: Channel.attach("lone \udc80 surrogate")):
+        with pytest.raises(ValueError, match="UTF-8"):
+            call()
+
+
+def test_attaching_what_is_not_a_file_says_so():
+    name = f"ringbuf-{os.getpid()}-a-directory"
+    os.mkdir(f"/dev/shm/{name}")
+    try:
+        with pytest.raises(ringbuf.IncompatibleSegment, match="not a regular file"):
+            Channel.attach(name)
+    finally:
+        os.rmdir(f"/dev/shm/{name}")
 
 
 def test_name_wrong_type():
