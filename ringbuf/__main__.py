@@ -3,15 +3,32 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
-from typing import List, Optional
+from typing import Callable, List, Optional, TypeVar
+
+N = TypeVar("N", int, float)
+
+
+def _positive(kind: Callable[[str], N]) -> Callable[[str], N]:
+    """An argparse type: a number of that kind above 0 (and finite)."""
+    def parse(text: str) -> N:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not value > 0 or not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+        return value
+    parse.__name__ = kind.__name__
+    return parse
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ringbuf", description="ringbuf command line")
     sub = parser.add_subparsers(dest="command", required=True)
     d = sub.add_parser("demo", help="the out-of-memory incident: a thread per message against one producer")
-    d.add_argument("--seconds", type=int, default=6, help="how long to run each of the three variants (default 6)")
+    d.add_argument("--seconds", type=_positive(int), default=6, help="how long to run each of the three variants (default 6)")
     d.add_argument("--plot", metavar="FILE.png", help="draw memory and parked senders over time (matplotlib)")
     b = sub.add_parser("bench", help="ringbuf against multiprocessing.Queue, Pipe and (if installed) faster-fifo, "
                        "pyzmq and iceoryx2, same workloads, same run")
@@ -19,9 +36,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                    "arrays, 2x2 and 4x4, the wake-up of a parked receiver (a few minutes)")
     b.add_argument("--json", action="store_true", help="print the results as JSON")
     b.add_argument("--plot", metavar="FILE.png", help="draw throughput against payload size (needs --full, matplotlib)")
-    b.add_argument("--rounds", type=int, default=3, help="alternating rounds per workload (default 3)")
-    b.add_argument("--scale", type=float, default=1.0, help="multiply every message count by this (default 1)")
-    b.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+    b.add_argument("--rounds", type=_positive(int), default=3, help="alternating rounds per workload (default 3)")
+    b.add_argument("--scale", type=_positive(float), default=1.0, help="multiply every message count by this (default 1)")
+    b.add_argument("--timeout", type=_positive(float), default=None, metavar="SECONDS",
                    help="a peer whose round takes longer is reported as failed on that row "
                    "(default 120, times --scale when above 1)")
     b.add_argument("--only", action="append", metavar="WORKLOAD",
@@ -33,8 +50,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     i.add_argument("name")
     t = sub.add_parser("top", help="inspect, refreshed, with send and receive rates")
     t.add_argument("name")
-    t.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes (default 1)")
-    t.add_argument("--count", type=int, default=None, help="stop after this many refreshes")
+    t.add_argument("--interval", type=_positive(float), default=1.0, help="seconds between refreshes (default 1)")
+    t.add_argument("--count", type=_positive(int), default=None, help="stop after this many refreshes")
     g = sub.add_parser("gc", help="remove this user's channels whose creator is gone and that no process uses")
     g.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
     g.add_argument("--prefix", default="", help="only channels whose names start with PREFIX")

@@ -10,6 +10,8 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 from ringbuf import _inspect, _lowlevel
 from tests import _workers
 from tests._helpers import wait_until
@@ -135,3 +137,13 @@ def test_inspecting_a_missing_or_foreign_segment_is_a_clear_error(tmp_path):
         assert name not in cli("ls").stdout
     finally:
         os.unlink(f"/dev/shm/{name}")
+
+
+@pytest.mark.parametrize("args", [["top", "x", "--interval", "0"], ["top", "x", "--interval", "-1"],
+                                  ["top", "x", "--interval", "nan"], ["top", "x", "--count", "0"],
+                                  ["bench", "--rounds", "0"], ["bench", "--scale", "-2"], ["demo", "--seconds", "0"]])
+def test_the_command_line_refuses_counts_and_times_that_are_not_above_zero(args):
+    # top --interval 0 used to redraw without pause, --count 0 to print nothing.
+    proc = cli(*args)
+    assert proc.returncode == 2
+    assert "must be above 0" in proc.stderr
