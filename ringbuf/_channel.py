@@ -60,11 +60,13 @@ def _deadline(timeout: float) -> int:
 
 
 def _check_int(param: str, value: object, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
+    """value as an int (any integer but a bool: numpy's too), in [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{param} must be an int, not {type(value).__name__!r}")
-    if not low <= value <= high:
-        raise ValueError(f"{param} must be between {low} and {high}, got {value}")
-    return value
+    n = int(value)
+    if not low <= n <= high:
+        raise ValueError(f"{param} must be between {low} and {high}, got {n}")
+    return n
 
 
 def _check_name(name: Any) -> str:
@@ -256,8 +258,8 @@ class Channel:
         dumps: Optional[Dumps] = None,
         loads: Optional[Loads] = None,
     ) -> None:
-        _check_int("capacity", capacity, 0, MAX_CAPACITY)
-        _check_int("mode", mode, 0, 0o777)
+        capacity = _check_int("capacity", capacity, 0, MAX_CAPACITY)
+        mode = _check_int("mode", mode, 0, 0o777)
         size = (_check_int("size", size, MIN_SIZE, MAX_SIZE) + 7) & ~7
         if name is None:
             name = f"ringbuf-{os.getpid()}-{secrets.token_hex(6)}"
@@ -634,7 +636,7 @@ class Channel:
             Closed: the channel is closed and drained.
             KeyboardInterrupt: Ctrl-C while waiting.
         """
-        _check_int("max_items", max_items, 1, 1 << 62)
+        max_items = _check_int("max_items", max_items, 1, 1 << 62)
         deadline = FOREVER if timeout is None else _deadline(timeout)
         if self._undecoded:
             return [self._undecoded.popleft() for _ in range(min(max_items, len(self._undecoded)))]
@@ -936,7 +938,7 @@ class Channel:
             KeyboardInterrupt: Ctrl-C while waiting (signal handlers run, and
                 the wait resumes with the same deadline unless one raised).
         """
-        _check_int("nbytes", nbytes, 1, 2**64 - 1)
+        nbytes = _check_int("nbytes", nbytes, 1, 2**64 - 1)
         if nbytes > self._h.max_message:
             raise errors.MessageTooLarge(
                 f"a message of {nbytes} bytes can never fit channel {self.name!r} "

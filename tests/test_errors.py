@@ -6,6 +6,7 @@ import math
 import os
 import struct
 
+import numpy as np
 import pytest
 
 import ringbuf
@@ -18,6 +19,16 @@ from tests._helpers import mapped, write_header
 def test_capacity_out_of_range(capacity):
     with pytest.raises(ValueError, match="capacity must be between 0 and"):
         Channel(capacity=capacity)
+
+
+def test_numpy_integers_are_ints(make_channel):
+    ch = make_channel(capacity=np.int64(8), size=np.uint32(8192), mode=np.int16(0o600))
+    assert (ch.capacity, ch.size) == (8, 8192)
+    with ch.loan(np.int32(5)) as buf:
+        buf[:] = b"numpy"
+    assert ch.recv_bytes_many(np.int64(4)) == [b"numpy"]
+    with pytest.raises(TypeError, match="capacity must be an int"):
+        Channel(capacity=np.float64(8))
 
 
 @pytest.mark.parametrize("capacity", [1.5, "10", None, True])
