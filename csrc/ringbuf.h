@@ -32,7 +32,6 @@
 
 #include "ringbuf_api.h"
 
-#define RB_MAGIC          0x31465542474e4952ULL /* the bytes "RINGBUF1" on little-endian */
 #define RB_CACHELINE      64
 #define RB_REC_HDR        8     /* bytes of length before each payload */
 /* Flags in a record's length word, only ever in [sendpos, resvpos) (L1). */

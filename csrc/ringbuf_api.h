@@ -15,6 +15,9 @@
 
 #include <stdint.h>
 
+/* Every segment starts with this mark (the bytes "RINGBUF1" on
+ * little-endian) and its layout version, in every layout. */
+#define RB_MAGIC          0x31465542474e4952ULL
 #define RB_LAYOUT_VERSION 5
 #define RB_DATA_OFF       4096  /* the ring starts page-aligned after the header */
 #define RB_MIN_SIZE       64ULL

@@ -29,7 +29,7 @@ import os
 import sys
 from typing import Dict, List, Set, TextIO, Tuple
 
-from ringbuf._inspect import alive, list_channels
+from ringbuf._inspect import alive, list_channels, other_layouts, tell_other_layouts
 from ringbuf._lowlevel import SHM, Handle
 
 # A file's identity: (st_dev, st_ino).
@@ -156,4 +156,5 @@ def gc(dry_run: bool = False, prefix: str = "", out: TextIO = sys.stdout) -> int
             print(f"removed       {what}", file=out)
     print(f"{'would remove' if dry_run else 'removed'} {removed}, kept {kept} "
           f"of {len(leftovers)} channel(s) whose creator is gone", file=out)
+    tell_other_layouts(other_layouts(prefix), out)
     return 0

@@ -15,7 +15,7 @@ from typing import Any, List, Optional, Sequence, TextIO, Tuple
 
 from ringbuf import errors
 from ringbuf._channel import Channel
-from ringbuf._lowlevel import SHM
+from ringbuf._lowlevel import HEADER_FIELDS, LAYOUT_VERSION, MAGIC, SHM
 
 
 def _open(name: str) -> Channel:
@@ -43,6 +43,42 @@ def list_channels(prefix: str = "") -> List[Tuple[str, Any]]:
     return found
 
 
+def other_layouts(prefix: str = "") -> List[Tuple[str, int]]:
+    """(name, layout version) of each segment of this user in /dev/shm,
+    named with ``prefix``, that carries ringbuf's mark but another layout
+    version: made by another release, which this one cannot open (so ls and
+    gc cannot tell whether it is in use, and leave it alone).  The mark and
+    the version sit first in every layout."""
+    magic_at, magic_size = HEADER_FIELDS["magic"]
+    version_at, version_size = HEADER_FIELDS["version"]
+    found = []
+    for name in sorted(os.listdir(SHM)):
+        path = os.path.join(SHM, name)
+        try:
+            st = os.stat(path)
+            if not name.startswith(prefix) or not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid():
+                continue
+            with open(path, "rb") as f:
+                head = f.read(version_at + version_size)
+        except OSError:
+            continue
+        if len(head) < version_at + version_size:
+            continue
+        magic = int.from_bytes(head[magic_at:magic_at + magic_size], sys.byteorder)
+        version = int.from_bytes(head[version_at:version_at + version_size], sys.byteorder)
+        if magic == MAGIC and version != LAYOUT_VERSION:
+            found.append((name, version))
+    return found
+
+
+def tell_other_layouts(found: List[Tuple[str, int]], out: TextIO) -> None:
+    if found:
+        print(f"\n{len(found)} segment(s) in {SHM} were made by a ringbuf release of another layout version (in "
+              f"brackets), which this one (layout {LAYOUT_VERSION}) cannot open: " +
+              ", ".join(f"{n} ({v})" for n, v in found) +
+              f".\nRemove them by hand (rm {SHM}/NAME) once no process of that release uses them.", file=out)
+
+
 def alive(pid: int) -> bool:
     """Whether a process with this pid exists (it may be a later one that
     reused the pid: this can only err towards "alive")."""
@@ -59,6 +95,7 @@ def ls(out: TextIO = sys.stdout) -> int:
     rows = list_channels()
     if not rows:
         print(f"no ringbuf channels of this user in {SHM}", file=out)
+        tell_other_layouts(other_layouts(), out)
         return 0
     print(f"{'NAME':<40} {'QUEUED':>15} {'BYTES':>21} {'SENDQ':>5} {'RECVQ':>5} {'STATE':>6} {'CREATOR':>14}",
           file=out)
@@ -73,6 +110,7 @@ def ls(out: TextIO = sys.stdout) -> int:
     if orphans:
         print(f"\n{orphans} channel(s) outlived the process that created them (killed before it could unlink "
               f"them).\n`python -m ringbuf gc` removes those that no process uses any more.", file=out)
+    tell_other_layouts(other_layouts(), out)
     return 0
 
 

@@ -33,6 +33,8 @@ NAME_MAX: int = lib.RB_NAME_MAX
 SHM = "/dev/shm"
 DATA_OFFSET: int = lib.RB_DATA_OFF
 LAYOUT_VERSION: int = lib.RB_LAYOUT_VERSION
+#: The mark every ringbuf segment starts with, whatever its layout version.
+MAGIC: int = lib.RB_MAGIC
 #: Loans and views out at once, per channel.
 HOLDS: int = lib.RB_HOLDS
 

@@ -17,6 +17,7 @@ from typing import Iterator, List
 
 import pytest
 
+from ringbuf._lowlevel import HEADER_FIELDS, LAYOUT_VERSION, MAGIC
 from tests.conftest import SHM
 
 PREFIX = f"ringbuf-{os.getpid()}-gc-"
@@ -144,6 +145,25 @@ def test_a_gc_that_cannot_search_every_process_keeps_what_other_users_may_open(n
     assert line_of(out, private).startswith("removed ")
     assert line_of(out, shared).startswith("kept ") and "could not be searched" in line_of(out, shared)
     assert exists(shared) and not exists(private)
+
+
+def test_ls_and_gc_name_segments_of_another_layout_version_and_leave_them(names):
+    # What an older release left: ringbuf's mark, another layout version.
+    old = f"{PREFIX}layout-4"
+    names.append(old)
+    magic_at, _ = HEADER_FIELDS["magic"]
+    version_at, version_size = HEADER_FIELDS["version"]
+    head = bytearray(8192)
+    head[magic_at:magic_at + 8] = MAGIC.to_bytes(8, sys.byteorder)
+    head[version_at:version_at + version_size] = (LAYOUT_VERSION - 1).to_bytes(version_size, sys.byteorder)
+    with open(os.path.join(SHM, old), "wb") as f:
+        f.write(head)
+    note = f"{old} ({LAYOUT_VERSION - 1})"
+    listing = subprocess.run([sys.executable, "-m", "ringbuf", "ls"], capture_output=True, text=True, timeout=60)
+    assert listing.returncode == 0 and note in listing.stdout and "another layout version" in listing.stdout
+    for args in (("--dry-run",), ()):
+        assert note in gc(*args).stdout
+    assert exists(old)
 
 
 def test_a_prefix_with_a_slash_is_a_clear_error():
