@@ -41,6 +41,7 @@
 _Static_assert(offsetof(struct rb_hdr, magic) == 0, "magic first");
 _Static_assert(offsetof(struct rb_hdr, version) == 8, "identity line: the same in every version");
 _Static_assert(offsetof(struct rb_hdr, data_off) == 12, "identity line: the same in every version");
+_Static_assert(RB_MAX_CAPACITY + RB_HOLDS <= UINT32_MAX, "held_msgs (32 bits) never wraps (L3)");
 _Static_assert(offsetof(struct rb_hdr, dataqsiz) == 16, "identity line: the same in every version");
 _Static_assert(offsetof(struct rb_hdr, size) == 24, "identity line: the same in every version");
 _Static_assert(offsetof(struct rb_hdr, lock) == RB_CACHELINE, "lock on its own line");

@@ -22,13 +22,15 @@
 #define RB_DATA_OFF       4096  /* the ring starts page-aligned after the header */
 #define RB_MIN_SIZE       64ULL
 #define RB_MAX_SIZE       (1ULL << 40)
-#define RB_MAX_CAPACITY   (1ULL << 32)
+/* Below 2**32 by RB_HOLDS and one, so that held_msgs (32 bits: messages lent
+ * or viewed, L3, at most the capacity and one per hold) never wraps. */
+#define RB_MAX_CAPACITY   ((1ULL << 32) - 17)
 #define RB_NAME_MAX       200   /* without the leading '/' shm_open wants */
 #define RB_WAITER_SLOTS   64    /* waiter slots per side: one per process with
                                  * waiters parked there, the last one shared */
 #define RB_SELECT_MAX     64    /* cases in one rb_select */
 #define RB_UNBUFFERED     1     /* rb_create flag: capacity 0, Go's rendezvous */
-#define RB_HOLDS          16    /* loans and views out at once, per channel */
+#define RB_HOLDS          16    /* loans and views out at once, per channel (RB_MAX_CAPACITY) */
 #define RB_HOLD_LOAN      1
 #define RB_HOLD_VIEW      2
 #define RB_HOLD_VOID      3     /* its owner died before it held anything */

@@ -206,7 +206,7 @@ class Channel:
     (:meth:`send_bytes`, :meth:`recv_bytes`).
 
     Args:
-        capacity: most messages queued at once (0 to 2**32), Go's buffer size.
+        capacity: most messages queued at once (0 to 2**32 - 17), Go's buffer size.
             0 makes an unbuffered channel, Go's rendezvous: a send returns
             only once a receiver has taken its message, and a send that gives
             up (timeout, signal, Ctrl-C, close) takes its message back, so it

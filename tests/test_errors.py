@@ -15,10 +15,17 @@ from ringbuf._lowlevel import DATA_OFFSET, LAYOUT_VERSION
 from tests._helpers import mapped, write_header
 
 
-@pytest.mark.parametrize("capacity", [-1, 2**32 + 1])
+@pytest.mark.parametrize("capacity", [-1, 2**32 - 16, 2**32, 2**32 + 1])
 def test_capacity_out_of_range(capacity):
-    with pytest.raises(ValueError, match="capacity must be between 0 and"):
+    # Up to 2**32 - 17: held_msgs, 32 bits, counts up to the capacity and one per hold.
+    with pytest.raises(ValueError, match=f"capacity must be between 0 and {2**32 - 17}"):
         Channel(capacity=capacity)
+
+
+def test_the_largest_capacity_makes_a_channel(make_channel):
+    ch = make_channel(capacity=2**32 - 17, size=4096)
+    ch.send_bytes(b"fits")
+    assert ch.stats().capacity == 2**32 - 17 and ch.recv_bytes() == b"fits"
 
 
 def test_numpy_integers_are_ints(make_channel):
