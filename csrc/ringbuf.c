@@ -2406,14 +2406,16 @@ static uint32_t random_below(uint32_t n)
 
 /* Lock held, positions checked: can case c proceed now?  A send case on a
  * closed channel "proceeds" to fail; one on an unbuffered channel needs a
- * receiver parked to take its message (W13). */
-static int case_ready(struct rb_chan *ch, int send, const struct pos *p, uint64_t need)
+ * receiver parked to take its message (W13), other than the caller's own
+ * count on that side (self_recv: a select counted in on a receive case of
+ * the same channel cannot take its own message). */
+static int case_ready(struct rb_chan *ch, int send, const struct pos *p, uint64_t need, uint32_t self_recv)
 {
     if (!send)
         return p->qcount > 0 || (LOAD(ch->hdr->closed) && !waits_behind_loan(ch, p));
     if (LOAD(ch->hdr->closed))
         return 1;
-    return room_for(ch, p, need) && (!ch->unbuffered || parked(ch->hdr, receivers(ch->hdr)) > 0);
+    return room_for(ch, p, need) && (!ch->unbuffered || parked(ch->hdr, receivers(ch->hdr)) > self_recv);
 }
 
 /* The same question without the lock, to skip channels that are plainly not
@@ -2460,7 +2462,7 @@ static int try_case(const struct sel_case *c, uint64_t len, void *buf, uint64_t 
         unlock(ch);
         return RB_ECORRUPT;
     }
-    if (!case_ready(ch, c->send, &p, need)) {
+    if (!case_ready(ch, c->send, &p, need, 0)) {
         if (p.held_msgs != 0 && reclaim(ch)) {  /* L6: a dead holder's room or message, taken back */
             unlock_and_wake_all(ch);
             return try_case(c, len, buf, cap, len_out, offered, deadline, woken);
@@ -2515,14 +2517,16 @@ static struct side side_of(struct rb_chan *ch, int send)
 /* W10, W12: hand on a wake-up that a waiter leaving one side of ch (a
  * receiver that left its message, a selector or a task that did something
  * else) may have taken: to a parked receiver if a message is queued, to a
- * parked sender through the baton's budget. */
-static void hand_on_side(struct rb_chan *ch, int send)
+ * parked sender through the baton's budget.  `brief`: for a task's wait
+ * (W14), whose thread runs an event loop, the lock is waited for briefly;
+ * without it, the wake-up is handed on unconditionally. */
+static void hand_on_side(struct rb_chan *ch, int send, int brief)
 {
     struct rb_hdr *h = ch->hdr;
     struct pos p;
     int wake = 0;
 
-    if (lock(ch, RB_FOREVER) != RB_OK) {
+    if ((brief ? lock_briefly(ch) : lock(ch, RB_FOREVER)) != RB_OK) {
         hand_on(send ? &h->send_futex : &h->recv_futex);
         return;
     }
@@ -2544,7 +2548,7 @@ static void hand_on_moved(struct select_wait *w, int n, const struct rb_chan *sk
 {
     for (int i = 0; i < n; i++)
         if (w[i].seen != LOAD(*side_of(w[i].ch, w[i].send).futex) && !(w[i].ch == skip_ch && w[i].send == skip_send))
-            hand_on_side(w[i].ch, w[i].send);
+            hand_on_side(w[i].ch, w[i].send, 0);
 }
 
 /* Whether the side (ch, send) of the last park (w[0..n)) moved while the
@@ -2573,21 +2577,31 @@ static int park_select(const struct sel_case *cases, const uint64_t *lens, uint3
     long r;
 
     *nw = 0;
-    for (uint32_t i = 0; i < n && rc == RB_OK; i++) {
+    /* Receive cases first (pass 0), then send cases (pass 1): a receive
+     * case's call to a parked sender (W13) then comes before this select
+     * counts itself in as a sender, so that the call never wakes the select
+     * itself, and a send case does not count this select's own receive case
+     * of the same channel as a receiver for its message. */
+    for (uint32_t k = 0; k < 2 * n && rc == RB_OK; k++) {
+        uint32_t i = k % n;
         struct rb_chan *ch = cases[i].ch;
         struct rb_hdr *h = ch->hdr;
         int send = cases[i].send, dup = 0;
         uint64_t need = RB_REC_HDR + align8(lens[i]);
-        uint32_t *call = NULL;
+        uint32_t *call = NULL, self_recv = 0;
         struct pos p;
 
-        for (int k = 0; k < *nw; k++)
-            dup |= w[k].ch->hdr == h && w[k].send == send;
+        if (send != (k >= n))
+            continue;
+        for (int j = 0; j < *nw; j++) {
+            dup |= w[j].ch->hdr == h && w[j].send == send;
+            self_recv |= w[j].ch->hdr == h && !w[j].send;
+        }
         if ((rc = lock(ch, deadline)) != RB_OK)
             break;
         if (!read_pos(ch, send ? &h->sendx : &h->recvx, &p))
             rc = RB_ECORRUPT;
-        else if (case_ready(ch, send, &p, need))
+        else if (case_ready(ch, send, &p, need, send ? self_recv : 0))
             rc = RB_EAGAIN_INTERNAL;
         if (rc != RB_OK) {
             unlock(ch);
@@ -2752,7 +2766,7 @@ int rb_wait_begin(struct rb_chan *ch, int send, uint64_t len, struct rb_wait *w)
 
     if ((rc = lock_briefly(ch)) != RB_OK)
         return rc;
-    if (!read_pos(ch, send ? &h->sendx : &h->recvx, &p) || case_ready(ch, send, &p, need)) {
+    if (!read_pos(ch, send ? &h->sendx : &h->recvx, &p) || case_ready(ch, send, &p, need, 0)) {
         unlock(ch);
         return RB_EREADY;  /* the operation itself reports a damaged header */
     }
@@ -2789,9 +2803,12 @@ void rb_wait_end(struct rb_chan *ch, const struct rb_wait *w, int served)
     if (LOAD(*s.futex) == w->seen)
         return;  /* nobody bumped the word: no wake-up was taken */
     if (!served) {
-        hand_on_side(ch, w->send != 0);  /* W12 */
-    } else if (w->send && lock_briefly(ch) == RB_OK) {  /* W6: a woken sender that sent */
-        unlock_and_pass(ch, read_pos(ch, &ch->hdr->sendx, &p) && pass_baton(ch, &p));
+        hand_on_side(ch, w->send != 0, 1);  /* W12 */
+    } else if (w->send) {  /* W6: a woken sender that sent */
+        if (lock_briefly(ch) == RB_OK)
+            unlock_and_pass(ch, read_pos(ch, &ch->hdr->sendx, &p) && pass_baton(ch, &p));
+        else
+            hand_on(&ch->hdr->send_futex);  /* it cannot look: hand the wake-up on unconditionally */
     }
 }
 
@@ -2830,10 +2847,10 @@ int rb_take_back(struct rb_chan *ch, uint64_t seq)
 {
     int rc;
 
-    while ((rc = lock(ch, RB_FOREVER)) == RB_EINTR || rc == RB_ERECOVERED)
+    while ((rc = lock_briefly(ch)) == RB_ERECOVERED)
         ;
     if (rc != RB_OK)
-        return rc;
+        return rc;  /* RB_EINTR: the lock stays held; the task tries again later */
     return take_back(ch, seq, RB_ETIMEDOUT);
 }
 
@@ -2842,11 +2859,14 @@ int rb_waitv(const uint64_t *words, const uint32_t *expected, uint32_t n, uint32
     struct waitv v[128];
     struct timespec ts;
     uint32_t nv = 0;
+    int moved = 0;
     long r;
 
+    /* Every word's value goes back, so that the caller can tell which moved. */
     for (uint32_t i = 0; i < n; i++)
-        if ((now[i] = __atomic_load_n((uint32_t *)(uintptr_t)words[i], __ATOMIC_RELAXED)) != expected[i])
-            return RB_OK;
+        moved |= (now[i] = __atomic_load_n((uint32_t *)(uintptr_t)words[i], __ATOMIC_RELAXED)) != expected[i];
+    if (moved)
+        return RB_OK;
     for (uint32_t i = 0; i < n; i++) {
         uint32_t k = 0;
 
@@ -2876,15 +2896,15 @@ void rb_wake_word(uint64_t word)
     futex_wake(w, WAKE_ALL);
 }
 
-void rb_wake_one(uint64_t word)
+void rb_hand_on(uint64_t word)
 {
-    futex_wake((uint32_t *)(uintptr_t)word, 1);
+    hand_on((uint32_t *)(uintptr_t)word);
 }
 
 /* W10. */
 void rb_pass_wake(struct rb_chan *ch)
 {
-    hand_on_side(ch, 0);
+    hand_on_side(ch, 0, 0);
 }
 
 /* Lock held, dropped here: close (I6) and wake every waiter of both sides
@@ -3203,6 +3223,7 @@ uint64_t rb_max_message(struct rb_chan *ch)
 #define SLOT0(f) { #f, offsetof(struct rb_hdr, f), sizeof(((struct rb_hdr *)0)->f[0].word) }
 static const struct rb_field header_fields[] = {
     FIELD(magic), FIELD(version), FIELD(data_off), FIELD(dataqsiz), FIELD(size), FIELD(creator_pid), FIELD(flags),
+    FIELD(lock),
     FIELD(lock_owner), FIELD(closed), FIELD(qcount), FIELD(used),
     FIELD(sendpos), FIELD(sendx), FIELD(sent), FIELD(send_parks), FIELD(recvq_wakes), FIELD(baton_passes),
     FIELD(resvpos), FIELD(lent_count),

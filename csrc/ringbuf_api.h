@@ -249,7 +249,8 @@ void rb_wait_end(struct rb_chan *ch, const struct rb_wait *w, int served);
  * meaning "not yet": wait, rb_wait_end, ask again), or takes the message back
  * and says RB_ECLOSED, or RB_EINTR as rb_wait_begin.  rb_take_back takes it
  * back unless it was taken: RB_OK (it was: the send succeeded) or
- * RB_ETIMEDOUT (taken back); it waits for the lock as long as it takes. */
+ * RB_ETIMEDOUT (taken back), or RB_EINTR as rb_wait_begin (nothing done:
+ * call it again). */
 int rb_offer(struct rb_chan *ch, const struct rb_iov *iov, uint32_t n, uint64_t *seq, int64_t deadline_ns);
 int rb_ack_begin(struct rb_chan *ch, uint64_t seq, struct rb_wait *w);
 int rb_take_back(struct rb_chan *ch, uint64_t seq);
@@ -261,11 +262,11 @@ int rb_waitv(const uint64_t *words, const uint32_t *expected, uint32_t n, uint32
 /* Bump a 32-bit word and wake everyone sleeping on it (rb_waitv's callers
  * use a private word of theirs to be woken). */
 void rb_wake_word(uint64_t word);
-/* Wake one sleeper on a channel's 32-bit word, without changing it: the
- * asyncio helper hands on a wake-up it took on a word it slept on for a task
- * that no longer waits there (W12), which a waiter that is counted may be
- * owed. */
-void rb_wake_one(uint64_t word);
+/* W12 for the asyncio helper: bump a channel's 32-bit word and wake one
+ * sleeper on it, handing on a wake-up the helper took on a word it slept on
+ * for a task that no longer waits there, which a waiter that is counted may
+ * be owed. */
+void rb_hand_on(uint64_t word);
 /* Wait for at least one message, then receive up to max_items of those
  * queued, packed one after another into buf, lengths into lens[].  Returns
  * how many, or minus a status; -RB_ESMALLBUF (with *need_out) when not even

@@ -112,15 +112,16 @@ class _Helper:
         _lowlevel.wake_word(self._private_word)
 
     def _fire(self, w: _Watch) -> bool:
-        """Wake the watch's task; False if it was forgotten already."""
+        """Wake the watch's task; False if it was forgotten already, or its
+        loop is closed (nobody to wake)."""
         with self._lock:
             if w not in self._watches:
                 return False
             self._watches.discard(w)
         try:
             w.loop.call_soon_threadsafe(_settle, w.future)
-        except RuntimeError:  # its loop is closed: nobody to wake
-            pass
+        except RuntimeError:  # its loop is closed
+            return False
         return True
 
     def _run(self) -> None:
@@ -144,12 +145,13 @@ class _Helper:
                 k = len(w.words)
                 moved = [word for word, seen, value in zip(w.words, w.seen, now[i:i + k]) if value != seen]
                 if (recheck or moved) and not self._fire(w):
-                    # Forgotten while this thread slept on its words: a
-                    # wake-up made on one of them may have woken this thread
-                    # instead of a waiter that is counted there.  Hand it on
-                    # (W12); a spare one costs that waiter a look.
+                    # Forgotten (or its loop closed) while this thread slept
+                    # on its words: a wake-up made on one of them may have
+                    # woken this thread instead of a waiter that is counted
+                    # there.  Hand it on (W12); a spare one costs that waiter
+                    # a look.
                     for word in moved:
-                        _lowlevel.wake_one(word)
+                        _lowlevel.hand_on(word)
                 i += k
 
 
@@ -290,14 +292,31 @@ async def await_taken(h: Handle, seq: int, deadline: int, what: str) -> None:
     except errors.Timeout:
         if w is not None:
             h.wait_end(w, False)
-        if h.take_back(seq):
+        if await _take_back(h, seq):
             return  # taken at the deadline: the send succeeded
         raise
     except BaseException:
         if w is not None:
             h.wait_end(w, False)
-        h.take_back(seq)
+        await _take_back(h, seq)
         raise
+
+
+async def _take_back(h: Handle, seq: int) -> bool:
+    """Handle.take_back for a task: while a stuck peer holds the lock, the
+    loop runs on between the tries.  Cancelled meanwhile, the task blocks
+    until it can take the message back (the message must not stay offered
+    after its sender is gone), then lets the cancellation propagate."""
+    while True:
+        try:
+            return h.take_back(seq)
+        except InterruptedError:
+            pass
+        try:
+            await asyncio.sleep(_LOCK_BUSY_PAUSE)
+        except BaseException:
+            _lowlevel.retrying(h.take_back, seq)
+            raise
 
 
 def helper_threads() -> int:

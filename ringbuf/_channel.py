@@ -1158,9 +1158,11 @@ def select(*cases: Case, timeout: Optional[float] = None) -> Tuple[Channel, Any]
     same channel may appear in several cases.  A send case on an unbuffered
     channel proceeds only once a receiver takes its value.
 
-    A closed channel is a receive case that is always ready, in every process
-    at once: closing a ``done`` channel is how one process tells any number
-    of others to stop, as Go's ``ctx.Done()``::
+    A closed and drained channel is a receive case that is always ready, in
+    every process at once (drained: its queued messages were received, and
+    any sent before the close behind a loan still out, once the loan ended):
+    closing a ``done`` channel is how one process tells any number of others
+    to stop, as Go's ``ctx.Done()``::
 
         ch, value = ringbuf.select((events, event), done)
         if ch is done:

@@ -614,12 +614,15 @@ class Handle:
 
     def take_back(self, seq: int) -> bool:
         """Take message seq back unless a receiver took it; True if it did
-        (then the send happened)."""
+        (then the send happened).  InterruptedError as wait_begin: nothing
+        was done, call again."""
         rc = lib.rb_take_back(self._ch, seq)
         if rc == _OK:
             return True
         if rc == lib.RB_ETIMEDOUT:
             return False
+        if rc == _EINTR:
+            raise InterruptedError
         _raise(rc, self.name)
 
     def wait_end(self, w: Any, served: bool) -> None:
@@ -812,9 +815,10 @@ def wake_word(word: int) -> None:
     lib.rb_wake_word(word)
 
 
-def wake_one(word: int) -> None:
-    """Wake one sleeper on the 32-bit word at this address, leaving it as it is."""
-    lib.rb_wake_one(word)
+def hand_on(word: int) -> None:
+    """Bump a channel's 32-bit word at this address and wake one sleeper on
+    it (W12: a wake-up taken and not used)."""
+    lib.rb_hand_on(word)
 
 
 def word_of(cell: Any) -> int:

@@ -40,14 +40,14 @@ def no_recheck() -> Iterator[None]:
     from ringbuf import _async
     from ringbuf._lowlevel import Handle
 
-    saved = _async._RECHECK_NS
+    saved = _async._RECHECK_NS, _async.OFFER_NS
     Handle.debug_recheck(NO_RECHECK)
-    _async._RECHECK_NS = int(NO_RECHECK * 1e9)
+    _async._RECHECK_NS = _async.OFFER_NS = int(NO_RECHECK * 1e9)
     try:
         yield
     finally:
         Handle.debug_recheck(0)
-        _async._RECHECK_NS = saved
+        _async._RECHECK_NS, _async.OFFER_NS = saved
 
 
 @pytest.fixture(autouse=True)

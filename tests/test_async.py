@@ -4,6 +4,8 @@ futex words by one helper thread per process."""
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import mmap
 import multiprocessing
 import os
 import random
@@ -16,8 +18,9 @@ import pytest
 
 import ringbuf
 from ringbuf import _async
+from ringbuf._lowlevel import HEADER_FIELDS, Handle
 from tests import _workers
-from tests._helpers import wait_until
+from tests._helpers import in_futex_wait, wait_until
 from tests.test_blocking import read_line, run_child
 
 ctx = multiprocessing.get_context("fork")
@@ -356,6 +359,104 @@ def test_a_peer_holding_the_lock_does_not_block_the_event_loop_of_a_waiting_task
         assert asyncio.run(main()) == "released by the loop"
     finally:
         holder.join(30)
+
+
+def test_an_awaited_unbuffered_send_giving_up_while_a_peer_holds_the_lock_does_not_block_the_loop(make_channel):
+    # Its timeout comes while the lock is held: taking its message back waits
+    # for the lock with the loop running.
+    ch = make_channel(capacity=0)
+    held, tell_held = ctx.Pipe(duplex=False)
+    release, tell_release = ctx.Pipe(duplex=False)
+    holder = ctx.Process(target=_hold_the_lock, args=(ch, tell_held, release))
+
+    async def main():
+        send = asyncio.ensure_future(ch.send_bytes_async(b"m", timeout=0.5))
+        while ch.stats().sendq == 0:  # offered, and waiting for a receiver
+            await asyncio.sleep(0.005)
+        holder.start()
+        assert held.poll(30) and held.recv() == "held"
+        for _ in range(200):  # the timeout passes in these two seconds of ticks
+            await asyncio.sleep(0.01)
+        tell_release.send("release")
+        assert held.poll(30)
+        ran = held.recv()
+        with pytest.raises(ringbuf.Timeout):
+            await asyncio.wait_for(send, 30)
+        return ran
+
+    try:
+        assert asyncio.run(main()) == "released by the loop"
+    finally:
+        holder.join(30)
+    assert len(ch) == 0  # taken back
+    assert ch.stats().sent == 0
+
+
+def test_an_awaited_sender_that_sent_hands_the_wake_up_on_though_the_lock_is_busy(make_channel, no_recheck):
+    # W6: a receive frees room for two and wakes one sender, the awaiting
+    # task, which sends and owes the wake-up to the other parked sender.  It
+    # cannot look under the lock (another thread holds it for 20 ms), so it
+    # hands the wake-up on without looking.
+    ch = make_channel(capacity=2)
+    ch.send_bytes(b"1")
+    ch.send_bytes(b"2")
+    lock_at = HEADER_FIELDS["lock"][0]
+
+    def awaiting_sender(tell):
+        libc = ctypes.CDLL(None)
+        with open(f"/dev/shm/{ch.name}", "r+b") as f:
+            segment = mmap.mmap(f.fileno(), mmap.PAGESIZE)
+        lock = ctypes.c_void_p(ctypes.addressof(ctypes.c_char.from_buffer(segment, lock_at)))
+        wait_end = Handle.wait_end
+
+        def wait_end_while_the_lock_is_held(self, w, served):
+            if not (served and w.send):
+                return wait_end(self, w, served)
+            taken, done = threading.Event(), threading.Event()
+
+            def hold():
+                libc.pthread_mutex_lock(lock)
+                taken.set()
+                done.wait()
+                libc.pthread_mutex_unlock(lock)
+
+            holder = threading.Thread(target=hold)
+            holder.start()
+            taken.wait()
+            try:
+                wait_end(self, w, served)
+            finally:
+                done.set()
+                holder.join()
+
+        Handle.wait_end = wait_end_while_the_lock_is_held
+        asyncio.run(ch.send_bytes_async(b"A", timeout=60))
+        tell.send("A")
+
+    def plain_sender(tell):
+        ch.send_bytes(b"P", timeout=60)
+        tell.send("P")
+
+    answers = []
+    for i, send in enumerate((awaiting_sender, plain_sender)):
+        answer, tell = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=send, args=(tell,))
+        proc.start()
+        answers.append((answer, proc))
+        wait_until(lambda: ch.stats().sendq == i + 1, what=f"sender {i} waiting")
+        if i == 0:  # its helper thread asleep on the word first, so that it is the one woken
+            wait_until(lambda: any(in_futex_wait(proc.pid, int(t)) for t in os.listdir(f"/proc/{proc.pid}/task")
+                                   if int(t) != proc.pid), what="the helper thread sleeping")
+    assert ch.recv_bytes_many(2) == [b"1", b"2"]
+    try:
+        for (answer, proc), name in zip(answers, "AP"):
+            assert answer.poll(30), f"sender {name} was not woken though there was room"
+            assert answer.recv() == name
+    finally:
+        for _, proc in answers:
+            proc.kill()
+            proc.join()
+    assert sorted(ch.recv_bytes_many(2)) == [b"A", b"P"]
 
 
 def test_several_event_loops_in_several_threads_share_one_helper(make_channel):
