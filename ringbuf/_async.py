@@ -304,19 +304,22 @@ async def await_taken(h: Handle, seq: int, deadline: int, what: str) -> None:
 
 async def _take_back(h: Handle, seq: int) -> bool:
     """Handle.take_back for a task: while a stuck peer holds the lock, the
-    loop runs on between the tries.  Cancelled meanwhile, the task blocks
-    until it can take the message back (the message must not stay offered
-    after its sender is gone), then lets the cancellation propagate."""
+    loop runs on between the tries.  A cancellation meanwhile waits until
+    the message is taken back (it must not stay offered once its sender has
+    given up), and then propagates."""
+    cancelled: Optional[BaseException] = None
     while True:
         try:
-            return h.take_back(seq)
+            taken = h.take_back(seq)
         except InterruptedError:
-            pass
-        try:
-            await asyncio.sleep(_LOCK_BUSY_PAUSE)
-        except BaseException:
-            _lowlevel.retrying(h.take_back, seq)
-            raise
+            try:
+                await asyncio.sleep(_LOCK_BUSY_PAUSE)
+            except asyncio.CancelledError as e:
+                cancelled = e
+            continue
+        if cancelled is not None:
+            raise cancelled
+        return taken
 
 
 def helper_threads() -> int:

@@ -361,26 +361,29 @@ def test_a_peer_holding_the_lock_does_not_block_the_event_loop_of_a_waiting_task
         holder.join(30)
 
 
-def test_an_awaited_unbuffered_send_giving_up_while_a_peer_holds_the_lock_does_not_block_the_loop(make_channel):
-    # Its timeout comes while the lock is held: taking its message back waits
-    # for the lock with the loop running.
+@pytest.mark.parametrize("how", ["timeout", "cancel"])
+def test_an_awaited_unbuffered_send_giving_up_while_a_peer_holds_the_lock_does_not_block_the_loop(make_channel, how):
+    # Its timeout (or a cancellation) comes while the lock is held: taking
+    # its message back waits for the lock with the loop running.
     ch = make_channel(capacity=0)
     held, tell_held = ctx.Pipe(duplex=False)
     release, tell_release = ctx.Pipe(duplex=False)
     holder = ctx.Process(target=_hold_the_lock, args=(ch, tell_held, release))
 
     async def main():
-        send = asyncio.ensure_future(ch.send_bytes_async(b"m", timeout=0.5))
+        send = asyncio.ensure_future(ch.send_bytes_async(b"m", timeout=0.5 if how == "timeout" else 60))
         while ch.stats().sendq == 0:  # offered, and waiting for a receiver
             await asyncio.sleep(0.005)
         holder.start()
         assert held.poll(30) and held.recv() == "held"
-        for _ in range(200):  # the timeout passes in these two seconds of ticks
+        for i in range(200):  # the timeout passes in these two seconds of ticks
             await asyncio.sleep(0.01)
+            if how == "cancel" and i in (50, 100):  # twice: the second comes while it takes the message back
+                send.cancel()
         tell_release.send("release")
         assert held.poll(30)
         ran = held.recv()
-        with pytest.raises(ringbuf.Timeout):
+        with pytest.raises(ringbuf.Timeout if how == "timeout" else asyncio.CancelledError):
             await asyncio.wait_for(send, 30)
         return ran
 
