@@ -325,15 +325,37 @@ def _hold_the_lock(ch, held, release):
     os._exit(0)  # dies holding it: the next caller recovers the lock
 
 
+class _LockHolder:
+    """Another process that takes the channel's lock and keeps it until the
+    loop under test, ticking, tells it to let go (or 20 s pass)."""
+
+    def __init__(self, ch):
+        self.held, tell_held = ctx.Pipe(duplex=False)
+        release, self.tell_release = ctx.Pipe(duplex=False)
+        self.proc = ctx.Process(target=_hold_the_lock, args=(ch, tell_held, release))
+
+    def take(self):
+        self.proc.start()
+        assert self.held.poll(30) and self.held.recv() == "held"
+
+    async def ticks(self, on_tick=lambda i: None):
+        """Two seconds of ticks, then let go: "released by the loop" if the
+        loop ran on all along."""
+        for i in range(200):
+            await asyncio.sleep(0.01)
+            on_tick(i)
+        self.tell_release.send("release")
+        assert self.held.poll(30)
+        return self.held.recv()
+
+
 @pytest.mark.parametrize("capacity", [4, 0])
 def test_a_peer_holding_the_lock_does_not_block_the_event_loop_of_a_waiting_task(make_channel, capacity):
     # capacity 4: the send's attempts wait for the lock; capacity 0: the
     # send was offered and waits for a receiver (W13), looking again at each
-    # re-check while the lock is held.
+    # re-check (one falls in the two seconds) while the lock is held.
     ch = make_channel(capacity=capacity)
-    held, tell_held = ctx.Pipe(duplex=False)
-    release, tell_release = ctx.Pipe(duplex=False)
-    holder = ctx.Process(target=_hold_the_lock, args=(ch, tell_held, release))
+    holder = _LockHolder(ch)
 
     async def main():
         send = None
@@ -341,15 +363,10 @@ def test_a_peer_holding_the_lock_does_not_block_the_event_loop_of_a_waiting_task
             send = asyncio.ensure_future(ch.send_bytes_async(b"m", timeout=60))
             while ch.stats().sendq == 0:  # offered, and waiting for a receiver
                 await asyncio.sleep(0.005)
-        holder.start()
-        assert held.poll(30) and held.recv() == "held"
+        holder.take()
         if send is None:
             send = asyncio.ensure_future(ch.send_bytes_async(b"m", timeout=60))
-        for _ in range(200):  # two seconds of ticks, at least one re-check while the lock is held
-            await asyncio.sleep(0.01)
-        tell_release.send("release")
-        assert held.poll(30)
-        ran = held.recv()
+        ran = await holder.ticks()
         if capacity == 0:
             assert await ch.recv_bytes_async(timeout=30) == b"m"
         await asyncio.wait_for(send, 30)
@@ -358,7 +375,7 @@ def test_a_peer_holding_the_lock_does_not_block_the_event_loop_of_a_waiting_task
     try:
         assert asyncio.run(main()) == "released by the loop"
     finally:
-        holder.join(30)
+        holder.proc.join(30)
 
 
 @pytest.mark.parametrize("how", ["timeout", "cancel"])
@@ -366,23 +383,19 @@ def test_an_awaited_unbuffered_send_giving_up_while_a_peer_holds_the_lock_does_n
     # Its timeout (or a cancellation) comes while the lock is held: taking
     # its message back waits for the lock with the loop running.
     ch = make_channel(capacity=0)
-    held, tell_held = ctx.Pipe(duplex=False)
-    release, tell_release = ctx.Pipe(duplex=False)
-    holder = ctx.Process(target=_hold_the_lock, args=(ch, tell_held, release))
+    holder = _LockHolder(ch)
 
     async def main():
         send = asyncio.ensure_future(ch.send_bytes_async(b"m", timeout=0.5 if how == "timeout" else 60))
         while ch.stats().sendq == 0:  # offered, and waiting for a receiver
             await asyncio.sleep(0.005)
-        holder.start()
-        assert held.poll(30) and held.recv() == "held"
-        for i in range(200):  # the timeout passes in these two seconds of ticks
-            await asyncio.sleep(0.01)
-            if how == "cancel" and i in (50, 100):  # twice: the second comes while it takes the message back
+        holder.take()
+
+        def cancel_twice(i):  # the second comes while it takes its message back
+            if how == "cancel" and i in (50, 100):
                 send.cancel()
-        tell_release.send("release")
-        assert held.poll(30)
-        ran = held.recv()
+
+        ran = await holder.ticks(cancel_twice)  # the timeout passes in them
         with pytest.raises(ringbuf.Timeout if how == "timeout" else asyncio.CancelledError):
             await asyncio.wait_for(send, 30)
         return ran
@@ -390,7 +403,7 @@ def test_an_awaited_unbuffered_send_giving_up_while_a_peer_holds_the_lock_does_n
     try:
         assert asyncio.run(main()) == "released by the loop"
     finally:
-        holder.join(30)
+        holder.proc.join(30)
     assert len(ch) == 0  # taken back
     assert ch.stats().sent == 0
 
