@@ -16,7 +16,8 @@ second, so that a waiter whose waker died is not stranded.  It sleeps on a
 word for tasks that are counted there, so a wake-up that reaches it is
 theirs; when a task stops waiting (a timeout, a cancellation), the thread is
 told to stop sleeping on its words, and a wake-up it took on them meanwhile
-it hands on to one other sleeper there (W12).
+it hands on to one other sleeper there (W12).  After a whole re-check
+period with nothing to watch, the thread ends; the next wait starts another.
 """
 
 from __future__ import annotations
@@ -125,12 +126,19 @@ class _Helper:
         return True
 
     def _run(self) -> None:
+        idle = False
         while True:
             # The private word is read before the set: a watch added after
             # this read bumps it, so the wait below returns at once.
             private = int(self._private[0])
             with self._lock:
                 watches = list(self._watches)
+                if idle and not watches:
+                    # A whole re-check period with nothing to watch: the
+                    # thread ends (a process that awaited once does not keep
+                    # a thread for good), and watch() starts another.
+                    self._thread = None
+                    return
             words, expected = [self._private_word], [private]
             for w in watches:
                 words += w.words
@@ -140,6 +148,7 @@ class _Helper:
             except Exception:  # never leave tasks waiting on a dead thread: wake them all to retry
                 recheck, now = True, expected
                 time.sleep(0.01)
+            idle = recheck and not watches
             i = 1
             for w in watches:
                 k = len(w.words)

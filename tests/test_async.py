@@ -494,6 +494,24 @@ def test_several_event_loops_in_several_threads_share_one_helper(make_channel):
     assert got == {0: 0, 1: 1, 2: 2, 3: 3}
 
 
+def test_the_helper_thread_ends_when_nothing_is_awaited_and_another_starts_when_needed(make_channel):
+    # A process that awaited once does not keep a thread for good (every
+    # later fork would be a fork of a multi-threaded process).
+    ch = make_channel()
+
+    async def wait_then_get(message):
+        task = asyncio.ensure_future(ch.recv_async(timeout=30))
+        while ch.stats().recvq == 0:  # waiting through the helper thread
+            await asyncio.sleep(0.005)
+        assert _async.helper_threads() == 1
+        ch.send(message)
+        return await task
+
+    assert asyncio.run(wait_then_get("first")) == "first"
+    wait_until(lambda: _async.helper_threads() == 0, timeout=30, what="the idle helper thread ending")
+    assert asyncio.run(wait_then_get("second")) == "second"
+
+
 def test_a_fork_child_gets_a_helper_of_its_own(make_channel):
     ch, reply = make_channel(), make_channel()
 
