@@ -11,7 +11,7 @@ import os
 import stat
 import sys
 import time
-from typing import Any, List, Optional, Sequence, TextIO, Tuple
+from typing import Any, Iterator, List, Optional, Sequence, TextIO, Tuple
 
 from ringbuf import errors
 from ringbuf._channel import Channel
@@ -22,10 +22,9 @@ def _open(name: str) -> Channel:
     return Channel.attach(name)
 
 
-def list_channels(prefix: str = "") -> List[Tuple[str, Any]]:
-    """(name, header snapshot) of every ringbuf channel of this user in
-    /dev/shm whose name starts with ``prefix``."""
-    found = []
+def _own_files(prefix: str) -> Iterator[str]:
+    """The names of this user's regular files in /dev/shm that start with
+    ``prefix``, in order."""
     for name in sorted(os.listdir(SHM)):
         if not name.startswith(prefix):
             continue
@@ -33,8 +32,15 @@ def list_channels(prefix: str = "") -> List[Tuple[str, Any]]:
             st = os.stat(os.path.join(SHM, name))
         except OSError:
             continue
-        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid():
-            continue
+        if stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid():
+            yield name
+
+
+def list_channels(prefix: str = "") -> List[Tuple[str, Any]]:
+    """(name, header snapshot) of every ringbuf channel of this user in
+    /dev/shm whose name starts with ``prefix``."""
+    found = []
+    for name in _own_files(prefix):
         try:
             ch = _open(name)
         except (errors.SegmentError, errors.ChannelNotFound, ValueError, PermissionError, OSError):
@@ -52,13 +58,9 @@ def other_layouts(prefix: str = "") -> List[Tuple[str, int]]:
     magic_at, magic_size = HEADER_FIELDS["magic"]
     version_at, version_size = HEADER_FIELDS["version"]
     found = []
-    for name in sorted(os.listdir(SHM)):
-        path = os.path.join(SHM, name)
+    for name in _own_files(prefix):
         try:
-            st = os.stat(path)
-            if not name.startswith(prefix) or not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid():
-                continue
-            with open(path, "rb") as f:
+            with open(os.path.join(SHM, name), "rb") as f:
                 head = f.read(version_at + version_size)
         except OSError:
             continue
