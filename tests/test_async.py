@@ -348,6 +348,13 @@ class _LockHolder:
         assert self.held.poll(30)
         return self.held.recv()
 
+    def run(self, main):
+        """asyncio.run(main()), and the holder's end."""
+        try:
+            return asyncio.run(main())
+        finally:
+            self.proc.join(30)
+
 
 @pytest.mark.parametrize("capacity", [4, 0])
 def test_a_peer_holding_the_lock_does_not_block_the_event_loop_of_a_waiting_task(make_channel, capacity):
@@ -372,10 +379,7 @@ def test_a_peer_holding_the_lock_does_not_block_the_event_loop_of_a_waiting_task
         await asyncio.wait_for(send, 30)
         return ran
 
-    try:
-        assert asyncio.run(main()) == "released by the loop"
-    finally:
-        holder.proc.join(30)
+    assert holder.run(main) == "released by the loop"
 
 
 @pytest.mark.parametrize("how", ["timeout", "cancel"])
@@ -400,10 +404,7 @@ def test_an_awaited_unbuffered_send_giving_up_while_a_peer_holds_the_lock_does_n
             await asyncio.wait_for(send, 30)
         return ran
 
-    try:
-        assert asyncio.run(main()) == "released by the loop"
-    finally:
-        holder.proc.join(30)
+    assert holder.run(main) == "released by the loop"
     assert len(ch) == 0  # taken back
     assert ch.stats().sent == 0
 
