@@ -2543,11 +2543,20 @@ static void hand_on_side(struct rb_chan *ch, int send, int brief)
         unlock_and_wake(ch, wake, 0);
 }
 
+/* Whether handles a and b are of one channel: a select may name a channel
+ * through two handles (attached twice), and it waits on each side of a
+ * channel once. */
+static int same_chan(const struct rb_chan *a, const struct rb_chan *b)
+{
+    return a == b || a->hdr == b->hdr || (a->ino != 0 && a->dev == b->dev && a->ino == b->ino);
+}
+
 /* W12: hand on every moved side but the one served (skip_ch, skip_send). */
 static void hand_on_moved(struct select_wait *w, int n, const struct rb_chan *skip_ch, int skip_send)
 {
     for (int i = 0; i < n; i++)
-        if (w[i].seen != LOAD(*side_of(w[i].ch, w[i].send).futex) && !(w[i].ch == skip_ch && w[i].send == skip_send))
+        if (w[i].seen != LOAD(*side_of(w[i].ch, w[i].send).futex) &&
+            !(skip_ch && same_chan(w[i].ch, skip_ch) && w[i].send == skip_send))
             hand_on_side(w[i].ch, w[i].send, 0);
 }
 
@@ -2558,7 +2567,7 @@ static void hand_on_moved(struct select_wait *w, int n, const struct rb_chan *sk
 static int moved(const struct select_wait *w, int n, const struct rb_chan *ch, int send)
 {
     for (int i = 0; i < n; i++)
-        if (w[i].ch == ch && w[i].send == send)
+        if (same_chan(w[i].ch, ch) && w[i].send == send)
             return w[i].seen != LOAD(*side_of(w[i].ch, w[i].send).futex);
     return 0;
 }
@@ -2594,8 +2603,8 @@ static int park_select(const struct sel_case *cases, const uint64_t *lens, uint3
         if (send != (k >= n))
             continue;
         for (int j = 0; j < *nw; j++) {
-            dup |= w[j].ch->hdr == h && w[j].send == send;
-            self_recv |= w[j].ch->hdr == h && !w[j].send;
+            dup |= same_chan(w[j].ch, ch) && w[j].send == send;
+            self_recv |= same_chan(w[j].ch, ch) && !w[j].send;
         }
         if ((rc = lock(ch, deadline)) != RB_OK)
             break;
@@ -2754,7 +2763,7 @@ int64_t rb_select_recv(struct rb_chan *const *chans, uint32_t n, void *buf, uint
 
 /* ---- waiting elsewhere (W14) ------------------------------------------------ */
 
-int rb_wait_begin(struct rb_chan *ch, int send, uint64_t len, struct rb_wait *w)
+int rb_wait_begin(struct rb_chan *ch, int send, uint64_t len, uint32_t self_recv, struct rb_wait *w)
 {
     struct rb_hdr *h = ch->hdr;
     uint64_t need = RB_REC_HDR + align8(len);
@@ -2766,7 +2775,7 @@ int rb_wait_begin(struct rb_chan *ch, int send, uint64_t len, struct rb_wait *w)
 
     if ((rc = lock_briefly(ch)) != RB_OK)
         return rc;
-    if (!read_pos(ch, send ? &h->sendx : &h->recvx, &p) || case_ready(ch, send, &p, need, 0)) {
+    if (!read_pos(ch, send ? &h->sendx : &h->recvx, &p) || case_ready(ch, send, &p, need, send ? self_recv != 0 : 0)) {
         unlock(ch);
         return RB_EREADY;  /* the operation itself reports a damaged header */
     }
@@ -2789,6 +2798,16 @@ int rb_wait_begin(struct rb_chan *ch, int send, uint64_t len, struct rb_wait *w)
     return RB_OK;
 }
 
+void rb_wait_leave(struct rb_chan *ch, struct rb_wait *w)
+{
+    struct ticket t = { (int)w->slot, w->owner, w->gen };
+
+    if (w->slot >= RB_WAITER_SLOTS || w->left)
+        return;
+    count_out(side_of(ch, w->send != 0), t);
+    w->left = 1;
+}
+
 void rb_wait_end(struct rb_chan *ch, const struct rb_wait *w, int served)
 {
     struct side s = side_of(ch, w->send != 0);
@@ -2797,7 +2816,8 @@ void rb_wait_end(struct rb_chan *ch, const struct rb_wait *w, int served)
 
     if (w->slot >= RB_WAITER_SLOTS)
         return;
-    count_out(s, t);
+    if (!w->left)
+        count_out(s, t);
     if (w->word == (uint64_t)(uintptr_t)&ch->hdr->ack_futex)
         return;  /* W13: an acknowledgement is for its one sender: nothing to hand on */
     if (LOAD(*s.futex) == w->seen)

@@ -210,11 +210,17 @@ struct rb_hold {
  *       rb_wait_begin is W9 and W1 under the lock (or RB_EREADY if its
  *       operation can proceed now); the caller then waits on the word by its
  *       own means (one helper thread per process, in futex_waitv on every
- *       word its tasks await, W8's re-check included) and tries its operation
- *       again; rb_wait_end is W3, then W12's hand-on if the word moved and
- *       the operation did not happen on this side, or W6's baton pass if a
- *       sender sent.  The operation itself is done by the task, so a task
- *       cancelled while it waits has done nothing.
+ *       word its tasks await, W8's re-check included), counts out (W3,
+ *       rb_wait_leave) and tries its operation again; rb_wait_end then does
+ *       W12's hand-on if the word moved and the operation did not happen on
+ *       this side, or W6's baton pass if a sender sent.  The operation itself
+ *       is done by the task, so a task cancelled while it waits has done
+ *       nothing.  It counts out before its attempt, as park_select does, so
+ *       that the attempt never counts the task itself as a waiter: a task
+ *       that selects a send and a receive on one unbuffered channel would
+ *       otherwise offer its message to its own receive wait.  For the same
+ *       reason it counts in its receive sides first and tells rb_wait_begin
+ *       of a send side on a channel it waits to receive from (self_recv).
  *
  * Loans and views: zero-copy sends and receives.  A loan is room reserved at
  * the tail for a sender to write its message in place, outside the lock; a

@@ -152,7 +152,7 @@ struct rb_wait {
     uint32_t slot;
     uint32_t owner;
     uint32_t gen;
-    uint32_t reserved;
+    uint32_t left;              /* counted out already (rb_wait_leave) */
 };
 
 /* Who is parked on one side: one entry per waiter slot in use. */
@@ -232,14 +232,20 @@ int64_t rb_select_recv(struct rb_chan *const *chans, uint32_t n, void *buf, uint
 /* W14: the first half of a park, for a waiter that sleeps elsewhere (an
  * asyncio task, through one helper thread per process).  Counts the caller
  * in on the senders' side (send, for a message of len bytes) or the
- * receivers' side of ch and fills *w.  RB_EREADY, with nothing counted, if
- * the operation can proceed now (or must fail now: closed, damaged).
- * RB_EINTR if the lock stayed held for a millisecond (a stuck peer): the
- * caller's thread runs an event loop, so it looks again later. */
-int rb_wait_begin(struct rb_chan *ch, int send, uint64_t len, struct rb_wait *w);
-/* W14: the second half: count out.  `served`: the waiter did its operation
- * on this side after the wait; if not, a wake-up it may have taken is handed
- * on (W12), and if so, a sender passes the baton (W6). */
+ * receivers' side of ch and fills *w.  self_recv: the caller is counted in
+ * on ch's receivers' side already (a select's receive case), so that a send
+ * on an unbuffered channel does not take it for a receiver.  RB_EREADY,
+ * with nothing counted, if the operation can proceed now (or must fail now:
+ * closed, damaged).  RB_EINTR if the lock stayed held for a millisecond (a
+ * stuck peer): the caller's thread runs an event loop, so it looks again
+ * later. */
+int rb_wait_begin(struct rb_chan *ch, int send, uint64_t len, uint32_t self_recv, struct rb_wait *w);
+/* W14: the second half, in two steps.  rb_wait_leave counts the waiter out
+ * (once; before the caller tries its operation again).  rb_wait_end counts
+ * it out if rb_wait_leave did not; then, `served` saying whether the waiter
+ * did its operation on this side, a wake-up it may have taken is handed on
+ * (W12) if not, and if so, a sender passes the baton (W6). */
+void rb_wait_leave(struct rb_chan *ch, struct rb_wait *w);
 void rb_wait_end(struct rb_chan *ch, const struct rb_wait *w, int served);
 /* W13 in steps, for an unbuffered channel's sender that waits elsewhere:
  * rb_offer publishes the message made of iov[0..n) if there is room by the

@@ -202,9 +202,17 @@ async def _woken(future: "asyncio.Future[None]", deadline: int, now: int) -> Non
         pass
 
 
-def _end(sides: Sequence[Side], waits: List[Any], served: Optional[int]) -> None:
-    for i, w in enumerate(waits):
-        sides[i][0].wait_end(w, i == served)
+def _same_side(a: Side, b: Side) -> bool:
+    """Whether a and b are one side of one channel (perhaps through two
+    handles: a select may name a channel twice, attached twice)."""
+    return a[1] == b[1] and (a[0] is b[0] or a[0].file_id == b[0].file_id != (0, 0))
+
+
+def _end(sides: Sequence[Side], waits: List[Tuple[int, Any]], served: Optional[int]) -> None:
+    """W14's end for every side the task waited on (waits: side number and
+    ``struct rb_wait``); ``served``, the side number the operation used."""
+    for i, w in waits:
+        sides[i][0].wait_end(w, served is not None and _same_side(sides[i], sides[served]))
     waits.clear()
 
 
@@ -224,9 +232,14 @@ async def operate(sides: Sequence[Side], attempt: Callable[[int], T], deadline: 
     (spin_until) unless the caller ``spun`` already.  Raises Timeout at
     ``deadline`` (-1: none)."""
     loop = asyncio.get_running_loop()
-    waits: List[Any] = []
+    waits: List[Tuple[int, Any]] = []
+    order: List[int] = []
     try:
         while True:
+            # Counted out before the attempt (W14), so that the attempt does
+            # not take this task for a waiter of the other side.
+            for i, w in waits:
+                sides[i][0].wait_leave(w)
             try:
                 result = attempt(time.monotonic_ns() if spun else spin_until(deadline))
             except (errors.Timeout, InterruptedError):
@@ -241,25 +254,31 @@ async def operate(sides: Sequence[Side], attempt: Callable[[int], T], deadline: 
             if not spun:
                 spun = True
                 continue
+            if not order:  # each side once, the receivers' sides first (W14)
+                order = sorted((i for i in range(len(sides)) if not any(_same_side(sides[i], sides[j])
+                                                                        for j in range(i))),
+                               key=lambda i: sides[i][1])
             busy = ready = False
-            for h, send, nbytes in sides:
+            for i in order:
+                h, send, nbytes = sides[i]
+                self_recv = send and any(_same_side((h, False, 0), sides[j]) for j, _ in waits)
                 try:
-                    w = h.wait_begin(send, nbytes)
+                    w = h.wait_begin(send, nbytes, self_recv)
                 except InterruptedError:  # the lock is held for long: look again soon
                     busy = True
                     break
                 if w is None:
                     ready = True
                     break
-                waits.append(w)
+                waits.append((i, w))
             if ready:
                 continue
             if busy:
                 _end(sides, waits, None)
                 await asyncio.sleep(_LOCK_BUSY_PAUSE)
                 continue
-            await _woken(_the_helper().watch([int(w.word) for w in waits], [int(w.seen) for w in waits], loop,
-                                             [side[0] for side in sides[:len(waits)]]),
+            await _woken(_the_helper().watch([int(w.word) for _, w in waits], [int(w.seen) for _, w in waits], loop,
+                                             [sides[i][0] for i, _ in waits]),
                          deadline, now)  # then one more attempt, and Timeout if the deadline passed
     except BaseException:
         _end(sides, waits, None)
@@ -294,7 +313,7 @@ async def await_taken(h: Handle, seq: int, deadline: int, what: str) -> None:
             if 0 <= deadline <= now:
                 raise errors.Timeout(f"timed out waiting for a receiver on {what}")
             await _woken(_the_helper().watch([int(w.word)], [int(w.seen)], loop, [h]), deadline, now)
-            h.wait_end(w, True)
+            h.wait_end(w, True)  # the acknowledgement's word: nothing to hand on
             w = None
     except errors.Closed:  # ack_begin took the message back already
         raise

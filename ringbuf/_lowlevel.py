@@ -568,15 +568,17 @@ class Handle:
         n = lib.rb_parked(self._ch, 0 if side == "senders" else 1, out, lib.RB_WAITER_SLOTS)
         return [(int(out[i].pid), int(out[i].count)) for i in range(n)]
 
-    def wait_begin(self, send: bool, nbytes: int = 0) -> Optional[Any]:
+    def wait_begin(self, send: bool, nbytes: int = 0, self_recv: bool = False) -> Optional[Any]:
         """W14: count this caller in as a waiter (a sender of nbytes, or a
-        receiver), for a wait made elsewhere.  Returns the ``struct rb_wait``
-        to hand to wait_end, or None if the operation can proceed now.
+        receiver), for a wait made elsewhere.  ``self_recv``: the caller is
+        counted in as a receiver of this channel already, and is no receiver
+        for its own send.  Returns the ``struct rb_wait`` to hand to
+        wait_leave and wait_end, or None if the operation can proceed now.
         Raises InterruptedError if the lock stayed held for a millisecond (a
         stuck peer): the caller, an event loop's task, looks again later."""
         w = ffi.new("struct rb_wait *")
         while True:
-            rc = lib.rb_wait_begin(self._ch, int(send), nbytes, w)
+            rc = lib.rb_wait_begin(self._ch, int(send), nbytes, int(self_recv), w)
             if rc == _OK:
                 return w
             if rc == _EREADY:
@@ -625,8 +627,14 @@ class Handle:
             raise InterruptedError
         _raise(rc, self.name)
 
+    def wait_leave(self, w: Any) -> None:
+        """W14: count out the waiter that wait_begin counted in, before it
+        tries its operation again (once; wait_end then does not)."""
+        lib.rb_wait_leave(self._ch, w)
+
     def wait_end(self, w: Any, served: bool) -> None:
-        """W14: count out the waiter that wait_begin counted in."""
+        """W14: count out the waiter, unless wait_leave did, and hand on a
+        wake-up it took (W12), or pass the baton if it sent (W6, served)."""
         lib.rb_wait_end(self._ch, w, int(served))
 
     def debug_hold_lock(self) -> None:

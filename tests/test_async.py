@@ -604,6 +604,40 @@ def test_a_select_async_send_case_on_an_unbuffered_channel_waits_for_a_receiver(
     assert (len(ch), len(other)) == (0, 0)
 
 
+@pytest.mark.parametrize("peer", ["sender", "receiver"])
+@pytest.mark.parametrize("order", ["send case first", "receive case first", "two receive cases", "two handles"])
+def test_a_select_async_sending_and_receiving_on_one_unbuffered_channel_meets_a_peer(make_channel, no_recheck,
+                                                                                        peer, order):
+    # The task's own receive wait is no receiver for its send case: offered
+    # to itself, its message would fill the channel's one slot for a
+    # re-check period (here: for good), and a peer's send would find no room.
+    ch = make_channel(capacity=0)
+    recv = ringbuf.Channel.attach(ch.name) if order == "two handles" else ch
+    mine = (ch, b"mine")
+    cases = {"send case first": (mine, recv), "receive case first": (recv, mine),
+             "two receive cases": (recv, mine, recv), "two handles": (mine, recv)}[order]
+
+    def other_process(tell):
+        wait_until(lambda: ch.stats().sendq == 1, what="the task waiting")  # counted in on both sides
+        if peer == "sender":
+            ch.send_bytes(b"yours", timeout=30)
+            tell.send("sent")
+        else:
+            tell.send(ch.recv_bytes(timeout=30))
+
+    answer, tell = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=other_process, args=(tell,))
+    proc.start()
+    try:
+        got = asyncio.run(ringbuf.select_bytes_async(*cases, timeout=40))
+        assert answer.poll(30), "the peer is still waiting"
+        assert answer.recv() == ("sent" if peer == "sender" else b"mine")
+    finally:
+        proc.join(30)
+    assert got == ((recv, b"yours") if peer == "sender" else (ch, None))
+    assert ch.stats().sent == 1 and len(ch) == 0
+
+
 def test_more_awaited_channel_sides_than_the_helper_can_watch_is_a_clear_error(make_channel):
     chans = [make_channel(capacity=1, size=64) for _ in range(128)]
 

@@ -353,20 +353,30 @@ def test_a_select_receiving_from_an_unbuffered_channel_calls_its_parked_select_s
     proc.join(10)
 
 
-def test_a_select_sending_and_receiving_on_one_unbuffered_channel_parks_instead_of_spinning(make_channel):
-    # Its receive case calls a parked sender (W13): never itself.
+@pytest.mark.parametrize("handles", ["one handle", "two handles"])
+def test_a_select_sending_and_receiving_on_one_unbuffered_channel_parks_instead_of_spinning(make_channel, handles):
+    # Its receive case calls a parked sender (W13): never itself; nor is it
+    # a receiver for its own send case, though it names the channel through
+    # two handles (attached twice).
     ch = make_channel(capacity=0)
+    other = ch if handles == "one handle" else ringbuf.Channel.attach(ch.name)
     cpu = time.process_time()
     with pytest.raises(ringbuf.Timeout):
-        ringbuf.select_bytes((ch, b"mine"), ch, timeout=2)
+        ringbuf.select_bytes((ch, b"mine"), other, timeout=2)
     assert time.process_time() - cpu < 1.0
     assert ch.stats().send_parks < 10  # a park per re-check; spinning made a million
+    assert len(ch) == 0
     got = []
     receiver = threading.Thread(target=lambda: got.append(ch.recv_bytes(timeout=30)))
     receiver.start()
-    assert ringbuf.select_bytes((ch, b"for a peer"), ch, timeout=30) == (ch, None)
+    assert ringbuf.select_bytes((ch, b"for a peer"), other, timeout=30) == (ch, None)
     receiver.join(10)
     assert got == [b"for a peer"]
+    sender = threading.Thread(target=lambda: got.append(ch.send_bytes(b"from a peer", timeout=30)))
+    sender.start()
+    assert ringbuf.select_bytes((ch, b"mine"), other, timeout=30) == (other, b"from a peer")
+    sender.join(10)
+    assert got == [b"for a peer", None]
 
 
 # -- bad input ------------------------------------------------------------------------
