@@ -221,6 +221,9 @@ struct rb_hold {
  *       otherwise offer its message to its own receive wait.  For the same
  *       reason it counts in its receive sides first and tells rb_wait_begin
  *       of a send side on a channel it waits to receive from (self_recv).
+ *       As park_select, it counts in on each side of a channel once (a
+ *       select may name a channel twice), a senders' side for the smallest
+ *       of its messages there: the first to fit, the need W7 must know.
  *
  * Loans and views: zero-copy sends and receives.  A loan is room reserved at
  * the tail for a sender to write its message in place, outside the lock; a

@@ -205,15 +205,25 @@ async def _woken(future: "asyncio.Future[None]", deadline: int, now: int) -> Non
 def _same_side(a: Side, b: Side) -> bool:
     """Whether a and b are one side of one channel (perhaps through two
     handles: a select may name a channel twice, attached twice)."""
-    return a[1] == b[1] and (a[0] is b[0] or a[0].file_id == b[0].file_id != (0, 0))
+    return a[1] == b[1] and (a[0] is b[0] or (a[0].file_id == b[0].file_id and a[0].file_id[1] != 0))
+
+
+def _wait_order(sides: Sequence[Side]) -> List[Tuple[int, int]]:
+    """The sides to count in on (W14), as side number and message length:
+    each side of a channel once, the receivers' sides first; a senders' side
+    for the smallest of its messages, the first to fit (W7)."""
+    order = [(i, min(s[2] for s in sides if _same_side(s, side))) for i, side in enumerate(sides)
+             if not any(_same_side(side, sides[j]) for j in range(i))]
+    order.sort(key=lambda o: sides[o[0]][1])
+    return order
 
 
 def _end(sides: Sequence[Side], waits: List[Tuple[int, Any]], served: Optional[int]) -> None:
     """W14's end for every side the task waited on (waits: side number and
     ``struct rb_wait``); ``served``, the side number the operation used."""
-    for i, w in waits:
+    while waits:  # each taken off first: an exception from a signal handler must not end it twice
+        i, w = waits.pop()
         sides[i][0].wait_end(w, served is not None and _same_side(sides[i], sides[served]))
-    waits.clear()
 
 
 def spin_until(deadline: int) -> int:
@@ -233,7 +243,7 @@ async def operate(sides: Sequence[Side], attempt: Callable[[int], T], deadline: 
     ``deadline`` (-1: none)."""
     loop = asyncio.get_running_loop()
     waits: List[Tuple[int, Any]] = []
-    order: List[int] = []
+    order: List[Tuple[int, int]] = []
     try:
         while True:
             # Counted out before the attempt (W14), so that the attempt does
@@ -254,13 +264,11 @@ async def operate(sides: Sequence[Side], attempt: Callable[[int], T], deadline: 
             if not spun:
                 spun = True
                 continue
-            if not order:  # each side once, the receivers' sides first (W14)
-                order = sorted((i for i in range(len(sides)) if not any(_same_side(sides[i], sides[j])
-                                                                        for j in range(i))),
-                               key=lambda i: sides[i][1])
+            if not order:
+                order = _wait_order(sides)
             busy = ready = False
-            for i in order:
-                h, send, nbytes = sides[i]
+            for i, nbytes in order:
+                h, send, _ = sides[i]
                 self_recv = send and any(_same_side((h, False, 0), sides[j]) for j, _ in waits)
                 try:
                     w = h.wait_begin(send, nbytes, self_recv)

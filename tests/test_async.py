@@ -638,6 +638,30 @@ def test_a_select_async_sending_and_receiving_on_one_unbuffered_channel_meets_a_
     assert ch.stats().sent == 1 and len(ch) == 0
 
 
+@pytest.mark.parametrize("handles", ["one handle", "two handles"])
+def test_a_select_async_with_two_send_cases_on_one_channel_is_woken_for_room_for_the_smaller(make_channel, no_recheck,
+                                                                                                handles):
+    # The task waits on the channel's senders' side once, for the smaller
+    # message (W7: a receive that frees room for it only must wake the task).
+    ch = make_channel(capacity=16, size=64)
+    for _ in range(4):
+        ch.send_bytes(b"12345678")  # four records of 16 bytes: full
+    other = ringbuf.Channel.attach(ch.name) if handles == "two handles" else ch
+
+    def receive_one():
+        wait_until(lambda: ch.stats().sendq == 1, what="the task waiting")
+        ch.recv_bytes(timeout=30)  # frees 16 bytes: room for the small message only
+
+    proc = ctx.Process(target=receive_one)
+    proc.start()
+    try:
+        got = asyncio.run(asyncio.wait_for(ringbuf.select_bytes_async((ch, b"B" * 40), (other, b"s")), 30))
+    finally:
+        proc.join(30)
+    assert got == (other, None)
+    assert ch.recv_bytes_many(4) == [b"12345678"] * 3 + [b"s"]
+
+
 def test_more_awaited_channel_sides_than_the_helper_can_watch_is_a_clear_error(make_channel):
     chans = [make_channel(capacity=1, size=64) for _ in range(128)]
 
