@@ -931,8 +931,6 @@ static int park(struct rb_chan *ch, struct side s, uint32_t *wake, int64_t deadl
 
 static int reclaim(struct rb_chan *ch);
 static void unlock_and_wake_all(struct rb_chan *ch);
-static int head_loan_mine(struct rb_chan *ch, const struct pos *p);
-static int room_only_mine(struct rb_chan *ch, const struct pos *p);
 
 /* W5, W7, lock held: is a sender parked whose record may fit the room `p`
  * describes?  send_min_need is a lower bound on every parked sender's need,
@@ -1044,13 +1042,6 @@ static int lock_room(struct rb_chan *ch, uint64_t need, int64_t deadline, int *w
             break;
         }
 
-        /* Only this thread's loans and views can make room: it would wait
-         * for itself. */
-        if (room_only_mine(ch, p)) {
-            rc = RB_ESELF;
-            break;
-        }
-
         /* No room yet: spin once until a receive, then park. */
         if (!spun) {
             uint64_t seen = LOAD(h->received);
@@ -1129,12 +1120,6 @@ static int lock_nonempty(struct rb_chan *ch, int64_t deadline, struct pos *p)
         /* Empty and no time left. */
         if (expired(deadline)) {
             rc = RB_ETIMEDOUT;
-            break;
-        }
-
-        /* Nothing before this thread's own loan: it would wait for itself. */
-        if (head_loan_mine(ch, p)) {
-            rc = RB_ESELF;
             break;
         }
 
@@ -1967,27 +1952,20 @@ static int take_hold(struct rb_chan *ch, uint64_t pos, uint64_t bytes, uint32_t 
     return i;
 }
 
-/* Lock held: how many holds are in use (*live), and how many of those are
- * this thread's (the return), taken through any handle of this process on
- * this channel: every hold, or (at != ANY_POS) only the loan at position
- * at.  Waiting for what only this thread's holds can end would be waiting
- * for itself (RB_ESELF).  A record's OUT bit and tid change only under this
- * channel's lock, held here (rb_hold_intent's and rb_hold_settle's changes
- * without it touch only the PUBLISH bit). */
-#define ANY_POS UINT64_MAX
-static int holds_mine(struct rb_chan *ch, uint64_t at, int *live)
+/* Lock held, no hold free: is every hold this thread's (taken through any
+ * handle of this process on this channel)?  Then waiting for one would be
+ * waiting for itself (RB_ESELF).  A record's OUT bit and tid change only
+ * under this channel's lock, held here (rb_hold_intent's and
+ * rb_hold_settle's changes without it touch only the PUBLISH bit). */
+static int all_mine(struct rb_chan *ch)
 {
     struct rb_hdr *h = ch->hdr;
     int n = 0;
 
-    *live = 0;
     pthread_mutex_lock(&handles_lock);
     for (int i = 0; i < RB_HOLDS; i++) {
         uint64_t owner = LOAD(h->holds[i].owner);
 
-        if (owner == 0 || (at != ANY_POS && (LOAD(h->holds[i].kind) != RB_HOLD_LOAN || LOAD(h->holds[i].pos) != at)))
-            continue;
-        (*live)++;
         for (struct rb_chan *c = handles; c; c = c->next)
             if (c->tag == owner && c->dev == ch->dev && c->ino == ch->ino &&
                 (__atomic_load_n(&c->mine[i].state, __ATOMIC_RELAXED) & RB_MINE_OUT) &&
@@ -1997,44 +1975,7 @@ static int holds_mine(struct rb_chan *ch, uint64_t at, int *live)
             }
     }
     pthread_mutex_unlock(&handles_lock);
-    return n;
-}
-
-/* Lock held, no hold free: is every hold this thread's? */
-static int all_mine(struct rb_chan *ch)
-{
-    int live;
-
-    return holds_mine(ch, ANY_POS, &live) == RB_HOLDS;
-}
-
-/* Lock held, nothing queued (p->qcount == 0), a receiver about to wait: is
- * the first record not yet published (at sendpos) a loan of this thread's?
- * Every message sent meanwhile queues behind it (L2), so the receive would
- * wait for this thread itself. */
-static int head_loan_mine(struct rb_chan *ch, const struct pos *p)
-{
-    struct rb_hdr *h = ch->hdr;
-    uint64_t sp, w;
-    int live;
-
-    if (p->held_msgs == 0 || (sp = LOAD(h->sendpos)) >= LOAD(h->resvpos))
-        return 0;
-    ring_get(ch, sp % ch->size, &w, RB_REC_HDR);
-    return (w & RB_REC_LENT) && holds_mine(ch, sp, &live) == 1;
-}
-
-/* Lock held, a sender (or a new loan) without room about to wait: can only
- * this thread free room?  Nothing is queued for a receiver to take, and
- * every loan and view holding room is this thread's. */
-static int room_only_mine(struct rb_chan *ch, const struct pos *p)
-{
-    int live, mine;
-
-    if (p->qcount != 0 || p->held_msgs == 0)
-        return 0;
-    mine = holds_mine(ch, ANY_POS, &live);
-    return live > 0 && mine == live;
+    return n == RB_HOLDS;
 }
 
 /* Lock held: hold i was just taken by this handle at pos; note it as its

@@ -63,11 +63,8 @@ enum rb_status {
                          * futex_waitv (Linux 5.16 or later) */
     RB_EREADY = 13,     /* rb_wait_begin: the operation can proceed now; nothing
                          * was counted */
-    RB_ESELF = 14,      /* the call would wait for what only this thread's loans and
-                         * views can end: a free hold (every hold is this thread's),
-                         * a message (nothing is queued before this thread's loan),
-                         * or room (nothing is queued, and every hold is this
-                         * thread's); it would wait for itself */
+    RB_ESELF = 14,      /* a loan or view would wait for a hold, and every hold
+                         * of the channel is this thread's: it would wait for itself */
     RB_EHELD = 15       /* rb_hold_settle: the loan is still out, its memory still in use;
                          * it is aborted when released */
 };

@@ -340,8 +340,6 @@ class Channel:
             MessageTooLarge: ``len(data)`` exceeds :attr:`max_message_size`;
                 raised at once, since waiting could never help.
             TypeError: ``data`` is not bytes-like.
-            RuntimeError: only loans and views this thread holds could make
-                room (see :meth:`loan`): it would wait for itself.
             KeyboardInterrupt: Ctrl-C while waiting (any signal handler runs,
                 and the wait then resumes with the same deadline unless the
                 handler raised).
@@ -382,8 +380,6 @@ class Channel:
             Closed: the channel is closed and every message sent before the
                 close has been received (``close`` wakes every waiting
                 receiver).
-            RuntimeError: nothing is queued before a loan this thread holds
-                (see :meth:`loan`): it would wait for itself.
             KeyboardInterrupt: Ctrl-C while waiting (any signal handler runs,
                 and the wait then resumes with the same deadline unless the
                 handler raised).
@@ -905,13 +901,11 @@ class Channel:
 
         Messages are delivered in the order their room was reserved: one sent
         (or loaned) after this loan was taken waits behind it until it ends.
-        So a receive in the thread that holds the loan, with nothing queued
-        before it, raises RuntimeError rather than wait for itself, and so
-        does a send or loan without room when nothing is queued and every
-        loan and view out is this thread's (a receive or send in another
-        thread, or an awaited one, waits as usual).  Up to 16 loans and views
-        may be out at once per channel, from any threads and processes; past
-        that, entering waits like a send without room.  A loan belongs to its process: one that dies holding it is
+        So a receive in this thread, with nothing queued before the loan,
+        waits for the loan: for this thread itself (it is not refused, as
+        another thread may end the loan; give it a timeout).  Up to 16 loans and views may be out at once per channel, from any
+        threads and processes; past that, entering waits like a send without
+        room.  A loan belongs to its process: one that dies holding it is
         aborted by the next process that waits on the channel (within about
         a second).
 
@@ -940,10 +934,9 @@ class Channel:
             ValueError: ``nbytes`` < 1; or a channel without room to lend: an
                 unbuffered one, or one whose size is not a multiple of the
                 page size (4096).
-            RuntimeError: entering would wait for this thread itself: every
-                one of the channel's 16 loans and views is this thread's,
-                through any of this process's handles of it, or there is no
-                room and only they could make some; or the context manager was
+            RuntimeError: every one of the channel's 16 loans and views is
+                this thread's, through any of this process's handles of it
+                (another would wait for itself); or the context manager was
                 entered twice, or left twice or without being entered.
             KeyboardInterrupt: Ctrl-C while waiting (signal handlers run, and
                 the wait resumes with the same deadline unless one raised).

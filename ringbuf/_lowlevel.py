@@ -94,8 +94,8 @@ _ERRORS: Dict[int, Tuple[Callable[[str], BaseException], str]] = {
     lib.RB_EINVAL: (ValueError, "invalid argument for channel {name!r}"),
     lib.RB_ESELF: (
         RuntimeError,
-        "waiting on channel {name!r} would wait for this thread itself: only loans and views this thread holds "
-        "(counting views kept alive by arrays made from them) could let the call go on; end them first",
+        "every loan and view of channel {name!r} is this thread's (counting views kept alive by arrays made from "
+        "them): waiting for another would wait for this thread itself",
     ),
     lib.RB_ENOSYS: (
         errors.SelectUnsupported,
