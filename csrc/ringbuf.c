@@ -2531,7 +2531,12 @@ static void hand_on_side(struct rb_chan *ch, int send, int brief)
         return;
     }
     if (send) {
-        wake = read_pos(ch, &h->sendx, &p) && spend_baton(ch, &p);
+        if (!read_pos(ch, &h->sendx, &p))
+            wake = 0;
+        else if (ch->unbuffered && p.qcount == 0 && parked(h, receivers(h)) > 0)
+            wake = call_sender(ch) != NULL;  /* W13: a receiver's call, not used: call another */
+        else
+            wake = spend_baton(ch, &p);
     } else if (LOAD(h->qcount) > 0 && parked(h, receivers(h)) > 0) {
         INC(h->recv_futex);
         h->recvq_wakes++;

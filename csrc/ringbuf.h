@@ -180,19 +180,25 @@ struct rb_hold {
  *       wake system call that wakes nobody, never a lost wake-up.  A close
  *       that drops the queued messages (rb_close_and_drop) counts them done
  *       and wakes the joiners the same way.
- *   W12 A selector (rb_select, rb_select_recv) is a waiter on every side
- *       its cases name at once: it counts itself in on each (W1, one lock at
- *       a time, never two), reads each futex word, and sleeps on all of them
- *       with futex_waitv.  A wake-up on any side may have been meant for it and no
- *       one else, so after it wakes, whatever case it then performs (or none:
- *       timeout, signal), it hands on the wake-up of every side whose word
- *       moved and that it did not serve: to a receiver if a message is still
- *       queued and one is parked (as W10), to a sender through the baton's
- *       budget (W6, W7), so selectors that cannot use a room cannot pass it
- *       back and forth forever.  The side it served, if its word moved, it
- *       treats as a plain waiter woken there: a send case passes the baton
- *       (W6).  Counted in on a receive case of an unbuffered channel, it
- *       calls a parked sender as a plain receiver does (W13).
+ *   W12 A selector (rb_select, rb_select_recv) is a waiter on every side its
+ *       cases name at once: it counts itself in on each (W1, one lock at a
+ *       time, never two), reads each futex word, and sleeps on all of them
+ *       with futex_waitv.  A wake-up on any side may have been meant for it
+ *       and no one else, so after it wakes, whatever case it then performs
+ *       (or none: timeout, signal), it hands on the wake-up of every side
+ *       whose word moved and that it did not serve: to a receiver if a
+ *       message is still queued and one is parked (as W10), to a sender
+ *       through the baton's budget (W6, W7), so selectors that cannot use a
+ *       room cannot pass it back and forth forever.  On an unbuffered channel
+ *       with nothing in flight and a receiver counted, the wake-up may be
+ *       that receiver's call (W13), which no baton pays for: it calls another
+ *       parked sender instead.  That cannot circle: while a receiver is
+ *       counted and the channel is empty, a woken sender's send is ready, so
+ *       each hand-on follows a waiter that did another case or gave up.  The
+ *       side it served, if its word moved, it treats as a plain waiter woken
+ *       there: a send case passes the baton (W6).  Counted in on a receive
+ *       case of an unbuffered channel, it calls a parked sender as a plain
+ *       receiver does (W13).
  *   W13 Unbuffered channels hold one message in flight.  Its sender, having
  *       published it, counts itself in on the senders' side and sleeps on
  *       ack_futex until `received` passes its message; every receive on an

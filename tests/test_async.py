@@ -662,6 +662,53 @@ def test_a_select_async_with_two_send_cases_on_one_channel_is_woken_for_room_for
     assert ch.recv_bytes_many(4) == [b"12345678"] * 3 + [b"s"]
 
 
+def test_a_select_async_that_leaves_a_receivers_call_unused_passes_it_on(make_channel, no_recheck):
+    # W13 and W12: a receiver about to park on an unbuffered channel calls
+    # one parked sender, here the task's select (its helper thread asleep on
+    # the senders' word first).  The task is cancelled before it can act on
+    # the call, so it must pass the call on to the other parked sender, a
+    # select in another process; else both sleep on with the receiver.
+    ch, other, other2 = make_channel(capacity=0), make_channel(), make_channel()
+
+    def selector(tell):
+        tell.send(ringbuf.select_bytes((ch, b"from S2"), other2, timeout=60)[1])
+
+    def receiver(tell):
+        tell.send(ch.recv_bytes(timeout=30))
+
+    async def main():
+        task = asyncio.create_task(ringbuf.select_bytes_async((ch, b"from the task"), other))
+        while ch.stats().sendq < 1:
+            await asyncio.sleep(0.001)
+        # From here on the loop is held up, so that the task can only act
+        # once it has been cancelled.
+        wait_until(lambda: any(in_futex_wait(os.getpid(), int(t)) for t in os.listdir("/proc/self/task")
+                               if int(t) != os.getpid()), what="the helper thread sleeping")
+        procs = []
+        for i, target in enumerate((selector, receiver)):
+            answer, tell = ctx.Pipe(duplex=False)
+            proc = ctx.Process(target=target, args=(tell,))
+            proc.start()
+            procs.append((answer, proc))
+            if i == 0:
+                wait_until(lambda: ch.stats().sendq == 2 and in_futex_wait(proc.pid), what="the selector parked")
+        wait_until(lambda: not _async._the_helper()._watches, what="the receiver's call woke the task's helper")
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return procs
+
+    procs = asyncio.run(main())
+    try:
+        for (answer, _), expected in zip(procs, (None, b"from S2")):
+            assert answer.poll(30), "the call was not passed on"
+            assert answer.recv() == expected
+    finally:
+        for _, proc in procs:
+            proc.join(30)
+    assert ch.stats().sent == 1 and len(ch) == 0
+
+
 def test_more_awaited_channel_sides_than_the_helper_can_watch_is_a_clear_error(make_channel):
     chans = [make_channel(capacity=1, size=64) for _ in range(128)]
 
