@@ -2517,7 +2517,9 @@ static struct side side_of(struct rb_chan *ch, int send)
 /* W10, W12: hand on a wake-up that a waiter leaving one side of ch (a
  * receiver that left its message, a selector or a task that did something
  * else) may have taken: to a parked receiver if a message is queued, to a
- * parked sender through the baton's budget.  `brief`: for a task's wait
+ * parked sender through the baton's budget, or, on an empty unbuffered
+ * channel with a receiver counted, to another parked sender (the
+ * receiver's call, W13).  `brief`: for a task's wait
  * (W14), whose thread runs an event loop, the lock is waited for briefly;
  * without it, the wake-up is handed on unconditionally. */
 static void hand_on_side(struct rb_chan *ch, int send, int brief)

@@ -194,8 +194,11 @@ struct rb_hold {
  *       that receiver's call (W13), which no baton pays for: it calls another
  *       parked sender instead.  That cannot circle: while a receiver is
  *       counted and the channel is empty, a woken sender's send is ready, so
- *       each hand-on follows a waiter that did another case or gave up.  The
- *       side it served, if its word moved, it treats as a plain waiter woken
+ *       each hand-on follows a waiter that did another case or gave up.  A
+ *       receiver counted that never takes (stopped, dead until W9 reaps it, a
+ *       task whose loop is held up) makes each hand-on follow an offer taken
+ *       back after a re-check period: slow, bounded, never a storm.  The side
+ *       it served, if its word moved, it treats as a plain waiter woken
  *       there: a send case passes the baton (W6).  Counted in on a receive
  *       case of an unbuffered channel, it calls a parked sender as a plain
  *       receiver does (W13).

@@ -218,9 +218,18 @@ def _wait_order(sides: Sequence[Side]) -> List[Tuple[int, int]]:
     return order
 
 
+def _leave(sides: Sequence[Side], waits: List[Tuple[int, Any]]) -> None:
+    """W14: count the task out of every side it waits on (waits: side number
+    and ``struct rb_wait``), before it tries again or hands anything on, so
+    that neither takes the task for a waiter of the other side."""
+    for i, w in waits:
+        sides[i][0].wait_leave(w)
+
+
 def _end(sides: Sequence[Side], waits: List[Tuple[int, Any]], served: Optional[int]) -> None:
-    """W14's end for every side the task waited on (waits: side number and
-    ``struct rb_wait``); ``served``, the side number the operation used."""
+    """W14's end for every side the task waited on; ``served``, the side
+    number the operation used."""
+    _leave(sides, waits)
     while waits:  # each taken off first: an exception from a signal handler must not end it twice
         i, w = waits.pop()
         sides[i][0].wait_end(w, served is not None and _same_side(sides[i], sides[served]))
@@ -246,10 +255,7 @@ async def operate(sides: Sequence[Side], attempt: Callable[[int], T], deadline: 
     order: List[Tuple[int, int]] = []
     try:
         while True:
-            # Counted out before the attempt (W14), so that the attempt does
-            # not take this task for a waiter of the other side.
-            for i, w in waits:
-                sides[i][0].wait_leave(w)
+            _leave(sides, waits)
             try:
                 result = attempt(time.monotonic_ns() if spun else spin_until(deadline))
             except (errors.Timeout, InterruptedError):
