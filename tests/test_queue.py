@@ -139,6 +139,11 @@ def test_pool_initializer(make_queue):
     q = make_queue()
     with ctx.Pool(2, initializer=_workers.pool_init, initargs=(q,)) as pool:
         assert sorted(pool.map(_workers.pool_put, range(20))) == list(range(20))
+        # Workers that exit, rather than the with block's terminate(): a
+        # multiprocessing.Queue's feeder thread may still hold what a worker
+        # put, and a terminated worker loses it.
+        pool.close()
+        pool.join()
     assert sorted(q.get(timeout=10) for _ in range(20)) == list(range(20))
 
 
