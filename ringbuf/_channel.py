@@ -903,11 +903,11 @@ class Channel:
         (or loaned) after this loan was taken waits behind it until it ends.
         So a receive in this thread, with nothing queued before the loan,
         waits for the loan: for this thread itself (it is not refused, as
-        another thread may end the loan; give it a timeout).  Up to 16 loans and views may be out at once per channel, from any
-        threads and processes; past that, entering waits like a send without
-        room.  A loan belongs to its process: one that dies holding it is
-        aborted by the next process that waits on the channel (within about
-        a second).
+        another thread may end the loan; give it a timeout).  Up to 16 loans
+        and views may be out at once per channel, from any threads and
+        processes; past that, entering waits like a send without room.  A loan
+        belongs to its process: one that dies holding it is aborted by the
+        next process that waits on the channel (within about a second).
 
         After the block ``buf`` is released (using it raises ValueError).  If
         something made from it still exists then (a slice, a numpy array),
