@@ -12,6 +12,7 @@ import random
 import signal
 import threading
 import time
+from typing import Any, Callable, Tuple
 
 import numpy as np
 import pytest
@@ -29,6 +30,21 @@ ctx = multiprocessing.get_context("fork")
 def send_later(ch: ringbuf.Channel, obj: object, delay: float) -> None:
     time.sleep(delay)
     ch.send(obj)
+
+
+def start_telling(target: Callable[[Any], None]) -> Tuple[Any, multiprocessing.Process]:
+    """A fork child that runs target(tell); what it tells comes out of the
+    returned answer end."""
+    answer, tell = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=target, args=(tell,))
+    proc.start()
+    return answer, proc
+
+
+def helper_thread_sleeping(pid: int) -> bool:
+    """Whether a thread of process pid other than its main one (there: the
+    asyncio helper) sleeps in a futex wait."""
+    return any(in_futex_wait(pid, int(t)) for t in os.listdir(f"/proc/{pid}/task") if int(t) != pid)
 
 
 def test_an_awaiting_receiver_is_woken_by_another_process_while_the_loop_runs_on(make_channel):
@@ -456,14 +472,11 @@ def test_an_awaited_sender_that_sent_hands_the_wake_up_on_though_the_lock_is_bus
 
     answers = []
     for i, send in enumerate((awaiting_sender, plain_sender)):
-        answer, tell = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=send, args=(tell,))
-        proc.start()
+        answer, proc = start_telling(send)
         answers.append((answer, proc))
         wait_until(lambda: ch.stats().sendq == i + 1, what=f"sender {i} waiting")
         if i == 0:  # its helper thread asleep on the word first, so that it is the one woken
-            wait_until(lambda: any(in_futex_wait(proc.pid, int(t)) for t in os.listdir(f"/proc/{proc.pid}/task")
-                                   if int(t) != proc.pid), what="the helper thread sleeping")
+            wait_until(lambda: helper_thread_sleeping(proc.pid), what="the helper thread sleeping")
     assert ch.recv_bytes_many(2) == [b"1", b"2"]
     try:
         for (answer, proc), name in zip(answers, "AP"):
@@ -625,9 +638,7 @@ def test_a_select_async_sending_and_receiving_on_one_unbuffered_channel_meets_a_
         else:
             tell.send(ch.recv_bytes(timeout=30))
 
-    answer, tell = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=other_process, args=(tell,))
-    proc.start()
+    answer, proc = start_telling(other_process)
     try:
         got = asyncio.run(ringbuf.select_bytes_async(*cases, timeout=40))
         assert answer.poll(30), "the peer is still waiting"
@@ -682,13 +693,10 @@ def test_a_select_async_that_leaves_a_receivers_call_unused_passes_it_on(make_ch
             await asyncio.sleep(0.001)
         # From here on the loop is held up, so that the task can only act
         # once it has been cancelled.
-        wait_until(lambda: any(in_futex_wait(os.getpid(), int(t)) for t in os.listdir("/proc/self/task")
-                               if int(t) != os.getpid()), what="the helper thread sleeping")
+        wait_until(lambda: helper_thread_sleeping(os.getpid()), what="the helper thread sleeping")
         procs = []
         for i, target in enumerate((selector, receiver)):
-            answer, tell = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=target, args=(tell,))
-            proc.start()
+            answer, proc = start_telling(target)
             procs.append((answer, proc))
             if i == 0:
                 wait_until(lambda: ch.stats().sendq == 2 and in_futex_wait(proc.pid), what="the selector parked")
